@@ -1,0 +1,3 @@
+from rangefs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""The on-disk chunk store that is also the resume checkpoint (the only diskcache user).
+
+A chunk is stored under a key naming everything it depends on — format version, bucket,
+object key, ETag, chunk size, chunk index — so a changed object or another chunk size can
+never be served old bytes. Each value is ``MAGIC + xxh3_64(data) + data``: diskcache does
+not fsync its value files, so after a crash a stored chunk may be short or garbage; every
+read checks length and checksum and treats a mismatch (or any read error) as a miss.
+
+Cache trouble is never a read error: a full disk turns caching off for a while (logged) and
+reads go on from S3. diskcache is safe for several processes, so two mounts may share one
+cache directory.
+"""
+
+import errno
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import diskcache
+import xxhash
+
+from rangefs.store import ObjectVersion
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"RFC1"
+HEADER = len(MAGIC) + 8
+KEY_VERSION = "c1"
+ETAG_PREFIX = "etag1"
+RETRY_CACHING_AFTER = 30.0  # seconds with caching off after the disk filled up
+SQLITE_TIMEOUT = 30.0
+
+
+def checksum(data: bytes | memoryview) -> bytes:
+    return xxhash.xxh3_64_digest(data)
+
+
+def encode(data: bytes) -> bytes:
+    return MAGIC + checksum(data) + data
+
+
+def decode(value: object, expected_length: int | None) -> bytes | None:
+    """The chunk bytes if ``value`` is intact, else None."""
+    if not isinstance(value, bytes) or len(value) < HEADER or not value.startswith(MAGIC):
+        return None
+    view = memoryview(value)[HEADER:]
+    if expected_length is not None and len(view) != expected_length:
+        return None
+    if checksum(view) != value[len(MAGIC) : HEADER]:
+        return None
+    return value[HEADER:]
+
+
+def chunk_key(version: ObjectVersion, chunk_size: int, index: int) -> str:
+    return f"{KEY_VERSION}\0{version.bucket}\0{version.key}\0{version.etag}\0{chunk_size}\0{index}"
+
+
+def version_tag(bucket: str, key: str, etag: str) -> str:
+    return f"{bucket}\0{key}\0{etag}"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    directory: str
+    size_limit: int
+    volume: int
+    chunks: int
+    chunk_bytes: int
+    objects: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    checked: int
+    bad: int
+    bad_keys: list[str]
+
+
+class ChunkCache:
+    """Thread-safe; all methods block (call them from worker threads)."""
+
+    def __init__(self, directory: Path, size_limit: int) -> None:
+        self.directory = Path(directory)
+        self.size_limit = size_limit
+        self._cache = diskcache.Cache(
+            str(self.directory),
+            size_limit=size_limit,
+            eviction_policy="least-recently-used",
+            tag_index=True,
+            timeout=SQLITE_TIMEOUT,
+        )
+        self._lock = threading.Lock()
+        self._disabled_until = 0.0
+        self._reported_bad: set[str] = set()
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def get(self, version: ObjectVersion, chunk_size: int, index: int, length: int) -> bytes | None:
+        key = chunk_key(version, chunk_size, index)
+        try:
+            value = self._cache.get(key, default=None, retry=True)
+        except Exception as exc:
+            self._drop(key, version, index, f"unreadable: {exc}")
+            return None
+        if value is None:
+            return None
+        data = decode(value, length)
+        if data is None:
+            self._drop(key, version, index, "checksum or length mismatch")
+        return data
+
+    def contains(self, version: ObjectVersion, chunk_size: int, index: int) -> bool:
+        try:
+            return chunk_key(version, chunk_size, index) in self._cache
+        except Exception:
+            return False
+
+    def put(self, version: ObjectVersion, chunk_size: int, index: int, data: bytes) -> bool:
+        """Stores a chunk; False (and caching paused) if the disk is full or failing."""
+        if time.monotonic() < self._disabled_until:
+            return False
+        key = chunk_key(version, chunk_size, index)
+        try:
+            self._cache.set(
+                key,
+                encode(data),
+                tag=version_tag(version.bucket, version.key, version.etag),
+                retry=True,
+            )
+            return True
+        except (OSError, sqlite3.Error) as exc:
+            full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            full = full or "full" in str(exc)
+            with self._lock:
+                self._disabled_until = time.monotonic() + RETRY_CACHING_AFTER
+            log.warning(
+                "cache %s: not caching for %.0fs, reads continue from S3 (%s s3://%s/%s chunk %d)",
+                "full" if full else "write failed",
+                RETRY_CACHING_AFTER,
+                exc,
+                version.bucket,
+                version.key,
+                index,
+            )
+            try:
+                self._cache.delete(key, retry=True)
+            except Exception:
+                pass
+            return False
+
+    def bind_etag(self, bucket: str, key: str, etag: str) -> None:
+        """Records the current ETag of an object and drops chunks of any older version."""
+        meta = f"{ETAG_PREFIX}\0{bucket}\0{key}"
+        try:
+            old = self._cache.get(meta, default=None, retry=True)
+            if old == etag:
+                return
+            if isinstance(old, str):
+                dropped = self._cache.evict(version_tag(bucket, key, old), retry=True)
+                if dropped:
+                    log.info(
+                        "object changed: dropped %d cached chunks of s3://%s/%s (ETag %s -> %s)",
+                        dropped,
+                        bucket,
+                        key,
+                        old,
+                        etag,
+                    )
+            self._cache.set(meta, etag, retry=True)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("cache: could not record ETag of s3://%s/%s: %s", bucket, key, exc)
+
+    def cached_map(self, version: ObjectVersion, chunk_size: int, count: int) -> list[bool]:
+        return [self.contains(version, chunk_size, i) for i in range(count)]
+
+    def _drop(self, key: str, version: ObjectVersion, index: int, why: str) -> None:
+        if key not in self._reported_bad:
+            self._reported_bad.add(key)
+            log.warning(
+                "cache: dropping bad chunk %d of s3://%s/%s (%s); fetching it again",
+                index,
+                version.bucket,
+                version.key,
+                why,
+            )
+        try:
+            self._cache.delete(key, retry=True)
+        except Exception:
+            pass
+
+    def iter_chunk_keys(self) -> Iterator[str]:
+        for key in self._cache.iterkeys():
+            if isinstance(key, str) and key.startswith(KEY_VERSION + "\0"):
+                yield key
+
+    def stats(self) -> CacheStats:
+        chunks = 0
+        objects: set[tuple[str, str, str]] = set()
+        for key in self.iter_chunk_keys():
+            parts = key.split("\0")
+            chunks += 1
+            objects.add((parts[1], parts[2], parts[3]))
+        return CacheStats(
+            directory=str(self.directory),
+            size_limit=self.size_limit,
+            volume=self._cache.volume(),
+            chunks=chunks,
+            chunk_bytes=int(self._cache.volume()),
+            objects=len(objects),
+        )
+
+    def verify(self) -> VerifyReport:
+        """Re-checks every stored chunk; bad ones are dropped."""
+        checked = 0
+        bad: list[str] = []
+        for key in list(self.iter_chunk_keys()):
+            checked += 1
+            try:
+                value = self._cache.get(key, default=None, retry=True)
+            except Exception:
+                value = b""
+            if value is None:
+                checked -= 1
+                continue
+            if decode(value, None) is None:
+                bad.append(key)
+                self._cache.delete(key, retry=True)
+        return VerifyReport(checked, len(bad), bad)
+
+    def clear(self) -> int:
+        return self._cache.clear(retry=True)

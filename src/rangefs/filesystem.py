@@ -1,0 +1,257 @@
+"""The FUSE-free core: lookup, getattr, readdir, open, read, xattrs and statfs.
+
+It returns plain dataclasses and raises :mod:`rangefs.errors` exceptions; the pyfuse3
+adapter only translates. An open file pins the object version (key, ETag, size) it was
+opened with: every read of that handle is served from that version or fails with ESTALE,
+never a mix of two versions.
+"""
+
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+
+import trio
+
+from rangefs import chunks
+from rangefs.chunk_cache import ChunkCache
+from rangefs.config import Config
+from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
+from rangefs.inodes import InodeTable
+from rangefs.namespace import Entry, Namespace, join
+from rangefs.reader import ChunkReader, ReadStream
+from rangefs.stats import Stats
+from rangefs.store import ObjectVersion
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE = 512
+IO_BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends size their buffers by it
+XATTR_PREFIX = "user.rangefs."
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    ino: int
+    is_dir: bool
+    size: int
+    mtime_ns: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    blksize: int
+    blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    name: str
+    attributes: Attributes
+    next_id: int
+
+
+@dataclass
+class OpenFile:
+    ino: int
+    path: str
+    version: ObjectVersion
+    stream: ReadStream = field(default_factory=ReadStream)
+
+
+@dataclass(frozen=True, slots=True)
+class FsStats:
+    block_size: int
+    blocks: int
+    files: int
+    name_max: int
+
+
+class Filesystem:
+    def __init__(
+        self,
+        config: Config,
+        namespace: Namespace,
+        reader: ChunkReader,
+        cache: ChunkCache,
+        cache_limiter: trio.CapacityLimiter,
+        stats: Stats,
+    ) -> None:
+        self.config = config
+        self.namespace = namespace
+        self.reader = reader
+        self.cache = cache
+        self.stats = stats
+        self.inodes = InodeTable()
+        self._cache_limiter = cache_limiter
+        self._handles: dict[int, OpenFile] = {}
+        self._dir_handles: dict[int, tuple[int, list[tuple[str, Entry]]]] = {}
+        self._fh = itertools.count(1)
+        self._last_etag: dict[str, str] = {}
+
+    def _attributes(self, ino: int, entry: Entry) -> Attributes:
+        cfg = self.config
+        if entry.is_dir:
+            mode, nlink, size = 0o040000 | cfg.dir_mode, 2, 0
+        else:
+            mode, nlink, size = 0o100000 | cfg.file_mode, 1, entry.size
+        return Attributes(
+            ino=ino,
+            is_dir=entry.is_dir,
+            size=size,
+            mtime_ns=int(entry.mtime * 1e9),
+            mode=mode,
+            nlink=nlink,
+            uid=cfg.uid,
+            gid=cfg.gid,
+            blksize=IO_BLOCK_SIZE,
+            blocks=-(-size // BLOCK_SIZE),
+        )
+
+    async def lookup(self, parent_ino: int, name: str) -> Attributes:
+        parent = self.inodes.path_of(parent_ino)
+        if name == ".":
+            path = parent
+        elif name == "..":
+            path = parent.rpartition("/")[0]
+        else:
+            path = join(parent, name)
+        entry = await self.namespace.entry(path)
+        ino = self.inodes.ino_for(path)
+        self.inodes.looked_up(ino)
+        return self._attributes(ino, entry)
+
+    async def getattr(self, ino: int) -> Attributes:
+        path = self.inodes.path_of(ino)
+        handle = next((h for h in self._handles.values() if h.ino == ino), None)
+        try:
+            entry = await self.namespace.entry(path)
+        except NotFound:
+            if handle is None:
+                raise
+            entry = Entry(path.rpartition("/")[2], False, handle.version.size)
+        return self._attributes(ino, entry)
+
+    def forget(self, ino: int, count: int) -> None:
+        self.inodes.forget(ino, count)
+
+    async def opendir(self, ino: int) -> int:
+        path = self.inodes.path_of(ino)
+        entry = await self.namespace.entry(path)
+        if not entry.is_dir:
+            raise NotADirectory(path)
+        listing = await self.namespace.listing(path)
+        fh = next(self._fh)
+        self._dir_handles[fh] = (ino, sorted(listing.entries.items()))
+        return fh
+
+    def readdir(self, fh: int, start_id: int) -> list[DirEntry]:
+        """Entries after ``start_id`` from the snapshot taken at opendir (stable paging)."""
+        parent_ino, entries = self._dir_handles.get(fh, (1, []))
+        parent = self.inodes.path_of(parent_ino)
+        out = []
+        for i, (name, entry) in enumerate(entries[start_id:], start_id + 1):
+            ino = self.inodes.ino_for(join(parent, name))
+            out.append(DirEntry(name, self._attributes(ino, entry), i))
+        return out
+
+    def readdir_returned(self, ino: int) -> None:
+        """The kernel took an entry from readdirplus: that counts as a lookup."""
+        self.inodes.looked_up(ino)
+
+    def releasedir(self, fh: int) -> None:
+        self._dir_handles.pop(fh, None)
+
+    async def open(self, ino: int) -> tuple[int, bool]:
+        """Opens a file at its current version; returns (fh, keep_cache).
+
+        ``keep_cache`` is true only when the ETag is the one the previous open saw, so the
+        kernel's page cache is reused for an unchanged object and dropped for a changed one.
+        """
+        path = self.inodes.path_of(ino)
+        entry = await self.namespace.entry(path)
+        if entry.is_dir:
+            raise IsADirectory(path)
+        version = ObjectVersion(
+            self.namespace.store.bucket, self.namespace.key_of(path), entry.etag, entry.size
+        )
+        previous = self._last_etag.get(version.key)
+        keep_cache = previous == version.etag
+        if not keep_cache:
+            self._last_etag[version.key] = version.etag
+            await trio.to_thread.run_sync(
+                self.cache.bind_etag,
+                version.bucket,
+                version.key,
+                version.etag,
+                limiter=self._cache_limiter,
+            )
+            if previous is not None:
+                self.reader.forget_version(
+                    ObjectVersion(version.bucket, version.key, previous, entry.size)
+                )
+        fh = next(self._fh)
+        self._handles[fh] = OpenFile(ino, path, version)
+        self.inodes.opened(ino)
+        return fh, keep_cache
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise NotFound(f"file handle {fh}")
+        return await self.reader.read(handle.version, offset, size, handle.stream)
+
+    def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is not None:
+            self.inodes.closed(handle.ino)
+
+    def statfs(self) -> FsStats:
+        return FsStats(block_size=IO_BLOCK_SIZE, blocks=2**40, files=2**32, name_max=255)
+
+    async def _version_of(self, ino: int) -> ObjectVersion | None:
+        path = self.inodes.path_of(ino)
+        entry = await self.namespace.entry(path)
+        if entry.is_dir:
+            return None
+        for handle in self._handles.values():
+            if handle.ino == ino:
+                return handle.version
+        return ObjectVersion(
+            self.namespace.store.bucket, self.namespace.key_of(path), entry.etag, entry.size
+        )
+
+    async def listxattr(self, ino: int) -> list[str]:
+        if ino == 1:
+            return [XATTR_PREFIX + n for n in ("uri", "stats")]
+        version = await self._version_of(ino)
+        names = ["uri"] if version is None else ["uri", "etag", "cached", "chunks"]
+        return [XATTR_PREFIX + n for n in names]
+
+    async def getxattr(self, ino: int, name: str) -> bytes:
+        if name not in await self.listxattr(ino):
+            raise NoSuchAttribute(name)
+        attr = name[len(XATTR_PREFIX) :]
+        path = self.inodes.path_of(ino)
+        if attr == "uri":
+            key = self.namespace.key_of(path) if path else self.namespace.prefix
+            if path and (await self.namespace.entry(path)).is_dir:
+                key += "/"
+            return f"s3://{self.namespace.store.bucket}/{key}".encode()
+        if attr == "stats":
+            return json.dumps(self.stats.as_dict(), sort_keys=True).encode()
+        version = await self._version_of(ino)
+        assert version is not None
+        if attr == "etag":
+            return version.etag.encode()
+        chunk_size = self.config.chunk_size
+        count = chunks.chunk_count(version.size, chunk_size)
+        cached = await trio.to_thread.run_sync(
+            self.cache.cached_map, version, chunk_size, count, limiter=self._cache_limiter
+        )
+        if attr == "chunks":
+            return f"{chunk_size} {''.join('#' if c else '.' for c in cached)}".encode()
+        nbytes = sum(
+            chunks.chunk_length(i, version.size, chunk_size) for i, c in enumerate(cached) if c
+        )
+        return f"{nbytes} {version.size}".encode()

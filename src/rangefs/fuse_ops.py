@@ -1,0 +1,182 @@
+"""The pyfuse3 adapter: each handler translates one request to :class:`Filesystem` and back.
+
+Errors become errno here and only here: a :class:`RangefsError` carries its errno; anything
+else is a bug, logged once with the operation, and answered with EIO — an exception escaping
+a pyfuse3 handler would end the mount.
+"""
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from rangefs.errors import RangefsError
+from rangefs.filesystem import Attributes, Filesystem
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+
+def boundary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(fn)
+    async def handler(self: "FuseOperations", *args: Any) -> T:
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except RangefsError as exc:
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except Exception:
+            log.exception("unexpected error in %s%r", fn.__name__, args[:2])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return handler
+
+
+def read_only(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def handler(self: "FuseOperations", *args: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    return handler
+
+
+class FuseOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, fs: Filesystem) -> None:
+        super().__init__()
+        self.fs = fs
+        self.ttl = fs.config.metadata_ttl
+
+    def _entry(self, attr: Attributes) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = attr.ino
+        e.generation = 0
+        e.entry_timeout = self.ttl
+        e.attr_timeout = self.ttl
+        e.st_mode = attr.mode
+        e.st_nlink = attr.nlink
+        e.st_uid = attr.uid
+        e.st_gid = attr.gid
+        e.st_rdev = 0
+        e.st_size = attr.size
+        e.st_blksize = attr.blksize
+        e.st_blocks = attr.blocks
+        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = attr.mtime_ns
+        return e
+
+    @boundary
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: Any = None
+    ) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.fs.lookup(parent_inode, os.fsdecode(name)))
+
+    @boundary
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.fs.getattr(inode))
+
+    @boundary
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.fs.forget(inode, count)
+
+    @boundary
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        return await self.fs.opendir(inode)
+
+    @boundary
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        for item in self.fs.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(item.name), self._entry(item.attributes), item.next_id
+            ):
+                return
+            self.fs.readdir_returned(item.attributes.ino)
+
+    @boundary
+    async def releasedir(self, fh: int) -> None:
+        self.fs.releasedir(fh)
+
+    @boundary
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        if flags & WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        fh, keep_cache = await self.fs.open(inode)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
+
+    @boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.fs.read(fh, off, size)  # type: ignore[return-value]
+
+    @boundary
+    async def release(self, fh: int) -> None:
+        self.fs.release(fh)
+
+    @boundary
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @boundary
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        st = self.fs.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = out.f_frsize = st.block_size
+        out.f_blocks = st.blocks
+        out.f_bfree = out.f_bavail = 0
+        out.f_files = st.files
+        out.f_ffree = out.f_favail = 0
+        out.f_namemax = st.name_max
+        return out
+
+    @boundary
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return await self.fs.getxattr(inode, os.fsdecode(name))
+
+    @boundary
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return [os.fsencode(n) for n in await self.fs.listxattr(inode)]
+
+    @read_only
+    async def setattr(self, *args: Any) -> None: ...
+
+    @read_only
+    async def create(self, *args: Any) -> None: ...
+
+    @read_only
+    async def write(self, *args: Any) -> None: ...
+
+    @read_only
+    async def unlink(self, *args: Any) -> None: ...
+
+    @read_only
+    async def rmdir(self, *args: Any) -> None: ...
+
+    @read_only
+    async def mkdir(self, *args: Any) -> None: ...
+
+    @read_only
+    async def mknod(self, *args: Any) -> None: ...
+
+    @read_only
+    async def rename(self, *args: Any) -> None: ...
+
+    @read_only
+    async def symlink(self, *args: Any) -> None: ...
+
+    @read_only
+    async def link(self, *args: Any) -> None: ...
+
+    @read_only
+    async def setxattr(self, *args: Any) -> None: ...
+
+    @read_only
+    async def removexattr(self, *args: Any) -> None: ...

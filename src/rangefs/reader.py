@@ -1,0 +1,291 @@
+"""Serves byte ranges of an object version from chunks: memory, then disk, then S3.
+
+What it guarantees:
+
+* one GET per missing chunk however many readers want it (the in-flight map; nothing awaits
+  between looking a chunk up in that map and inserting it, so two tasks cannot both miss);
+* a fetch runs in its own task, so a reader that goes away does not cancel a GET that
+  others wait on, and the chunk is written to the disk cache after the waiters got it;
+* sequential readers get read-ahead that starts at one chunk and doubles up to
+  ``max_readahead``; a seek resets it;
+* memory is bounded globally: at most ``fetch_slots`` chunks in flight or being stored,
+  plus a small LRU of chunks being served; read-ahead never takes the last two fetch
+  slots, so a reader waiting for its chunk is not starved by read-ahead.
+"""
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from rangefs import chunks
+from rangefs.chunk_cache import ChunkCache, chunk_key
+from rangefs.errors import ObjectChanged, RangefsError, RemoteError
+from rangefs.stats import Stats
+from rangefs.store import AsyncStore, ObjectVersion
+
+log = logging.getLogger(__name__)
+
+DEMAND_RESERVE = 2  # fetch slots read-ahead may never use
+
+
+@dataclass
+class ReadStream:
+    """Per open file: where the next sequential read would start, and the read-ahead window."""
+
+    next_offset: int = 0
+    window: int = 0
+
+
+@dataclass
+class _Fetch:
+    done: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+    error: Exception | None = None
+
+
+class ChunkReader:
+    def __init__(
+        self,
+        store: AsyncStore,
+        cache: ChunkCache,
+        cache_limiter: trio.CapacityLimiter,
+        *,
+        chunk_size: int,
+        memory_limit: int,
+        max_readahead: int,
+        parallel: int,
+        stats: Stats | None = None,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.chunk_size = chunk_size
+        self.max_readahead = max_readahead
+        self.stats = stats or Stats()
+        self._cache_limiter = cache_limiter
+        slots = max(1, min(parallel, memory_limit // chunk_size - 1))
+        self.fetch_slots = trio.CapacityLimiter(slots)
+        self._readahead_slots = trio.Semaphore(max(1, slots - DEMAND_RESERVE))
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory_bytes = 0
+        self._memory_limit = max(chunk_size, memory_limit - slots * chunk_size)
+        self._inflight: dict[str, _Fetch] = {}
+        self._readahead_pending: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Hosts the fetch tasks; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def read(
+        self, version: ObjectVersion, offset: int, length: int, stream: ReadStream | None = None
+    ) -> bytes | memoryview:
+        parts = chunks.pieces(offset, length, version.size, self.chunk_size)
+        if not parts:
+            return b""
+        pending = [self._lookup_or_start(version, p.index) for p in parts]
+        if stream is not None:
+            self._follow(stream, version, offset, length, parts[-1].index)
+        out: list[memoryview] = []
+        for part, got in zip(parts, pending, strict=True):
+            data = got if isinstance(got, bytes) else await self._wait(got)
+            out.append(memoryview(data)[part.start : part.end])
+        self.stats.reads += 1
+        self.stats.bytes_read += sum(len(v) for v in out)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    async def chunk(self, version: ObjectVersion, index: int) -> bytes:
+        got = self._lookup_or_start(version, index)
+        return got if isinstance(got, bytes) else await self._wait(got)
+
+    async def ensure_cached(self, version: ObjectVersion, index: int) -> None:
+        """Fetches a chunk into the disk cache unless it is there (used by prefetch)."""
+        key = chunk_key(version, self.chunk_size, index)
+        if key in self._memory or key in self._inflight:
+            await self.chunk(version, index)
+            return
+        present = await trio.to_thread.run_sync(
+            self.cache.contains, version, self.chunk_size, index, limiter=self._cache_limiter
+        )
+        if not present:
+            await self.chunk(version, index)
+
+    def _lookup_or_start(self, version: ObjectVersion, index: int) -> bytes | _Fetch:
+        key = chunk_key(version, self.chunk_size, index)
+        data = self._memory.get(key)
+        if data is not None:
+            self._memory.move_to_end(key)
+            self.stats.memory_hits += 1
+            return data
+        fetch = self._inflight.get(key)
+        if fetch is None:
+            fetch = _Fetch()
+            self._inflight[key] = fetch
+            self._spawn(self._fetch, key, version, index, fetch)
+        return fetch
+
+    def _spawn(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        if self._nursery is None:
+            raise RuntimeError("ChunkReader.run() is not running")
+        self._nursery.start_soon(fn, *args)
+
+    async def _wait(self, fetch: _Fetch) -> bytes:
+        await fetch.done.wait()
+        if fetch.error is not None:
+            raise fetch.error
+        assert fetch.data is not None
+        return fetch.data
+
+    def _follow(
+        self, stream: ReadStream, version: ObjectVersion, offset: int, length: int, last: int
+    ) -> None:
+        """Grows read-ahead while the reader stays sequential; a seek resets it.
+
+        "Sequential" tolerates a chunk of slack: the kernel issues its own read-ahead
+        requests concurrently and they may arrive slightly out of order.
+        """
+        sequential = abs(offset - stream.next_offset) <= self.chunk_size
+        crossed = last > (stream.next_offset - 1) // self.chunk_size
+        stream.next_offset = offset + length
+        if not sequential:
+            stream.window = 0
+            return
+        if stream.window == 0:
+            stream.window = self.chunk_size
+        elif crossed:
+            stream.window = min(stream.window * 2, self.max_readahead)
+        count = chunks.chunk_count(version.size, self.chunk_size)
+        ahead = max(1, stream.window // self.chunk_size)
+        for index in range(last + 1, min(count, last + 1 + ahead)):
+            key = chunk_key(version, self.chunk_size, index)
+            if key in self._memory or key in self._inflight or key in self._readahead_pending:
+                continue
+            self._readahead_pending.add(key)
+            self._spawn(self._readahead, key, version, index)
+
+    async def _readahead(self, key: str, version: ObjectVersion, index: int) -> None:
+        try:
+            async with self._readahead_slots:
+                if key in self._memory or key in self._inflight:
+                    return
+                present = await trio.to_thread.run_sync(
+                    self.cache.contains,
+                    version,
+                    self.chunk_size,
+                    index,
+                    limiter=self._cache_limiter,
+                )
+                if present or key in self._memory or key in self._inflight:
+                    return
+                fetch = _Fetch()
+                self._inflight[key] = fetch
+                await self._fetch(key, version, index, fetch)
+        finally:
+            self._readahead_pending.discard(key)
+
+    async def _fetch(self, key: str, version: ObjectVersion, index: int, fetch: _Fetch) -> None:
+        start, end = chunks.chunk_bounds(index, version.size, self.chunk_size)
+        try:
+            data = await trio.to_thread.run_sync(
+                self.cache.get,
+                version,
+                self.chunk_size,
+                index,
+                end - start,
+                limiter=self._cache_limiter,
+            )
+            if data is not None:
+                self.stats.disk_hits += 1
+                self._publish(key, fetch, data)
+                return
+            self.stats.misses += 1
+            async with self.fetch_slots:
+                self.stats.bytes_in_flight += end - start
+                try:
+                    data = await self.store.get_range(
+                        version.key, start, end, version.etag, version.size
+                    )
+                finally:
+                    self.stats.bytes_in_flight -= end - start
+                self.stats.gets += 1
+                self.stats.bytes_fetched += len(data)
+                log.debug(
+                    "fetched s3://%s/%s bytes=%d-%d", version.bucket, version.key, start, end - 1
+                )
+                self._publish(key, fetch, data)
+                stored = await trio.to_thread.run_sync(
+                    self.cache.put,
+                    version,
+                    self.chunk_size,
+                    index,
+                    data,
+                    limiter=self._cache_limiter,
+                )
+                if stored:
+                    self.stats.chunks_stored += 1
+                else:
+                    self.stats.store_failures += 1
+        except ObjectChanged as exc:
+            log.warning(
+                "object changed while open: s3://%s/%s bytes=%d-%d (ETag %s): %s",
+                version.bucket,
+                version.key,
+                start,
+                end - 1,
+                version.etag,
+                exc,
+            )
+            self._fail(key, fetch, exc)
+        except RangefsError as exc:
+            log.error(
+                "read failed: s3://%s/%s bytes=%d-%d: %s",
+                version.bucket,
+                version.key,
+                start,
+                end - 1,
+                exc,
+            )
+            self._fail(key, fetch, exc)
+        except Exception as exc:
+            log.exception(
+                "unexpected error fetching s3://%s/%s chunk %d", version.bucket, version.key, index
+            )
+            self._fail(key, fetch, RemoteError(f"unexpected: {exc!r}"))
+        finally:
+            if not fetch.done.is_set():
+                self._fail(key, fetch, RemoteError("fetch cancelled"))
+
+    def _publish(self, key: str, fetch: _Fetch, data: bytes) -> None:
+        fetch.data = data
+        self._remember(key, data)
+        if self._inflight.get(key) is fetch:
+            del self._inflight[key]
+        fetch.done.set()
+
+    def _fail(self, key: str, fetch: _Fetch, exc: Exception) -> None:
+        self.stats.read_errors += 1
+        fetch.error = exc
+        if self._inflight.get(key) is fetch:
+            del self._inflight[key]
+        fetch.done.set()
+
+    def _remember(self, key: str, data: bytes) -> None:
+        old = self._memory.pop(key, None)
+        if old is not None:
+            self._memory_bytes -= len(old)
+        self._memory[key] = data
+        self._memory_bytes += len(data)
+        while self._memory_bytes > self._memory_limit and len(self._memory) > 1:
+            _, dropped = self._memory.popitem(last=False)
+            self._memory_bytes -= len(dropped)
+
+    def forget_version(self, version: ObjectVersion) -> None:
+        """Drops in-memory chunks of a version no longer current."""
+        prefix = chunk_key(version, self.chunk_size, 0).rsplit("\0", 1)[0] + "\0"
+        for key in [k for k in self._memory if k.startswith(prefix)]:
+            self._memory_bytes -= len(self._memory.pop(key))

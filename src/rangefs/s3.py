@@ -1,0 +1,265 @@
+"""The one module that talks to S3 (boto3): listings, HEAD and verified ranged GETs.
+
+Every call has connect and read timeouts and runs under one retry policy (tenacity:
+exponential backoff with jitter, bounded attempts and total time) so a failed part is
+retried alone. botocore's own retries are off: a body cut mid-stream is not something
+botocore retries, and two nested retry loops would multiply the budget.
+"""
+
+import base64
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config as BotoConfig
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from rangefs.errors import (
+    AccessDenied,
+    BadResponse,
+    NotFound,
+    ObjectChanged,
+    RangefsError,
+    RemoteError,
+    UserError,
+)
+from rangefs.store import Listing, ObjectInfo
+
+log = logging.getLogger(__name__)
+
+NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchBucket"}
+DENIED_CODES = {
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AllAccessDisabled",
+}
+CHANGED_CODES = {"PreconditionFailed", "412"}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one request is retried before its read fails with EIO."""
+
+    attempts: int = 6
+    max_seconds: float = 60.0
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+
+
+class _Transient(Exception):
+    """A failure worth retrying: network trouble, 5xx, throttling, a short body."""
+
+
+def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
+    err = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return str(err.get("Code", status)), int(status or 0)
+
+
+def classify(exc: BaseException, what: str) -> BaseException:
+    """Map a boto3 exception to a domain error, or to :class:`_Transient` if worth a retry."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code, status = _error_code(exc)
+        if code in CHANGED_CODES or status == 412:
+            return ObjectChanged(f"{what}: object changed (412 Precondition Failed)")
+        if code in NOT_FOUND_CODES or status == 404:
+            return NotFound(f"{what}: {code}")
+        if code in DENIED_CODES or status == 403:
+            return AccessDenied(f"{what}: {code}")
+        if status >= 500 or status == 429 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
+            return _Transient(f"{code} (HTTP {status})")
+        return RemoteError(f"{what}: {code} (HTTP {status})")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return AccessDenied(f"{what}: no AWS credentials found")
+    if isinstance(
+        exc,
+        botocore.exceptions.ConnectionError
+        | botocore.exceptions.HTTPClientError
+        | botocore.exceptions.IncompleteReadError
+        | botocore.exceptions.ResponseStreamingError
+        | ConnectionError
+        | TimeoutError
+        | OSError,
+    ):
+        return _Transient(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def make_boto_config(connect_timeout: float, read_timeout: float, pool: int) -> BotoConfig:
+    return BotoConfig(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": 1, "mode": "standard"},
+        max_pool_connections=pool,
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        user_agent_extra="rangefs",
+    )
+
+
+def make_client(
+    *,
+    endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 30.0,
+    pool: int = 16,
+) -> Any:
+    """A boto3 S3 client from the standard credential chain; profile errors are user errors."""
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise UserError(f"AWS profile not found: {profile}") from exc
+    try:
+        return session.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=make_boto_config(connect_timeout, read_timeout, pool),
+        )
+    except ValueError as exc:
+        raise UserError(f"invalid endpoint URL {endpoint_url!r}: {exc}") from exc
+
+
+class S3Store:
+    """Blocking S3 access for one bucket. Thread-safe (boto3 clients are)."""
+
+    def __init__(self, client: Any, bucket: str, retry: RetryPolicy | None = None) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.retry = retry or RetryPolicy()
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        policy = self.retry
+
+        def attempt() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (_Transient, RangefsError):
+                raise
+            except Exception as exc:
+                mapped = classify(exc, what)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("retry %d/%d %s: %s", state.attempt_number, policy.attempts, what, exc)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_seconds),
+            wait=wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Transient as exc:
+            log.error("failed %s: %s (gave up after retries)", what, exc)
+            raise RemoteError(f"{what}: {exc}") from exc
+
+    def check_access(self, prefix: str) -> None:
+        """Proves the bucket exists and can be listed: a mount must not succeed otherwise."""
+        self._call(
+            f"list s3://{self.bucket}/{prefix}",
+            self.client.list_objects_v2,
+            Bucket=self.bucket,
+            Prefix=prefix,
+            MaxKeys=1,
+        )
+
+    def list_dir(self, prefix: str) -> Listing:
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        marker: ObjectInfo | None = None
+        token: str | None = None
+        what = f"list s3://{self.bucket}/{prefix}"
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(what, self.client.list_objects_v2, **kwargs)
+            for item in page.get("Contents", []):
+                info = ObjectInfo(
+                    key=item["Key"],
+                    size=int(item.get("Size", 0)),
+                    etag=str(item.get("ETag", "")),
+                    mtime=item["LastModified"].timestamp(),
+                )
+                if info.key == prefix:
+                    marker = info
+                else:
+                    objects.append(info)
+            prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+            if not page.get("IsTruncated"):
+                return Listing(objects, prefixes, marker)
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise BadResponse(f"{what}: truncated listing without a continuation token")
+
+    def head(self, key: str) -> ObjectInfo:
+        resp = self._call(
+            f"head s3://{self.bucket}/{key}", self.client.head_object, Bucket=self.bucket, Key=key
+        )
+        return ObjectInfo(
+            key=key,
+            size=int(resp["ContentLength"]),
+            etag=str(resp.get("ETag", "")),
+            mtime=resp["LastModified"].timestamp(),
+        )
+
+    def get_range(self, key: str, start: int, end: int, etag: str, size: int) -> bytes:
+        """Bytes ``[start, end)`` of the object version ``etag``, checked before returning.
+
+        The status must be 206 with the exact ``Content-Range`` asked for and the body must
+        have the asked length; a body cut short is retried, a server that ignores ``Range``
+        is an error (it would send the whole object for every chunk).
+        """
+        rng = f"bytes={start}-{end - 1}"
+        what = f"GET s3://{self.bucket}/{key} {rng}"
+
+        def fetch() -> bytes:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Range": rng}
+            if etag:
+                kwargs["IfMatch"] = etag
+            resp = self.client.get_object(**kwargs)
+            body = resp["Body"]
+            try:
+                status = resp["ResponseMetadata"]["HTTPStatusCode"]
+                expected_cr = f"bytes {start}-{end - 1}/{size}"
+                if status != 206:
+                    raise BadResponse(f"{what}: expected 206 Partial Content, got {status}")
+                if resp.get("ContentRange") != expected_cr:
+                    raise BadResponse(
+                        f"{what}: Content-Range {resp.get('ContentRange')!r}, "
+                        f"expected {expected_cr!r}"
+                    )
+                data = body.read()
+            finally:
+                body.close()
+            if len(data) != end - start:
+                raise _Transient(f"short body: {len(data)} of {end - start} bytes")
+            md5 = resp["ResponseMetadata"].get("HTTPHeaders", {}).get("content-md5")
+            if md5 and base64.b64encode(hashlib.md5(data).digest()).decode() != md5:
+                raise _Transient("body does not match Content-MD5")
+            return data
+
+        return self._call(what, fetch)

@@ -1,0 +1,41 @@
+"""Plain counters of what the mount did; read by the metrics endpoint, xattrs and the demo.
+
+Only ever incremented from the trio thread or under the GIL with ``+=`` on ints, which is
+good enough for monitoring figures.
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    gets: int = 0
+    bytes_fetched: int = 0
+    memory_hits: int = 0
+    disk_hits: int = 0
+    misses: int = 0
+    chunks_stored: int = 0
+    store_failures: int = 0
+    bad_chunks: int = 0
+    read_errors: int = 0
+    reads: int = 0
+    bytes_read: int = 0
+    bytes_in_flight: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "gets": self.gets,
+            "bytes_fetched": self.bytes_fetched,
+            "memory_hits": self.memory_hits,
+            "disk_hits": self.disk_hits,
+            "misses": self.misses,
+            "chunks_stored": self.chunks_stored,
+            "store_failures": self.store_failures,
+            "bad_chunks": self.bad_chunks,
+            "read_errors": self.read_errors,
+            "reads": self.reads,
+            "bytes_read": self.bytes_read,
+            "retries": dict(self.retries),
+        }
