@@ -11,6 +11,7 @@ reads go on from S3. diskcache is safe for several processes, so two mounts may 
 cache directory.
 """
 
+import contextlib
 import errno
 import logging
 import sqlite3
@@ -100,6 +101,13 @@ class ChunkCache:
     def close(self) -> None:
         self._cache.close()
 
+    def volume(self) -> int:
+        """Bytes the cache uses on disk (diskcache's estimate)."""
+        try:
+            return int(self._cache.volume())
+        except Exception:
+            return 0
+
     def get(self, version: ObjectVersion, chunk_size: int, index: int, length: int) -> bytes | None:
         key = chunk_key(version, chunk_size, index)
         try:
@@ -147,10 +155,8 @@ class ChunkCache:
                 version.key,
                 index,
             )
-            try:
+            with contextlib.suppress(Exception):
                 self._cache.delete(key, retry=True)
-            except Exception:
-                pass
             return False
 
     def bind_etag(self, bucket: str, key: str, etag: str) -> None:
@@ -188,10 +194,8 @@ class ChunkCache:
                 version.key,
                 why,
             )
-        try:
+        with contextlib.suppress(Exception):
             self._cache.delete(key, retry=True)
-        except Exception:
-            pass
 
     def iter_chunk_keys(self) -> Iterator[str]:
         for key in self._cache.iterkeys():

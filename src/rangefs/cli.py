@@ -264,6 +264,11 @@ def build_parser() -> Parser:
         metavar="SECONDS",
         help="how long to wait for the mount to come up (default: %(default)s)",
     )
+    g.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
     g.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     sub.add_parser(
@@ -344,6 +349,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.Config:
         retries=args.retries,
         retry_seconds=args.retry_seconds,
         mount_timeout=args.mount_timeout,
+        metrics_addr=args.metrics_addr,
     )
 
 
@@ -357,6 +363,13 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
                 f"--endpoint-url must be a URL like http://host:port, got {config.endpoint_url!r}",
                 USAGE_ERROR,
             )
+        if config.metrics_addr:
+            from rangefs.metrics import parse_addr
+
+            try:
+                parse_addr(config.metrics_addr)
+            except UserError as exc:
+                raise UserError(str(exc), USAGE_ERROR) from None
         mount.check_mountpoint(config.mountpoint)
         if not config.foreground:
             return mount.spawn_daemon(argv, config)
@@ -405,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("RANGEFS_TRACEBACK"):
             raise
-        print(f"rangefs: internal error: {exc!r} (set RANGEFS_TRACEBACK=1 for details)",
-              file=sys.stderr)
+        print(
+            f"rangefs: internal error: {exc!r} (set RANGEFS_TRACEBACK=1 for details)",
+            file=sys.stderr,
+        )
         return 1

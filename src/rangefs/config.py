@@ -95,6 +95,7 @@ class Config:
     retries: int = DEFAULT_RETRIES
     retry_seconds: float = DEFAULT_RETRY_SECONDS
     mount_timeout: float = DEFAULT_MOUNT_TIMEOUT
+    metrics_addr: str | None = None
 
     def __post_init__(self) -> None:
         if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:

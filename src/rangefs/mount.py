@@ -20,6 +20,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from rangefs import sdnotify
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.errors import AccessDenied, NotFound, RemoteError, UserError
@@ -82,7 +83,7 @@ def open_cache(config: Config) -> ChunkCache:
         ) from None
 
 
-def connect(config: Config, retry: RetryPolicy) -> S3Store:
+def connect(config: Config, retry: RetryPolicy, stats: Stats | None = None) -> S3Store:
     client = make_client(
         endpoint_url=config.endpoint_url,
         region=config.region,
@@ -91,7 +92,7 @@ def connect(config: Config, retry: RetryPolicy) -> S3Store:
         read_timeout=config.read_timeout,
         pool=config.parallel + META_THREADS + 2,
     )
-    return S3Store(client, config.bucket, retry)
+    return S3Store(client, config.bucket, retry, stats)
 
 
 def check_bucket(store: S3Store, config: Config) -> None:
@@ -157,8 +158,18 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             await nursery.start(reader.run)
             nursery.start_soon(self._watch_signals)
+            nursery.start_soon(self._watchdog)
             await pyfuse3.main(max_tasks=FUSE_MAX_TASKS)
             nursery.cancel_scope.cancel()
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 from the trio loop itself: if the loop wedges, systemd restarts us."""
+        period = sdnotify.watchdog_period()
+        if period is None:
+            return
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await trio.sleep(period)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -180,6 +191,13 @@ def run_daemon(config: Config, ready: Callable[[str | None], None]) -> int:
         check_bucket(probe, config)
         fs, reader = daemon.build()
         ops = FuseOperations(fs)
+        if config.metrics_addr:
+            from rangefs.metrics import serve_metrics
+
+            try:
+                serve_metrics(config.metrics_addr, daemon.stats, daemon.cache.volume)
+            except UserError as exc:
+                raise UserError(str(exc), MOUNT_FAILED) from None
         try:
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
         except RuntimeError as exc:
@@ -198,6 +216,7 @@ def run_daemon(config: Config, ready: Callable[[str | None], None]) -> int:
         config.cache_dir,
     )
     ready(None)
+    sdnotify.notify("READY=1", f"STATUS=mounted {config.source} on {config.mountpoint}")
     clean = False
     try:
         trio.run(daemon.serve, reader)
@@ -206,6 +225,7 @@ def run_daemon(config: Config, ready: Callable[[str | None], None]) -> int:
         log.exception("daemon failed")
         raise
     finally:
+        sdnotify.notify("STOPPING=1")
         pyfuse3.close(unmount=True)
         daemon.cache.close()
         log.info("unmounted %s%s", config.mountpoint, "" if clean else " after an error")

@@ -131,7 +131,7 @@ class Namespace:
                 entries[name] = Entry(name, False, obj.size, obj.mtime, obj.etag)
         if hidden:
             log.info(
-                "listing s3://%s/%s: %d keys hidden (not valid file names, or shadowed by a directory)",
+                "listing s3://%s/%s: %d keys hidden (invalid names or shadowed by a directory)",
                 self.store.bucket,
                 self.dir_prefix(path),
                 hidden,

@@ -85,6 +85,7 @@ class ChunkReader:
     async def read(
         self, version: ObjectVersion, offset: int, length: int, stream: ReadStream | None = None
     ) -> bytes | memoryview:
+        started = trio.current_time()
         parts = chunks.pieces(offset, length, version.size, self.chunk_size)
         if not parts:
             return b""
@@ -97,6 +98,7 @@ class ChunkReader:
             out.append(memoryview(data)[part.start : part.end])
         self.stats.reads += 1
         self.stats.bytes_read += sum(len(v) for v in out)
+        self.stats.observe_read(trio.current_time() - started)
         return out[0] if len(out) == 1 else b"".join(out)
 
     async def chunk(self, version: ObjectVersion, index: int) -> bytes:

@@ -33,6 +33,7 @@ from rangefs.errors import (
     RemoteError,
     UserError,
 )
+from rangefs.stats import Stats
 from rangefs.store import Listing, ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,14 @@ class RetryPolicy:
 
 
 class _Transient(Exception):
-    """A failure worth retrying: network trouble, 5xx, throttling, a short body."""
+    """A failure worth retrying: network trouble, 5xx, throttling, a short body.
+
+    ``cause`` is a short label for metrics: ``http_503``, ``timeout``, ``connection``, ...
+    """
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
@@ -82,7 +90,7 @@ def classify(exc: BaseException, what: str) -> BaseException:
         if code in DENIED_CODES or status == 403:
             return AccessDenied(f"{what}: {code}")
         if status >= 500 or status == 429 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
-            return _Transient(f"{code} (HTTP {status})")
+            return _Transient(f"{code} (HTTP {status})", f"http_{status}")
         return RemoteError(f"{what}: {code} (HTTP {status})")
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AccessDenied(f"{what}: no AWS credentials found")
@@ -96,7 +104,9 @@ def classify(exc: BaseException, what: str) -> BaseException:
         | TimeoutError
         | OSError,
     ):
-        return _Transient(f"{type(exc).__name__}: {exc}")
+        timeout = isinstance(exc, TimeoutError | botocore.exceptions.ReadTimeoutError)
+        timeout = timeout or isinstance(exc, botocore.exceptions.ConnectTimeoutError)
+        return _Transient(f"{type(exc).__name__}: {exc}", "timeout" if timeout else "connection")
     return exc
 
 
@@ -140,10 +150,17 @@ def make_client(
 class S3Store:
     """Blocking S3 access for one bucket. Thread-safe (boto3 clients are)."""
 
-    def __init__(self, client: Any, bucket: str, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        retry: RetryPolicy | None = None,
+        stats: Stats | None = None,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.retry = retry or RetryPolicy()
+        self.stats = stats or Stats()
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         policy = self.retry
@@ -161,6 +178,7 @@ class S3Store:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            self.stats.retries[getattr(exc, "cause", "other")] += 1
             log.warning("retry %d/%d %s: %s", state.attempt_number, policy.attempts, what, exc)
 
         retrying = Retrying(
@@ -173,6 +191,7 @@ class S3Store:
         try:
             return retrying(attempt)
         except _Transient as exc:
+            self.stats.errors[exc.cause] += 1
             log.error("failed %s: %s (gave up after retries)", what, exc)
             raise RemoteError(f"{what}: {exc}") from exc
 
@@ -256,10 +275,10 @@ class S3Store:
             finally:
                 body.close()
             if len(data) != end - start:
-                raise _Transient(f"short body: {len(data)} of {end - start} bytes")
+                raise _Transient(f"short body: {len(data)} of {end - start} bytes", "short_body")
             md5 = resp["ResponseMetadata"].get("HTTPHeaders", {}).get("content-md5")
             if md5 and base64.b64encode(hashlib.md5(data).digest()).decode() != md5:
-                raise _Transient("body does not match Content-MD5")
+                raise _Transient("body does not match Content-MD5", "checksum")
             return data
 
         return self._call(what, fetch)

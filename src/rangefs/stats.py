@@ -4,8 +4,11 @@ Only ever incremented from the trio thread or under the GIL with ``+=`` on ints,
 good enough for monitoring figures.
 """
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 
 
 @dataclass
@@ -23,6 +26,14 @@ class Stats:
     bytes_read: int = 0
     bytes_in_flight: int = 0
     retries: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    read_latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    read_latency_sum: float = 0.0
+
+    def observe_read(self, seconds: float) -> None:
+        """Counts one FUSE read in its latency bucket (the last bucket is +Inf)."""
+        self.read_latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.read_latency_sum += seconds
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -38,4 +49,5 @@ class Stats:
             "reads": self.reads,
             "bytes_read": self.bytes_read,
             "retries": dict(self.retries),
+            "errors": dict(self.errors),
         }

@@ -1,0 +1,91 @@
+"""The Prometheus endpoint (``--metrics-addr``): a collector that reads :class:`Stats`.
+
+A custom collector rather than prometheus_client's own counters keeps the core free of the
+dependency: the counters are plain ints that tests, xattrs and the demo read as well.
+"""
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import CollectorRegistry
+
+from rangefs.errors import UserError
+from rangefs.stats import LATENCY_BUCKETS, Stats
+
+log = logging.getLogger(__name__)
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--metrics-addr must be HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class StatsCollector:
+    def __init__(self, stats: Stats, cache_bytes: Callable[[], int]) -> None:
+        self.stats = stats
+        self.cache_bytes = cache_bytes
+
+    def collect(self) -> Iterator[Any]:
+        s = self.stats
+        for name, doc, value in (
+            ("rangefs_gets", "Range GETs that returned a chunk", s.gets),
+            ("rangefs_fetched_bytes", "Bytes received from S3", s.bytes_fetched),
+            ("rangefs_cache_memory_hits", "Chunk lookups served from memory", s.memory_hits),
+            ("rangefs_cache_disk_hits", "Chunks served from the disk cache", s.disk_hits),
+            ("rangefs_cache_misses", "Chunks that had to be fetched from S3", s.misses),
+            ("rangefs_chunks_stored", "Chunks written to the disk cache", s.chunks_stored),
+            ("rangefs_cache_store_failures", "Chunks that could not be cached", s.store_failures),
+            ("rangefs_bad_chunks", "Cached chunks dropped by verification", s.bad_chunks),
+            ("rangefs_read_errors", "Chunk fetches that failed", s.read_errors),
+            ("rangefs_read_bytes", "Bytes returned to readers", s.bytes_read),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        retries = CounterMetricFamily("rangefs_retries", "Retried S3 requests", labels=["cause"])
+        for cause, count in sorted(s.retries.items()):
+            retries.add_metric([cause], count)
+        yield retries
+        errors = CounterMetricFamily(
+            "rangefs_errors", "S3 requests failed after retries", labels=["cause"]
+        )
+        for cause, count in sorted(s.errors.items()):
+            errors.add_metric([cause], count)
+        yield errors
+        yield GaugeMetricFamily(
+            "rangefs_in_flight_bytes", "Bytes of Range GETs in flight", value=s.bytes_in_flight
+        )
+        yield GaugeMetricFamily(
+            "rangefs_cache_used_bytes", "Bytes used by the disk cache", value=self.cache_bytes()
+        )
+        cumulative, buckets = 0, []
+        for bound, count in zip(
+            [*map(str, LATENCY_BUCKETS), "+Inf"], s.read_latency_counts, strict=True
+        ):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily(
+            "rangefs_read_seconds",
+            "Latency of FUSE reads",
+            buckets=buckets,
+            sum_value=s.read_latency_sum,
+        )
+
+
+def serve_metrics(addr: str, stats: Stats, cache_bytes: Callable[[], int]) -> None:
+    """Starts the endpoint in a daemon thread; a busy or bad address is a user error."""
+    host, port = parse_addr(addr)
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(stats, cache_bytes))  # type: ignore[arg-type]
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise UserError(f"--metrics-addr {addr}: {exc.strerror or exc}") from None
+    log.info("metrics on http://%s:%d/metrics", host, port)
