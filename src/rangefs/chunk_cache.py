@@ -34,6 +34,7 @@ KEY_VERSION = "c1"
 ETAG_PREFIX = "etag1"
 RETRY_CACHING_AFTER = 30.0  # seconds with caching off after the disk filled up
 SQLITE_TIMEOUT = 30.0
+CULL_LIMIT = 1  # evict one LRU chunk per store: diskcache's default (10) evicts the newest too
 
 
 def checksum(data: bytes | memoryview) -> bytes:
@@ -93,6 +94,7 @@ class ChunkCache:
             eviction_policy="least-recently-used",
             tag_index=True,
             timeout=SQLITE_TIMEOUT,
+            cull_limit=CULL_LIMIT,
         )
         self._lock = threading.Lock()
         self._disabled_until = 0.0
@@ -116,11 +118,19 @@ class ChunkCache:
             self._drop(key, version, index, f"unreadable: {exc}")
             return None
         if value is None:
+            if self._present(key):
+                self._drop(key, version, index, "value file missing")
             return None
         data = decode(value, length)
         if data is None:
             self._drop(key, version, index, "checksum or length mismatch")
         return data
+
+    def _present(self, key: str) -> bool:
+        try:
+            return key in self._cache
+        except Exception:
+            return False
 
     def contains(self, version: ObjectVersion, chunk_size: int, index: int) -> bool:
         try:
@@ -228,10 +238,10 @@ class ChunkCache:
                 value = self._cache.get(key, default=None, retry=True)
             except Exception:
                 value = b""
-            if value is None:
+            if value is None and not self._present(key):
                 checked -= 1
                 continue
-            if decode(value, None) is None:
+            if value is None or decode(value, None) is None:
                 bad.append(key)
                 self._cache.delete(key, retry=True)
         return VerifyReport(checked, len(bad), bad)

@@ -370,7 +370,7 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
                 parse_addr(config.metrics_addr)
             except UserError as exc:
                 raise UserError(str(exc), USAGE_ERROR) from None
-        mount.check_mountpoint(config.mountpoint)
+        mount.check_mountpoint(config.mountpoint, heal=False)
         if not config.foreground:
             return mount.spawn_daemon(argv, config)
         return mount.run_daemon(config, lambda error: None)

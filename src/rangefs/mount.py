@@ -48,8 +48,9 @@ def fusermount(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def check_mountpoint(path: Path) -> None:
-    """Refuses a missing, non-directory or already-mounted mountpoint; heals a dead FUSE mount."""
+def check_mountpoint(path: Path, heal: bool = True) -> None:
+    """Refuses a missing, non-directory or already-mounted mountpoint; heals a dead FUSE mount
+    (``heal=False`` leaves that to the daemon, so the message lands in the daemon's log)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -57,6 +58,8 @@ def check_mountpoint(path: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOTCONN:
             raise UserError(f"mountpoint {path}: {exc.strerror}", MOUNT_FAILED) from None
+        if not heal:
+            return
         log.warning("mountpoint %s is a dead FUSE mount (daemon gone): unmounting it", path)
         fusermount("-uz", str(path))
         try:

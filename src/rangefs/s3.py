@@ -114,7 +114,7 @@ def make_boto_config(connect_timeout: float, read_timeout: float, pool: int) -> 
     return BotoConfig(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"max_attempts": 1, "mode": "standard"},
+        retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=pool,
         s3={"addressing_style": "path"},
         request_checksum_calculation="when_required",
