@@ -266,7 +266,8 @@ def test_persistent_server_failure_is_eio_in_bounded_time(mixed, proxy, rangefs_
     proxy.faults.error_rate = 1.0
     result = run(["cat", str(mount.path / "mixed/chunk.bin")], timeout=60)
     assert result.returncode == 1 and "Input/output error" in result.stderr
-    assert proxy.count("GET", key="mixed/chunk.bin") == 3
+    gets = proxy.count("GET", key="mixed/chunk.bin")
+    assert gets in (3, 6), "3 attempts per read (the kernel may retry a failed read-ahead once)"
     log = mount.log()
     assert re.search(r"failed GET s3://\S+/mixed/chunk.bin bytes=0-1048575: .*503", log), log
     proxy.faults.error_rate = 0.0

