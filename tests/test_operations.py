@@ -229,6 +229,69 @@ def test_mount8_unknown_option_fails_cleanly(
     assert not (scratch.base / "mnt.pid").exists()
 
 
+@pytest.mark.timeout(90)
+def test_mount_fuse3_route_without_path(
+    mount_helper: None, s3server: DevServer, bucket: str, scratch: Scratch
+) -> None:
+    """Without /sbin/mount.fuse.rangefs, mount(8) falls back to mount.fuse3, which runs
+    ``rangefs SOURCE MNT -o ...`` through /bin/sh with no PATH (mount(8) passes none): the
+    /usr/local/bin/rangefs symlink must be found on the shell's default path."""
+    mount_fuse3 = shutil.which("mount.fuse3", path="/sbin:/usr/sbin")
+    assert mount_fuse3, "mount.fuse3 not found: install fuse3"
+    mnt = scratch.mountpoint()
+    env = cli_env(s3server)
+    del env["PATH"]
+    opts = fstab_options(s3server, scratch) + ",_netdev,nofail,rw"
+    result = run([mount_fuse3, bucket, str(mnt), "-o", opts, "-t", "fuse.rangefs"], env=env)
+    assert result.returncode == 0, result.stderr
+    pid = scratch.pid()
+    assert cat(mnt / "data" / "file.bin").stdout == FILE_BYTES
+    assert run(["umount", str(mnt)]).returncode == 0
+    assert wait_pid_gone(pid, 30)
+
+
+def test_install_script_and_wrapper(tmp_path: Path) -> None:
+    """Idempotent install into BINDIR/SBINDIR; the wrapper turns mount(8)'s call into a
+    ``rangefs mount`` command line; --uninstall removes only what it installed."""
+    if os.geteuid() != 0:
+        pytest.fail("the install script must run as root")
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "BINDIR": str(tmp_path / "bin"),
+        "SBINDIR": str(tmp_path / "sbin"),
+    }
+    first = run(["sh", str(INSTALL_SCRIPT)], env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("installed: ") == 2, first.stdout
+    again = run(["sh", str(INSTALL_SCRIPT)], env=env)
+    assert again.returncode == 0 and again.stdout.count("ok: ") == 2, again.stdout
+    link, helper = tmp_path / "bin" / "rangefs", tmp_path / "sbin" / "mount.fuse.rangefs"
+    assert link.resolve() == console_script().resolve()
+
+    # Swap the target for a stub that prints its arguments, then call the wrapper the way
+    # mount(8) does.
+    link.unlink()
+    link.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    link.chmod(0o755)
+    call = run([str(helper), "s3://b/p", "/mnt/x", "-n", "-s", "-o", "rw,a=1", "-ob", "-t", "x"])
+    assert call.returncode == 0, call.stderr
+    assert call.stdout.splitlines() == ["mount", "-o", "rw,a=1,b", "s3://b/p", "/mnt/x"]
+    bare = run([str(helper), "b", "/mnt/x"])
+    assert bare.stdout.splitlines() == ["mount", "b", "/mnt/x"]
+    assert run([str(helper), "b", "/mnt/x", "-f"]).stdout == ""  # mount -f: fake, no mount
+    refused = run([str(helper), "b", "/mnt/x", "-N", "1234"])
+    assert refused.returncode != 0 and "unsupported argument: -N" in refused.stderr
+    assert run([str(helper), "only-one"]).returncode != 0
+
+    (tmp_path / "bin" / "other").write_text("keep")
+    gone = run(["sh", str(INSTALL_SCRIPT), "--uninstall"], env=env)
+    assert gone.returncode == 0
+    assert not helper.exists()
+    assert link.exists()  # the stub is a regular file now, not our symlink: left alone
+    assert (tmp_path / "bin" / "other").exists()
+
+
 # --- a dead mountpoint --------------------------------------------------------------------
 
 

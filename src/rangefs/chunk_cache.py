@@ -24,6 +24,7 @@ from pathlib import Path
 import diskcache
 import xxhash
 
+from rangefs.stats import Stats
 from rangefs.store import ObjectVersion
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,6 @@ class CacheStats:
     size_limit: int
     volume: int
     chunks: int
-    chunk_bytes: int
     objects: int
 
 
@@ -85,17 +85,21 @@ class VerifyReport:
 class ChunkCache:
     """Thread-safe; all methods block (call them from worker threads)."""
 
-    def __init__(self, directory: Path, size_limit: int) -> None:
+    def __init__(
+        self, directory: Path, size_limit: int | None = None, stats: Stats | None = None
+    ) -> None:
+        """``size_limit`` None keeps the limit stored in the directory (for the cache tools)."""
+        self.stats = stats or Stats()
         self.directory = Path(directory)
-        self.size_limit = size_limit
-        self._cache = diskcache.Cache(
-            str(self.directory),
-            size_limit=size_limit,
-            eviction_policy="least-recently-used",
-            tag_index=True,
-            timeout=SQLITE_TIMEOUT,
-            cull_limit=CULL_LIMIT,
-        )
+        settings: dict[str, object] = {
+            "eviction_policy": "least-recently-used",
+            "tag_index": True,
+            "cull_limit": CULL_LIMIT,
+        }
+        if size_limit is not None:
+            settings["size_limit"] = size_limit
+        self._cache = diskcache.Cache(str(self.directory), timeout=SQLITE_TIMEOUT, **settings)
+        self.size_limit = int(self._cache.size_limit)
         self._lock = threading.Lock()
         self._disabled_until = 0.0
         self._reported_bad: set[str] = set()
@@ -114,6 +118,9 @@ class ChunkCache:
         key = chunk_key(version, chunk_size, index)
         try:
             value = self._cache.get(key, default=None, retry=True)
+        except sqlite3.Error as exc:
+            self._warn_once("index", f"cache index unusable, reading from S3: {exc}")
+            return None
         except Exception as exc:
             self._drop(key, version, index, f"unreadable: {exc}")
             return None
@@ -194,7 +201,13 @@ class ChunkCache:
     def cached_map(self, version: ObjectVersion, chunk_size: int, count: int) -> list[bool]:
         return [self.contains(version, chunk_size, i) for i in range(count)]
 
+    def _warn_once(self, what: str, message: str) -> None:
+        if what not in self._reported_bad:
+            self._reported_bad.add(what)
+            log.warning("cache: %s", message)
+
     def _drop(self, key: str, version: ObjectVersion, index: int, why: str) -> None:
+        self.stats.bad_chunks += 1
         if key not in self._reported_bad:
             self._reported_bad.add(key)
             log.warning(
@@ -212,7 +225,7 @@ class ChunkCache:
             if isinstance(key, str) and key.startswith(KEY_VERSION + "\0"):
                 yield key
 
-    def stats(self) -> CacheStats:
+    def summary(self) -> CacheStats:
         chunks = 0
         objects: set[tuple[str, str, str]] = set()
         for key in self.iter_chunk_keys():
@@ -222,9 +235,8 @@ class ChunkCache:
         return CacheStats(
             directory=str(self.directory),
             size_limit=self.size_limit,
-            volume=self._cache.volume(),
+            volume=self.volume(),
             chunks=chunks,
-            chunk_bytes=int(self._cache.volume()),
             objects=len(objects),
         )
 

@@ -271,6 +271,47 @@ def build_parser() -> Parser:
     )
     g.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
+    p = sub.add_parser(
+        "prefetch",
+        help="fetch files or objects into the cache in parallel (resumable)",
+        description="Fetch every missing chunk of PATHs into the cache, in parallel, with a "
+        "progress bar; chunks already cached are skipped, so a re-run resumes. PATH is a file or "
+        "directory on a rangefs mount (the mount's daemon fetches and caches), or "
+        "s3://BUCKET/KEY or s3://BUCKET/PREFIX/ (fetched straight into --cache-dir; use the "
+        "--chunk-size of the mount that will read them). Exits 1 if any chunk failed.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=positive_int,
+        default=cfg.DEFAULT_PARALLEL,
+        help="chunks fetched in parallel (default: %(default)s)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_s3_options(p)
+    add_cache_options(p)
+
+    p = sub.add_parser(
+        "status",
+        help="how much of a file on a mount is cached",
+        description="For each file on a rangefs mount: its S3 URI, pinned ETag, cached bytes "
+        "and a compact chunk map (# cached, + partly, . missing).",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
+
+    p = sub.add_parser("cache", help="inspect, verify or empty a cache directory")
+    p.add_argument("action", choices=("stats", "verify", "clear"),
+                   help="stats: size and objects; verify: re-check every checksum and drop bad "
+                        "chunks; clear: delete every cached chunk")  # fmt: skip
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=cfg.default_cache_dir(),
+        metavar="DIR",
+        help="the cache directory (default: %(default)s)",
+    )
+
     sub.add_parser(
         "demo",
         help="start a local S3 server with sample data, mount it and copy a large file off it",
@@ -403,6 +444,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return USAGE_ERROR
         if args.command == "mount":
             return cmd_mount(args, argv)
+        if args.command == "prefetch":
+            from rangefs.tools import cmd_prefetch
+
+            return cmd_prefetch(args)
+        if args.command == "status":
+            from rangefs.tools import cmd_status
+
+            return cmd_status(args)
+        if args.command == "cache":
+            from rangefs.tools import cmd_cache
+
+            return cmd_cache(args)
         if args.command == "demo":
             from rangefs.demo import run_demo
 

@@ -6,6 +6,7 @@ MiB), mounts it with the real ``rangefs mount``, copies the big object off the m
 with instructions to take it down.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,10 +48,8 @@ def stop_previous(mnt: Path) -> None:
         subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=30)
     pid_file = DEMO_DIR / "server.pid"
     if pid_file.exists():
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
         pid_file.unlink()
 
 

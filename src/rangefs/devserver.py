@@ -150,8 +150,6 @@ class DevServer:
         _work_around_empty_put(client)
         return client
 
-
-
     @property
     def alive(self) -> bool:
         return self.process.poll() is None

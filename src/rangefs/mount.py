@@ -72,13 +72,13 @@ def check_mountpoint(path: Path, heal: bool = True) -> None:
         raise UserError(f"mountpoint {path} is already a mount point", MOUNT_FAILED)
 
 
-def open_cache(config: Config) -> ChunkCache:
+def open_cache(config: Config, stats: Stats | None = None) -> ChunkCache:
     try:
         config.cache_dir.mkdir(parents=True, exist_ok=True)
         probe = config.cache_dir / f".rangefs-probe-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
-        return ChunkCache(config.cache_dir, config.cache_size)
+        return ChunkCache(config.cache_dir, config.cache_size, stats)
     except Exception as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UserError(
@@ -132,7 +132,7 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stats = Stats()
-        self.cache = open_cache(config)
+        self.cache = open_cache(config, self.stats)
         self.s3 = connect(
             config, RetryPolicy(attempts=config.retries, max_seconds=config.retry_seconds)
         )

@@ -103,7 +103,7 @@ def classify(exc: BaseException, what: str) -> BaseException:
         | ConnectionError
         | TimeoutError
         | OSError,
-    ):
+    ) or type(exc).__module__.startswith("urllib3"):
         timeout = isinstance(exc, TimeoutError | botocore.exceptions.ReadTimeoutError)
         timeout = timeout or isinstance(exc, botocore.exceptions.ConnectTimeoutError)
         return _Transient(f"{type(exc).__name__}: {exc}", "timeout" if timeout else "connection")
@@ -233,6 +233,30 @@ class S3Store:
             token = page.get("NextContinuationToken")
             if not token:
                 raise BadResponse(f"{what}: truncated listing without a continuation token")
+
+    def list_all(self, prefix: str) -> list[ObjectInfo]:
+        """Every object under ``prefix`` (no delimiter), for prefetching a whole tree."""
+        out: list[ObjectInfo] = []
+        token: str | None = None
+        what = f"list s3://{self.bucket}/{prefix}"
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(what, self.client.list_objects_v2, **kwargs)
+            out.extend(
+                ObjectInfo(
+                    item["Key"],
+                    int(item.get("Size", 0)),
+                    str(item.get("ETag", "")),
+                    item["LastModified"].timestamp(),
+                )
+                for item in page.get("Contents", [])
+                if not item["Key"].endswith("/")
+            )
+            token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+            if not token:
+                return out
 
     def head(self, key: str) -> ObjectInfo:
         resp = self._call(

@@ -80,7 +80,7 @@ def test_verify_reports_and_drops_bad_chunks(cache, tmp_path):
     report = cache.verify()
     assert (report.checked, report.bad) == (3, 1)
     assert sum(cache.cached_map(V1, CHUNK, 3)) == 2
-    assert cache.stats().chunks == 2
+    assert cache.summary().chunks == 2
 
 
 def test_size_limit_evicts_least_recently_used(tmp_path):

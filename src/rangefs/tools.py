@@ -1,0 +1,138 @@
+"""The user-facing side commands: ``prefetch``, ``status`` and ``cache stats|verify|clear``.
+
+They print for people (one line per fact, sizes in binary units) and return exit codes;
+the work itself lives in :mod:`rangefs.prefetch` and :mod:`rangefs.chunk_cache`.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rangefs import prefetch
+from rangefs.chunk_cache import ChunkCache
+from rangefs.config import format_size
+from rangefs.errors import UserError
+from rangefs.s3 import RetryPolicy, S3Store, make_client
+
+MAP_WIDTH = 64
+
+
+def render_map(cached: list[bool], width: int = MAP_WIDTH) -> str:
+    """At most ``width`` characters: ``#`` all chunks of a cell cached, ``+`` some, ``.`` none."""
+    if not cached:
+        return ""
+    cells = min(width, len(cached))
+    out = []
+    for cell in range(cells):
+        group = cached[cell * len(cached) // cells : (cell + 1) * len(cached) // cells]
+        out.append("#" if all(group) else "+" if any(group) else ".")
+    return "".join(out)
+
+
+def open_existing_cache(directory: Path) -> ChunkCache:
+    if not (directory / "cache.db").is_file():
+        raise UserError(f"{directory} is not a rangefs cache directory (no cache.db)", 1)
+    try:
+        return ChunkCache(directory)
+    except Exception as exc:
+        raise UserError(f"cannot open cache {directory}: {exc}", 1) from None
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    cache = open_existing_cache(args.cache_dir.absolute())
+    try:
+        if args.action == "stats":
+            st = cache.summary()
+            print(f"directory  {st.directory}")
+            print(f"used       {format_size(st.volume)} of {format_size(st.size_limit)}")
+            print(f"chunks     {st.chunks}")
+            print(f"objects    {st.objects} (object versions with at least one chunk)")
+        elif args.action == "verify":
+            report = cache.verify()
+            print(f"verified {report.checked} chunks: {report.bad} bad (dropped)")
+            for key in report.bad_keys:
+                _, bucket, obj, etag, chunk_size, index = key.split("\0")
+                print(
+                    f"  bad: s3://{bucket}/{obj} ETag {etag} chunk {index} ({chunk_size} B chunks)"
+                )
+            return 1 if report.bad else 0
+        else:
+            removed = cache.clear()
+            print(f"cleared {cache.directory}: {removed} entries removed")
+    finally:
+        cache.close()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.paths:
+        try:
+            chunk_size, cached = prefetch.chunk_map(path)
+            uri = os.getxattr(path, prefetch.XATTR_URI).decode()
+            etag = os.getxattr(path, "user.rangefs.etag").decode()
+            cached_bytes, size = map(int, os.getxattr(path, "user.rangefs.cached").split())
+        except UserError as exc:
+            print(f"rangefs: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        except OSError as exc:
+            print(f"rangefs: {path}: {exc.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        percent = 100.0 * cached_bytes / size if size else 100.0
+        print(path)
+        print(f"  uri     {uri}")
+        print(f"  etag    {etag}")
+        print(f"  cached  {format_size(cached_bytes)} of {format_size(size)} ({percent:.0f}%), "
+              f"{sum(cached)} of {len(cached)} chunks of {format_size(chunk_size)}")  # fmt: skip
+        print(f"  map     [{render_map(cached)}]")
+    return status
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    s3_sources = [p for p in args.paths if p.startswith("s3://")]
+    mounted = [Path(p) for p in args.paths if not p.startswith("s3://")]
+    progress = not args.no_progress and sys.stderr.isatty()
+    failures: list[str] = []
+    fetched = cached = files = 0
+    if mounted:
+        plan = prefetch.plan_mounted(mounted)
+        failures += prefetch.execute(plan, args.jobs, progress)
+        for top in mounted:
+            for path in prefetch.walk_files(top):
+                _, chunk_flags = prefetch.chunk_map(path)
+                missing = chunk_flags.count(False)
+                if missing and not failures:
+                    failures.append(f"{path}: {missing} chunks not in the cache after reading "
+                                    "(cache full or not writable?)")  # fmt: skip
+        fetched += sum(j.length for j in plan.jobs or [])
+        cached += plan.cached_bytes
+        files += plan.files
+    if s3_sources:
+        cache = ChunkCache(args.cache_dir.absolute(), args.cache_size)
+        try:
+            client = make_client(endpoint_url=args.endpoint_url, region=args.region,
+                                 profile=args.profile, connect_timeout=args.connect_timeout,
+                                 read_timeout=args.read_timeout, pool=args.jobs + 2)  # fmt: skip
+            policy = RetryPolicy(attempts=args.retries, max_seconds=args.retry_seconds)
+            try:
+                plan = prefetch.plan_s3(s3_sources, lambda b: S3Store(client, b, policy), cache,
+                                        args.chunk_size)  # fmt: skip
+            except UserError:
+                raise
+            except Exception as exc:
+                raise UserError(f"cannot list {' '.join(s3_sources)}: {exc}", 1) from None
+            failures += prefetch.execute(plan, args.jobs, progress)
+        finally:
+            cache.close()
+        fetched += sum(j.length for j in plan.jobs or [])
+        cached += plan.cached_bytes
+        files += plan.files
+    for line in failures:
+        print(f"rangefs: failed: {line}", file=sys.stderr)
+    state = f"{len(failures)} chunks FAILED" if failures else "complete"
+    print(f"prefetch {state}: {files} files, {format_size(fetched)} fetched, "
+          f"{format_size(cached)} were already cached")  # fmt: skip
+    return 1 if failures else 0
