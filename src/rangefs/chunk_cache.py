@@ -46,6 +46,23 @@ def encode(data: bytes) -> bytes:
     return MAGIC + checksum(data) + data
 
 
+class _EncodedReader:
+    """``encode(data)`` as a file-like object, so diskcache writes the chunk without a copy."""
+
+    def __init__(self, data: bytes) -> None:
+        self._parts = [memoryview(MAGIC + checksum(data)), memoryview(data)]
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        while self._parts and not len(self._parts[0]):
+            self._parts.pop(0)
+        if not self._parts:
+            return b""
+        head = self._parts[0]
+        n = len(head) if size < 0 else min(size, len(head))
+        self._parts[0] = head[n:]
+        return head[:n]
+
+
 def decode(value: object, expected_length: int | None) -> bytes | None:
     """The chunk bytes if ``value`` is intact, else None."""
     if not isinstance(value, bytes) or len(value) < HEADER or not value.startswith(MAGIC):
@@ -153,7 +170,8 @@ class ChunkCache:
         try:
             self._cache.set(
                 key,
-                encode(data),
+                _EncodedReader(data),
+                read=True,
                 tag=version_tag(version.bucket, version.key, version.etag),
                 retry=True,
             )

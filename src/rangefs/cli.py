@@ -391,6 +391,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.Config:
         retry_seconds=args.retry_seconds,
         mount_timeout=args.mount_timeout,
         metrics_addr=args.metrics_addr,
+        addressing_style=args.addressing_style,
     )
 
 

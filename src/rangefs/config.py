@@ -19,8 +19,8 @@ MIN_CHUNK_SIZE = 64 * KiB  # below this the per-request overhead dominates
 MAX_CHUNK_SIZE = 256 * MiB  # a chunk is held whole in memory while it is served
 DEFAULT_CACHE_SIZE = 10 * GiB
 DEFAULT_METADATA_TTL = 60.0  # seconds a listing or an object's size/ETag is trusted
-DEFAULT_MEMORY_LIMIT = 96 * MiB  # chunks in flight + chunks held in memory, all files together
-DEFAULT_MAX_READAHEAD = 64 * MiB  # the largest read-ahead window of one sequential reader
+DEFAULT_MEMORY_LIMIT = 64 * MiB  # chunks in flight + chunks held in memory, all files together
+DEFAULT_MAX_READAHEAD = 48 * MiB  # largest read-ahead window (also capped by memory_limit)
 DEFAULT_PARALLEL = 8  # Range GETs in flight at once (resumable download's "routines")
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
@@ -28,6 +28,7 @@ DEFAULT_RETRIES = 6  # attempts per request before the read fails with EIO
 DEFAULT_RETRY_SECONDS = 60.0  # total time one request may spend in retries
 DEFAULT_MOUNT_TIMEOUT = 60.0  # how long `rangefs mount` waits for the daemon to be ready
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ADDRESSING_STYLES = ("path", "virtual", "auto")  # path for most S3-compatible stores
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}
@@ -96,6 +97,7 @@ class Config:
     retry_seconds: float = DEFAULT_RETRY_SECONDS
     mount_timeout: float = DEFAULT_MOUNT_TIMEOUT
     metrics_addr: str | None = None
+    addressing_style: str = "path"
 
     def __post_init__(self) -> None:
         if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:
@@ -113,8 +115,8 @@ class Config:
             raise UserError("--parallel and --retries must be >= 1")
         if min(self.connect_timeout, self.read_timeout) <= 0:
             raise UserError("timeouts must be > 0")
-        if self.memory_limit < 2 * self.chunk_size:
-            raise UserError("--memory-limit must hold at least two chunks")
+        if self.memory_limit < 3 * self.chunk_size:
+            raise UserError("--memory-limit must hold at least three chunks")
 
     @property
     def source(self) -> str:

@@ -492,10 +492,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _work_around_empty_put(client: Any) -> None:
     """SeaweedFS 4.48 answers an empty PUT sent with ``Expect: 100-continue`` twice; the
     stray second answer poisons the kept-alive connection (the next request on it waits for
@@ -503,3 +499,7 @@ def _work_around_empty_put(client: Any) -> None:
     from botocore.handlers import add_expect_header
 
     client.meta.events.unregister("before-call.s3", add_expect_header)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

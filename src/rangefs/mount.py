@@ -6,6 +6,7 @@ mount is live or why it is not. So the command returns 0 only for a working moun
 failure is one line on the parent's stderr, never a mount left behind.
 """
 
+import ctypes
 import errno
 import logging
 import os
@@ -40,6 +41,9 @@ FUSE_MAX_TASKS = 64  # concurrent FUSE requests; most wait on a fetch, not the C
 CACHE_THREADS = 4  # disk cache reads/writes at once
 META_THREADS = 8  # listings and HEADs at once
 MOUNT_FAILED = 1
+M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
+M_ARENA_MAX = -8
+TRIM_THRESHOLD = 1024 * 1024
 
 
 def fusermount(*args: str) -> subprocess.CompletedProcess[str]:
@@ -94,6 +98,7 @@ def connect(config: Config, retry: RetryPolicy, stats: Stats | None = None) -> S
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         pool=config.parallel + META_THREADS + 2,
+        addressing_style=config.addressing_style,
     )
     return S3Store(client, config.bucket, retry, stats)
 
@@ -184,10 +189,26 @@ class Daemon:
                 return
 
 
+def tune_malloc() -> None:
+    """Returns freed chunk buffers to the OS soon.
+
+    glibc raises its mmap threshold after the first large free, so later 8 MiB chunk buffers
+    come from per-thread arenas that keep freed memory: RSS then grows far past the chunk
+    budget. A low trim threshold and few arenas keep RSS close to what is really in use.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        libc.mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_daemon(config: Config, ready: Callable[[str | None], None]) -> int:
     """Runs the mount in this process until unmounted; ``ready`` gets None or the error."""
-    setup_logging(config)
+    tune_malloc()
     try:
+        setup_logging(config)
         check_mountpoint(config.mountpoint)
         daemon = Daemon(config)
         probe = connect(config, MOUNT_CHECK_RETRY)

@@ -8,9 +8,11 @@ What it guarantees:
   others wait on, and the chunk is written to the disk cache after the waiters got it;
 * sequential readers get read-ahead that starts at one chunk and doubles up to
   ``max_readahead``; a seek resets it;
-* memory is bounded globally: at most ``fetch_slots`` chunks in flight or being stored,
-  plus a small LRU of chunks being served; read-ahead never takes the last two fetch
-  slots, so a reader waiting for its chunk is not starved by read-ahead.
+* memory is bounded globally: chunks in flight plus chunks held in memory (an LRU of
+  chunks being served or read ahead) stay within ``memory_limit``; the read-ahead window
+  never exceeds that budget less two chunks, so read-ahead does not evict what it fetched
+  before the reader gets there; read-ahead never takes the last two fetch slots, so a
+  reader waiting for its chunk is not starved by read-ahead.
 """
 
 import logging
@@ -33,10 +35,12 @@ DEMAND_RESERVE = 2  # fetch slots read-ahead may never use
 
 @dataclass
 class ReadStream:
-    """Per open file: where the next sequential read would start, and the read-ahead window."""
+    """Per open file: where the next sequential read would start, the read-ahead window,
+    and the last chunk read-ahead was started for (each chunk is scheduled once a run)."""
 
     next_offset: int = 0
     window: int = 0
+    ahead_until: int = -1
 
 
 @dataclass
@@ -62,15 +66,16 @@ class ChunkReader:
         self.store = store
         self.cache = cache
         self.chunk_size = chunk_size
-        self.max_readahead = max_readahead
         self.stats = stats or Stats()
         self._cache_limiter = cache_limiter
-        slots = max(1, min(parallel, memory_limit // chunk_size - 1))
+        budget = max(3, memory_limit // chunk_size)
+        slots = max(1, min(parallel, budget - 2))
         self.fetch_slots = trio.CapacityLimiter(slots)
         self._readahead_slots = trio.Semaphore(max(1, slots - DEMAND_RESERVE))
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_bytes = 0
-        self._memory_limit = max(chunk_size, memory_limit - slots * chunk_size)
+        self._memory_limit = budget * chunk_size
+        self.max_readahead = max(chunk_size, min(max_readahead, (budget - 2) * chunk_size))
         self._inflight: dict[str, _Fetch] = {}
         self._readahead_pending: set[str] = set()
         self._nursery: trio.Nursery | None = None
@@ -156,6 +161,7 @@ class ChunkReader:
         stream.next_offset = offset + length
         if not sequential:
             stream.window = 0
+            stream.ahead_until = last
             return
         if stream.window == 0:
             stream.window = self.chunk_size
@@ -163,12 +169,15 @@ class ChunkReader:
             stream.window = min(stream.window * 2, self.max_readahead)
         count = chunks.chunk_count(version.size, self.chunk_size)
         ahead = max(1, stream.window // self.chunk_size)
-        for index in range(last + 1, min(count, last + 1 + ahead)):
+        first = max(last + 1, stream.ahead_until + 1)
+        end = min(count, last + 1 + ahead)
+        for index in range(first, end):
             key = chunk_key(version, self.chunk_size, index)
             if key in self._memory or key in self._inflight or key in self._readahead_pending:
                 continue
             self._readahead_pending.add(key)
             self._spawn(self._readahead, key, version, index)
+        stream.ahead_until = max(stream.ahead_until, end - 1)
 
     async def _readahead(self, key: str, version: ObjectVersion, index: int) -> None:
         try:
@@ -282,7 +291,8 @@ class ChunkReader:
             self._memory_bytes -= len(old)
         self._memory[key] = data
         self._memory_bytes += len(data)
-        while self._memory_bytes > self._memory_limit and len(self._memory) > 1:
+        limit = self._memory_limit - self.stats.bytes_in_flight
+        while self._memory_bytes > limit and len(self._memory) > 1:
             _, dropped = self._memory.popitem(last=False)
             self._memory_bytes -= len(dropped)
 

@@ -110,13 +110,15 @@ def classify(exc: BaseException, what: str) -> BaseException:
     return exc
 
 
-def make_boto_config(connect_timeout: float, read_timeout: float, pool: int) -> BotoConfig:
+def make_boto_config(
+    connect_timeout: float, read_timeout: float, pool: int, addressing_style: str = "path"
+) -> BotoConfig:
     return BotoConfig(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"total_max_attempts": 1, "mode": "standard"},
         max_pool_connections=pool,
-        s3={"addressing_style": "path"},
+        s3={"addressing_style": addressing_style},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         user_agent_extra="rangefs",
@@ -131,6 +133,7 @@ def make_client(
     connect_timeout: float = 5.0,
     read_timeout: float = 30.0,
     pool: int = 16,
+    addressing_style: str = "path",
 ) -> Any:
     """A boto3 S3 client from the standard credential chain; profile errors are user errors."""
     try:
@@ -141,7 +144,7 @@ def make_client(
         return session.client(
             "s3",
             endpoint_url=endpoint_url,
-            config=make_boto_config(connect_timeout, read_timeout, pool),
+            config=make_boto_config(connect_timeout, read_timeout, pool, addressing_style),
         )
     except ValueError as exc:
         raise UserError(f"invalid endpoint URL {endpoint_url!r}: {exc}") from exc

@@ -113,9 +113,15 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     if s3_sources:
         cache = ChunkCache(args.cache_dir.absolute(), args.cache_size)
         try:
-            client = make_client(endpoint_url=args.endpoint_url, region=args.region,
-                                 profile=args.profile, connect_timeout=args.connect_timeout,
-                                 read_timeout=args.read_timeout, pool=args.jobs + 2)  # fmt: skip
+            client = make_client(
+                endpoint_url=args.endpoint_url,
+                region=args.region,
+                addressing_style=args.addressing_style,
+                profile=args.profile,
+                connect_timeout=args.connect_timeout,
+                read_timeout=args.read_timeout,
+                pool=args.jobs + 2,
+            )
             policy = RetryPolicy(attempts=args.retries, max_seconds=args.retry_seconds)
             try:
                 plan = prefetch.plan_s3(s3_sources, lambda b: S3Store(client, b, policy), cache,
