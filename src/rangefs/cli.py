@@ -99,6 +99,13 @@ def add_s3_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--region", help="AWS region (default: from the AWS config/environment)")
     g.add_argument("--profile", help="profile from ~/.aws/credentials and ~/.aws/config")
     g.add_argument(
+        "--addressing-style",
+        choices=cfg.ADDRESSING_STYLES,
+        default="path",
+        help="path: http://host/BUCKET/key (MinIO, Ceph, SeaweedFS); virtual: "
+        "http://BUCKET.host/key (AWS, Aliyun OSS requires it) (default: %(default)s)",
+    )
+    g.add_argument(
         "--connect-timeout",
         type=nonneg_float,
         default=cfg.DEFAULT_CONNECT_TIMEOUT,
