@@ -63,8 +63,8 @@ class _EncodedReader:
         return head[:n]
 
 
-def decode(value: object, expected_length: int | None) -> bytes | None:
-    """The chunk bytes if ``value`` is intact, else None."""
+def decode(value: object, expected_length: int | None) -> memoryview | None:
+    """The chunk bytes (a view, not a copy) if ``value`` is intact, else None."""
     if not isinstance(value, bytes) or len(value) < HEADER or not value.startswith(MAGIC):
         return None
     view = memoryview(value)[HEADER:]
@@ -72,7 +72,7 @@ def decode(value: object, expected_length: int | None) -> bytes | None:
         return None
     if checksum(view) != value[len(MAGIC) : HEADER]:
         return None
-    return value[HEADER:]
+    return view
 
 
 def chunk_key(version: ObjectVersion, chunk_size: int, index: int) -> str:
@@ -118,6 +118,7 @@ class ChunkCache:
         self._cache = diskcache.Cache(str(self.directory), timeout=SQLITE_TIMEOUT, **settings)
         self.size_limit = int(self._cache.size_limit)
         self._lock = threading.Lock()
+        self._index_lock = threading.Lock()
         self._disabled_until = 0.0
         self._reported_bad: set[str] = set()
 
@@ -131,10 +132,24 @@ class ChunkCache:
         except Exception:
             return 0
 
-    def get(self, version: ObjectVersion, chunk_size: int, index: int, length: int) -> bytes | None:
+    def get(
+        self, version: ObjectVersion, chunk_size: int, index: int, length: int
+    ) -> memoryview | None:
+        """The verified chunk, or None (a miss) if absent, damaged or unreadable.
+
+        The index lookup (which also records the access for LRU, a write) is serialised in
+        this process: concurrent SQLite writers otherwise meet SQLite's busy handler, which
+        sleeps in steps of milliseconds. The value file is read outside the lock.
+        """
         key = chunk_key(version, chunk_size, index)
         try:
-            value = self._cache.get(key, default=None, retry=True)
+            with self._index_lock:
+                handle = self._cache.get(key, default=None, read=True, retry=True)
+            if handle is None or isinstance(handle, bytes):
+                value = handle
+            else:
+                with handle:
+                    value = handle.read()
         except sqlite3.Error as exc:
             self._warn_once("index", f"cache index unusable, reading from S3: {exc}")
             return None

@@ -250,6 +250,14 @@ def build_parser() -> Parser:
         metavar="SIZE",
         help="largest read-ahead window of a sequential reader (default: 64M)",
     )
+    g.add_argument(
+        "--kernel-readahead",
+        type=size_arg,
+        default=cfg.DEFAULT_KERNEL_READAHEAD_KB * 1024,
+        metavar="SIZE",
+        help="the kernel's read-ahead for this mount, which sets the FUSE request size; 0 keeps "
+        "the kernel default (default: 1M; needs root)",
+    )
     g = m.add_argument_group("process")
     g.add_argument(
         "--log-level",
@@ -399,6 +407,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.Config:
         mount_timeout=args.mount_timeout,
         metrics_addr=args.metrics_addr,
         addressing_style=args.addressing_style,
+        kernel_readahead_kb=args.kernel_readahead // 1024,
     )
 
 

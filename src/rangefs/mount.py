@@ -167,8 +167,17 @@ class Daemon:
             await nursery.start(reader.run)
             nursery.start_soon(self._watch_signals)
             nursery.start_soon(self._watchdog)
+            nursery.start_soon(self._tune_readahead)
             await pyfuse3.main(max_tasks=FUSE_MAX_TASKS)
             nursery.cancel_scope.cancel()
+
+    async def _tune_readahead(self) -> None:
+        """After the kernel's INIT (which resets the read-ahead), raise it; a stat forces INIT."""
+        cfg = self.config
+        await trio.to_thread.run_sync(os.stat, cfg.mountpoint)
+        await trio.to_thread.run_sync(
+            tune_kernel_readahead, cfg.mountpoint, cfg.kernel_readahead_kb
+        )
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 from the trio loop itself: if the loop wedges, systemd restarts us."""
@@ -202,6 +211,25 @@ def tune_malloc() -> None:
         libc.mallopt(M_ARENA_MAX, 2)
     except (OSError, AttributeError):
         pass
+
+
+def tune_kernel_readahead(mountpoint: Path, kib: int) -> None:
+    """Asks the kernel for 1 MiB FUSE read requests instead of 128 KiB ones.
+
+    The per-request cost of pyfuse3 dominates sequential reads at 128 KiB; the read-ahead
+    of the mount's bdi (found through mountinfo) decides the request size. The kernel sets
+    it at INIT, so this runs after INIT. Needs root; skipped otherwise.
+    """
+    if kib <= 0:
+        return
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            if fields[4].encode().decode("unicode_escape") == str(mountpoint):
+                Path(f"/sys/class/bdi/{fields[2]}/read_ahead_kb").write_text(str(kib))
+                log.debug("kernel read-ahead of %s set to %d KiB", mountpoint, kib)
+    except OSError as exc:
+        log.debug("kernel read-ahead of %s left as is: %s", mountpoint, exc)
 
 
 def run_daemon(config: Config, ready: Callable[[str | None], None]) -> int:

@@ -30,6 +30,7 @@ from rangefs.store import AsyncStore, ObjectVersion
 
 log = logging.getLogger(__name__)
 
+ChunkData = bytes | memoryview
 DEMAND_RESERVE = 2  # fetch slots read-ahead may never use
 
 
@@ -46,7 +47,7 @@ class ReadStream:
 @dataclass
 class _Fetch:
     done: trio.Event = field(default_factory=trio.Event)
-    data: bytes | None = None
+    data: ChunkData | None = None
     error: Exception | None = None
 
 
@@ -72,7 +73,7 @@ class ChunkReader:
         slots = max(1, min(parallel, budget - 2))
         self.fetch_slots = trio.CapacityLimiter(slots)
         self._readahead_slots = trio.Semaphore(max(1, slots - DEMAND_RESERVE))
-        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._memory: OrderedDict[str, ChunkData] = OrderedDict()
         self._memory_bytes = 0
         self._memory_limit = budget * chunk_size
         self.max_readahead = max(chunk_size, min(max_readahead, (budget - 2) * chunk_size))
@@ -99,30 +100,18 @@ class ChunkReader:
             self._follow(stream, version, offset, length, parts[-1].index)
         out: list[memoryview] = []
         for part, got in zip(parts, pending, strict=True):
-            data = got if isinstance(got, bytes) else await self._wait(got)
+            data = got if not isinstance(got, _Fetch) else await self._wait(got)
             out.append(memoryview(data)[part.start : part.end])
         self.stats.reads += 1
         self.stats.bytes_read += sum(len(v) for v in out)
         self.stats.observe_read(trio.current_time() - started)
         return out[0] if len(out) == 1 else b"".join(out)
 
-    async def chunk(self, version: ObjectVersion, index: int) -> bytes:
+    async def chunk(self, version: ObjectVersion, index: int) -> ChunkData:
         got = self._lookup_or_start(version, index)
-        return got if isinstance(got, bytes) else await self._wait(got)
+        return got if not isinstance(got, _Fetch) else await self._wait(got)
 
-    async def ensure_cached(self, version: ObjectVersion, index: int) -> None:
-        """Fetches a chunk into the disk cache unless it is there (used by prefetch)."""
-        key = chunk_key(version, self.chunk_size, index)
-        if key in self._memory or key in self._inflight:
-            await self.chunk(version, index)
-            return
-        present = await trio.to_thread.run_sync(
-            self.cache.contains, version, self.chunk_size, index, limiter=self._cache_limiter
-        )
-        if not present:
-            await self.chunk(version, index)
-
-    def _lookup_or_start(self, version: ObjectVersion, index: int) -> bytes | _Fetch:
+    def _lookup_or_start(self, version: ObjectVersion, index: int) -> ChunkData | _Fetch:
         key = chunk_key(version, self.chunk_size, index)
         data = self._memory.get(key)
         if data is not None:
@@ -141,7 +130,7 @@ class ChunkReader:
             raise RuntimeError("ChunkReader.run() is not running")
         self._nursery.start_soon(fn, *args)
 
-    async def _wait(self, fetch: _Fetch) -> bytes:
+    async def _wait(self, fetch: _Fetch) -> ChunkData:
         await fetch.done.wait()
         if fetch.error is not None:
             raise fetch.error
@@ -183,15 +172,6 @@ class ChunkReader:
         try:
             async with self._readahead_slots:
                 if key in self._memory or key in self._inflight:
-                    return
-                present = await trio.to_thread.run_sync(
-                    self.cache.contains,
-                    version,
-                    self.chunk_size,
-                    index,
-                    limiter=self._cache_limiter,
-                )
-                if present or key in self._memory or key in self._inflight:
                     return
                 fetch = _Fetch()
                 self._inflight[key] = fetch
@@ -271,7 +251,7 @@ class ChunkReader:
             if not fetch.done.is_set():
                 self._fail(key, fetch, RemoteError("fetch cancelled"))
 
-    def _publish(self, key: str, fetch: _Fetch, data: bytes) -> None:
+    def _publish(self, key: str, fetch: _Fetch, data: ChunkData) -> None:
         fetch.data = data
         self._remember(key, data)
         if self._inflight.get(key) is fetch:
@@ -285,7 +265,7 @@ class ChunkReader:
             del self._inflight[key]
         fetch.done.set()
 
-    def _remember(self, key: str, data: bytes) -> None:
+    def _remember(self, key: str, data: ChunkData) -> None:
         old = self._memory.pop(key, None)
         if old is not None:
             self._memory_bytes -= len(old)
