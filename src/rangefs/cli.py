@@ -241,14 +241,16 @@ def build_parser() -> Parser:
         type=size_arg,
         default=cfg.DEFAULT_MEMORY_LIMIT,
         metavar="SIZE",
-        help="memory for chunks in flight and being served, all files (default: 96M)",
+        help="memory for chunks in flight and being served, all files "
+        f"(default: {cfg.DEFAULT_MEMORY_LIMIT // cfg.MiB}M)",
     )
     g.add_argument(
         "--max-readahead",
         type=size_arg,
         default=cfg.DEFAULT_MAX_READAHEAD,
         metavar="SIZE",
-        help="largest read-ahead window of a sequential reader (default: 64M)",
+        help="largest read-ahead window of a sequential reader "
+        f"(default: {cfg.DEFAULT_MAX_READAHEAD // cfg.MiB}M)",
     )
     g.add_argument(
         "--kernel-readahead",
