@@ -178,8 +178,8 @@ WRITES = [
     ["mkdir", "{m}/dir"], ["rmdir", "{m}/sub"], ["mv", "{m}/top.txt", "{m}/moved"],
     ["chmod", "777", "{m}/top.txt"], ["truncate", "-s", "0", "{m}/top.txt"],
     ["ln", "-s", "top.txt", "{m}/link"], ["ln", "{m}/top.txt", "{m}/hard"],
-    ["touch", "-d", "2001-01-01", "{m}/top.txt"], ["setfattr", "-n", "user.x", "-v", "1", "{m}/top.txt"],
-    ["mknod", "{m}/fifo", "p"],
+    ["touch", "-d", "2001-01-01", "{m}/top.txt"], ["mknod", "{m}/fifo", "p"],
+    ["setfattr", "-n", "user.x", "-v", "1", "{m}/top.txt"],
 ]  # fmt: skip
 
 
@@ -206,9 +206,7 @@ def test_every_write_is_refused_with_erofs(make_bucket, s3server, rangefs_mount)
 
 
 @pytest.mark.timeout(120)
-def test_gets_are_chunk_aligned_and_cached_reads_send_none(
-    mixed, proxy, rangefs_mount, tmp_path
-):
+def test_gets_are_chunk_aligned_and_cached_reads_send_none(mixed, proxy, rangefs_mount, tmp_path):
     cache = tmp_path / "cache"
     mount = rangefs_mount(mixed, endpoint=proxy.url, cache_dir=cache)
     size = SIZES["several.bin"]

@@ -1,5 +1,7 @@
 """Chunk arithmetic: spans cover the read exactly, never overlap, the last chunk is short."""
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +24,7 @@ def test_pieces_cover_exactly_the_clipped_read(size, chunk_size, offset, length)
         return
     assert covered[0][0] == offset
     assert covered[-1][1] == want_end
-    for (_, end), (start, _) in zip(covered, covered[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(covered):
         assert end == start
     for p in parts:
         assert 0 <= p.start < p.end <= chunks.chunk_length(p.index, size, chunk_size)
