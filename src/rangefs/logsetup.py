@@ -17,7 +17,12 @@ def _handler(config: Any) -> logging.Handler:
     background = bool(os.environ.get("RANGEFS_BACKGROUND"))
     log_file = config.log_file
     if background and not log_file and not os.path.exists("/dev/log"):
-        log_file = Path(config.cache_dir) / "rangefs.log"  # no syslog: keep the lines somewhere
+        fallback = Path(config.cache_dir) / "rangefs.log"  # no syslog: keep the lines somewhere
+        try:
+            fallback.parent.mkdir(parents=True, exist_ok=True)
+            log_file = fallback
+        except OSError:
+            pass  # the cache dir check reports it, with a better message
     if log_file:
         try:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ FUSE_MAX_TASKS = 64  # concurrent FUSE requests; most wait on a fetch, not the C
 CACHE_THREADS = 4  # disk cache reads/writes at once
 META_THREADS = 8  # listings and HEADs at once
 MOUNT_FAILED = 1
+DEAD_MOUNT_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)  # daemon gone / connection aborted
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 M_ARENA_MAX = -8
 TRIM_THRESHOLD = 1024 * 1024
@@ -60,7 +61,7 @@ def check_mountpoint(path: Path, heal: bool = True) -> None:
     except FileNotFoundError:
         raise UserError(f"mountpoint {path} does not exist", MOUNT_FAILED) from None
     except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
+        if exc.errno not in DEAD_MOUNT_ERRNOS:
             raise UserError(f"mountpoint {path}: {exc.strerror}", MOUNT_FAILED) from None
         if not heal:
             return

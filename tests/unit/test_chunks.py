@@ -3,12 +3,13 @@
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rangefs import chunks
 
 
+@settings(deadline=None)
 @given(
     size=st.integers(0, 10**7),
     chunk_size=st.integers(1, 10**6),
@@ -31,6 +32,7 @@ def test_pieces_cover_exactly_the_clipped_read(size, chunk_size, offset, length)
     assert len({p.index for p in parts}) == len(parts)
 
 
+@settings(deadline=None)
 @given(size=st.integers(1, 10**9), chunk_size=st.integers(1, 10**8))
 def test_chunks_tile_the_object_and_only_the_last_is_short(size, chunk_size):
     count = chunks.chunk_count(size, chunk_size)
