@@ -53,24 +53,30 @@ def fusermount(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _is_dead_mount(path: Path) -> bool:
+    """A FUSE mount whose daemon is gone: statfs always asks the daemon (stat may be cached)."""
+    try:
+        os.statvfs(path)
+    except OSError as exc:
+        return exc.errno in DEAD_MOUNT_ERRNOS
+    return False
+
+
 def check_mountpoint(path: Path, heal: bool = True) -> None:
     """Refuses a missing, non-directory or already-mounted mountpoint; heals a dead FUSE mount
     (``heal=False`` leaves that to the daemon, so the message lands in the daemon's log)."""
     try:
+        dead = _is_dead_mount(path)
+        if dead and not heal:
+            return
+        if dead:
+            log.warning("mountpoint %s is a dead FUSE mount (daemon gone): unmounting it", path)
+            fusermount("-uz", str(path))
         st = os.stat(path)
     except FileNotFoundError:
         raise UserError(f"mountpoint {path} does not exist", MOUNT_FAILED) from None
     except OSError as exc:
-        if exc.errno not in DEAD_MOUNT_ERRNOS:
-            raise UserError(f"mountpoint {path}: {exc.strerror}", MOUNT_FAILED) from None
-        if not heal:
-            return
-        log.warning("mountpoint %s is a dead FUSE mount (daemon gone): unmounting it", path)
-        fusermount("-uz", str(path))
-        try:
-            st = os.stat(path)
-        except OSError as again:
-            raise UserError(f"mountpoint {path}: {again.strerror}", MOUNT_FAILED) from None
+        raise UserError(f"mountpoint {path}: {exc.strerror}", MOUNT_FAILED) from None
     if not stat.S_ISDIR(st.st_mode):
         raise UserError(f"mountpoint {path} is not a directory", MOUNT_FAILED)
     if os.path.ismount(path):
