@@ -66,8 +66,9 @@ else
 fi
 
 # 2. /sbin/mount.fuse.rangefs. mount(8) calls it as
-#    mount.fuse.rangefs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS] [-t TYPE] [-N NAMESPACE]
-#    with the mount(8)-only options (x-*, dev, suid, exec...) already removed.
+#    mount.fuse.rangefs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS] [-t TYPE]
+#    with the mount(8)-only options (x-*, dev, suid, exec...) already removed, and without
+#    PATH, HOME or SHELL in the environment. -N (another mount namespace) is refused.
 tmp="$HELPER.tmp.$$"
 cat >"$tmp" <<EOF
 #!/bin/sh

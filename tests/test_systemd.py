@@ -123,6 +123,7 @@ def test_service_template_settings() -> None:
     assert s["Service.Type"] == ["notify"]
     assert s["Service.NotifyAccess"] == ["main"]
     assert s["Service.Restart"] == ["on-failure"]
+    assert s["Service.RestartPreventExitStatus"] == ["2"]  # usage errors: no restart loop
     assert s["Service.EnvironmentFile"] == ["/etc/rangefs/%i.conf"]
     assert int(s["Service.WatchdogSec"][0]) > 0
     assert int(s["Service.TimeoutStartSec"][0]) > 60  # more than the bucket check's retries
@@ -266,12 +267,17 @@ class NotifySocket:
             Path(self.address).unlink(missing_ok=True)
 
 
+def socket_path(tmp_path: Path) -> str:
+    """A unix socket path short enough for sun_path (108 bytes)."""
+    path = tmp_path / "notify.sock"
+    return str(path) if len(str(path)) < 100 else f"/tmp/rangefs-{secrets.token_hex(6)}.sock"
+
+
 @pytest.fixture
 def notify_address(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "abstract":
         return f"@rangefs-test-{secrets.token_hex(6)}"
-    path = tmp_path / "notify.sock"
-    return str(path) if len(str(path)) < 100 else f"/tmp/rangefs-{secrets.token_hex(6)}.sock"
+    return socket_path(tmp_path)
 
 
 @pytest.fixture
@@ -378,7 +384,7 @@ def test_no_ready_when_the_mount_fails(
 ) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    notify = NotifySocket(str(tmp_path / "notify.sock"), mnt)
+    notify = NotifySocket(socket_path(tmp_path), mnt)
     try:
         env = cli_env(s3server, NOTIFY_SOCKET=notify.address, WATCHDOG_USEC=str(WATCHDOG_USEC))
         proc = spawn(
@@ -454,7 +460,7 @@ def test_template_unit_command_lines(
         assert ignore or result.returncode == 0, (argv, result.stderr)
     assert mnt.is_dir()
 
-    notify = NotifySocket(str(tmp_path / "notify.sock"), mnt)
+    notify = NotifySocket(socket_path(tmp_path), mnt)
     try:
         (start,) = settings["Service.ExecStart"]
         _, argv = expand_command(start, instance, env)
