@@ -85,7 +85,8 @@ def main() -> int:
         print(f"result            {'byte-identical' if digest.hexdigest() == want else 'MISMATCH'}")
         return 0 if digest.hexdigest() == want else 1
     finally:
-        subprocess.run(["fusermount3", "-uz", str(mnt)], check=False, timeout=30)
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False, timeout=30)
         server.stop()
 
 
