@@ -76,9 +76,12 @@ def main() -> int:
         print(f"object            {size / MiB:.0f} MiB, chunk {args.chunk_size}")
         print(f"killed at         cp had written {copied / MiB:.0f} MiB ({copied / size:.0%})")
         print(f"run 1 (killed)    server sent {first / MiB:.1f} MiB")
-        print(f"run 2 (resumed)   server sent {second / MiB:.1f} MiB in {seconds:.1f}s; "
-              f"ideal (not sent before) {ideal / MiB:.1f} MiB; "
-              f"overhead {(second - ideal) / MiB:+.1f} MiB = {(second - ideal) / chunk:+.2f} chunks")  # fmt: skip
+        extra = second - ideal
+        print(
+            f"run 2 (resumed)   server sent {second / MiB:.1f} MiB in {seconds:.1f}s; ideal (not "
+            f"sent before) {ideal / MiB:.1f} MiB; overhead {extra / MiB:+.1f} MiB = "
+            f"{extra / chunk:+.2f} chunks"
+        )
         print(
             f"total sent        {(first + second) / MiB:.1f} MiB for a {size / MiB:.0f} MiB object"
         )
