@@ -246,8 +246,7 @@ def run_daemon(config: Config, ready: Callable[[str | None], None]) -> int:
         setup_logging(config)
         check_mountpoint(config.mountpoint)
         daemon = Daemon(config)
-        probe = connect(config, MOUNT_CHECK_RETRY)
-        check_bucket(probe, config)
+        check_bucket(S3Store(daemon.s3.client, config.bucket, MOUNT_CHECK_RETRY), config)
         fs, reader = daemon.build()
         ops = FuseOperations(fs)
         if config.metrics_addr:

@@ -11,7 +11,7 @@ What it guarantees:
 * memory is bounded globally: chunks in flight plus chunks held in memory (an LRU of
   chunks being served or read ahead) stay within ``memory_limit``; the read-ahead window
   never exceeds that budget less two chunks, so read-ahead does not evict what it fetched
-  before the reader gets there; read-ahead never takes the last two fetch slots, so a
+  before the reader gets there; read-ahead never takes the last fetch slot, so a
   reader waiting for its chunk is not starved by read-ahead.
 """
 
@@ -31,7 +31,7 @@ from rangefs.store import AsyncStore, ObjectVersion
 log = logging.getLogger(__name__)
 
 ChunkData = bytes | memoryview
-DEMAND_RESERVE = 2  # fetch slots read-ahead may never use
+DEMAND_RESERVE = 1  # fetch slots read-ahead may never use
 
 
 @dataclass
