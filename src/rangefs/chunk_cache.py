@@ -14,6 +14,7 @@ cache directory.
 import contextlib
 import errno
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -44,6 +45,19 @@ def checksum(data: bytes | memoryview) -> bytes:
 
 def encode(data: bytes) -> bytes:
     return MAGIC + checksum(data) + data
+
+
+class _TidyDisk(diskcache.Disk):
+    """diskcache's Disk, but a value file whose write failed (ENOSPC) is removed, not left
+    behind half-written to keep the disk full."""
+
+    def _write(self, full_path, iterator, mode, encoding=None):  # type: ignore[no-untyped-def]
+        try:
+            return super()._write(full_path, iterator, mode, encoding)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(full_path)
+            raise
 
 
 class _EncodedReader:
@@ -109,6 +123,7 @@ class ChunkCache:
         self.stats = stats or Stats()
         self.directory = Path(directory)
         settings: dict[str, object] = {
+            "disk": _TidyDisk,
             "eviction_policy": "least-recently-used",
             "tag_index": True,
             "cull_limit": CULL_LIMIT,
