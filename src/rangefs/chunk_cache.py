@@ -54,6 +54,8 @@ class _TidyDisk(diskcache.Disk):
     def _write(self, full_path, iterator, mode, encoding=None):  # type: ignore[no-untyped-def]
         try:
             return super()._write(full_path, iterator, mode, encoding)
+        except FileExistsError:
+            raise  # not ours to remove
         except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(full_path)

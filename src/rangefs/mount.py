@@ -145,9 +145,8 @@ class Daemon:
         self.config = config
         self.stats = Stats()
         self.cache = open_cache(config, self.stats)
-        self.s3 = connect(
-            config, RetryPolicy(attempts=config.retries, max_seconds=config.retry_seconds)
-        )
+        policy = RetryPolicy(attempts=config.retries, max_seconds=config.retry_seconds)
+        self.s3 = connect(config, policy, self.stats)
 
     def build(self) -> tuple[Filesystem, ChunkReader]:
         cfg = self.config

@@ -14,6 +14,7 @@ interrupted one stopped (the ``Routines(n)`` + ``Checkpoint`` of an SDK's resuma
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -58,6 +59,17 @@ def chunk_map(path: Path) -> tuple[int, list[bool]]:
         raise UserError(f"{path}: not a file on a rangefs mount ({exc.strerror})", 1) from None
     size_text, _, flags = raw.partition(" ")
     return int(size_text), [c == "#" for c in flags]
+
+
+def wait_until_cached(path: Path, timeout: float = 10.0) -> int:
+    """Chunks of ``path`` still missing, after giving the daemon time to store the chunks it
+    just served (it writes a chunk to disk right after answering the read)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = chunk_map(path)[1].count(False)
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(0.05)
 
 
 def walk_files(path: Path) -> Iterator[Path]:

@@ -100,13 +100,15 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     if mounted:
         plan = prefetch.plan_mounted(mounted)
         failures += prefetch.execute(plan, args.jobs, progress)
-        for top in mounted:
-            for path in prefetch.walk_files(top):
-                _, chunk_flags = prefetch.chunk_map(path)
-                missing = chunk_flags.count(False)
-                if missing and not failures:
-                    failures.append(f"{path}: {missing} chunks not in the cache after reading "
-                                    "(cache full or not writable?)")  # fmt: skip
+        if not failures:
+            for top in mounted:
+                for path in prefetch.walk_files(top):
+                    missing = prefetch.wait_until_cached(path)
+                    if missing:
+                        failures.append(
+                            f"{path}: {missing} chunks not in the cache after reading "
+                            "(cache full or not writable?)"
+                        )
         fetched += sum(j.length for j in plan.jobs or [])
         cached += plan.cached_bytes
         files += plan.files

@@ -1,0 +1,362 @@
+"""Issue 3, parts 2-4: damaged cache files, objects changing under an open file, a bad
+network.
+
+* Every chunk read from the disk cache is checked (length + xxh3): a truncated, flipped or
+  deleted value file is dropped with one log line and fetched again — exactly that chunk,
+  never an EIO and never wrong bytes.
+* An open file is pinned to the version (ETag) it was opened with: after the object is
+  overwritten, its reads are served from the old version's cached chunks or fail with
+  ESTALE; a new open (after ``--metadata-ttl``) sees the new object.
+* Network faults (short bodies, resets, 5xx, stalls, refused connections) are retried per
+  chunk; a persistent failure is an EIO in bounded time, logged with key, range and cause.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from rangefs.chunk_cache import chunk_key
+from rangefs.store import ObjectVersion
+from tests.support import run, wait_for
+from tests.support.patterns import pattern_bytes, pattern_sha256, upload_pattern
+
+C = 1024 * 1024
+DROP_LINE = re.compile(r"dropping bad chunk (\d+) of s3://(\S+?)/(\S+) \(([^)]*)\)")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(4 * C):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def drop_page_cache() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def chunk_range(index: int, size: int) -> str:
+    return f"bytes={index * C}-{min((index + 1) * C, size) - 1}"
+
+
+def stats_of(mount) -> dict:
+    return json.loads(os.getxattr(mount.path, "user.rangefs.stats"))
+
+
+def wait_fully_cached(path: Path, size: int) -> None:
+    wait_for(
+        lambda: os.getxattr(path, "user.rangefs.cached") == f"{size} {size}".encode(),
+        timeout=20,
+        what=f"every chunk of {path} in the disk cache",
+    )
+
+
+def value_files(cache_dir: Path, bucket: str, key: str, etag: str, size: int) -> dict[int, Path]:
+    """Chunk index -> the diskcache value file holding it (read from diskcache's index)."""
+    version = ObjectVersion(bucket, key, etag, size)
+    wanted = {chunk_key(version, C, i): i for i in range(-(-size // C))}
+    db = sqlite3.connect(f"file:{cache_dir / 'cache.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = db.execute("SELECT key, filename FROM Cache WHERE filename IS NOT NULL").fetchall()
+    finally:
+        db.close()
+    found = {wanted[k]: cache_dir / name for k, name in rows if k in wanted}
+    assert all(p.suffix == ".val" and p.is_file() for p in found.values()), found
+    return found
+
+
+def damage(files: dict[int, Path], truncate: int, flip: int, delete: int) -> None:
+    """Three kinds of damage a crash or a bad disk leaves behind."""
+    path = files[truncate]
+    os.truncate(path, path.stat().st_size // 2)
+    path = files[flip]
+    with path.open("r+b") as f:
+        f.seek(100_000)
+        byte = f.read(1)
+        f.seek(100_000)
+        f.write(bytes([byte[0] ^ 0x40]))
+    files[delete].unlink()
+
+
+def drop_lines(log: str, key: str) -> dict[int, str]:
+    """Chunk index -> reason, from the daemon's "dropping bad chunk" lines for ``key``;
+    fails if one chunk is reported twice."""
+    found: dict[int, str] = {}
+    for m in DROP_LINE.finditer(log):
+        if m.group(3) == key:
+            index = int(m.group(1))
+            assert index not in found, f"chunk {index} reported twice:\n{log}"
+            found[index] = m.group(4)
+    return found
+
+
+# --- 2. every chunk read from the disk cache is verified -----------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_damaged_value_files_are_refetched_after_remount(
+    make_bucket, s3server, proxy, rangefs_mount, tmp_path
+):
+    bucket = make_bucket()
+    size, key = 16 * C + 777, "damaged.bin"
+    upload_pattern(s3server.client(), bucket, key, size, seed=41)
+    cache = tmp_path / "cache"
+    mount = rangefs_mount(bucket, endpoint=proxy.url, cache_dir=cache)
+    path = mount.path / key
+    assert sha256_file(path) == pattern_sha256(size, 41)
+    wait_fully_cached(path, size)
+    etag = os.getxattr(path, "user.rangefs.etag").decode()
+    mount.unmount()
+
+    files = value_files(cache, bucket, key, etag, size)
+    assert {3, 7, 12} <= set(files), sorted(files)
+    damage(files, truncate=3, flip=7, delete=12)
+    drop_page_cache()
+
+    proxy.reset()
+    again = rangefs_mount(bucket, endpoint=proxy.url, cache_dir=cache)
+    result = run(["sha256sum", str(again.path / key)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == pattern_sha256(size, 41)
+    ranges = sorted(r.range for r in proxy.matching("GET", key, ranged_only=True))
+    assert ranges == sorted(chunk_range(i, size) for i in (3, 7, 12)), "exactly the damaged"
+    reasons = drop_lines(again.log(), key)
+    assert sorted(reasons) == [3, 7, 12], again.log_tail()
+    assert "value file missing" in reasons[12]
+    assert stats_of(again)["read_errors"] == 0
+    wait_fully_cached(again.path / key, size)  # the re-fetched chunks are stored again
+
+
+@pytest.mark.timeout(90)
+def test_damage_while_mounted_is_detected(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
+    """``--memory-limit 4M`` keeps the daemon's in-memory LRU to a few chunks, so the
+    damaged (early) chunks of a 24-chunk object are read back from disk."""
+    bucket = make_bucket()
+    size, key = 24 * C, "live.bin"
+    upload_pattern(s3server.client(), bucket, key, size, seed=42)
+    cache = tmp_path / "cache"
+    mount = rangefs_mount(bucket, "--memory-limit", "4M", endpoint=proxy.url, cache_dir=cache)
+    path = mount.path / key
+    assert sha256_file(path) == pattern_sha256(size, 42)
+    wait_fully_cached(path, size)
+    etag = os.getxattr(path, "user.rangefs.etag").decode()
+
+    files = value_files(cache, bucket, key, etag, size)
+    damage(files, truncate=2, flip=6, delete=10)
+    drop_page_cache()
+    proxy.reset()
+    result = run(["sha256sum", str(path)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == pattern_sha256(size, 42)
+    ranges = sorted(r.range for r in proxy.matching("GET", key, ranged_only=True))
+    assert ranges == sorted(chunk_range(i, size) for i in (2, 6, 10)), "exactly the damaged"
+    assert sorted(drop_lines(mount.log(), key)) == [2, 6, 10], mount.log_tail()
+    assert stats_of(mount)["read_errors"] == 0
+
+
+# --- 3. an object overwritten while a file is open -----------------------------------------
+
+
+def read_chunk(fd: int, index: int, size: int) -> tuple[bytes, OSError | None]:
+    """Chunk ``index`` through ``fd``: the bytes returned and the error that stopped it."""
+    start, end = index * C, min((index + 1) * C, size)
+    got = b""
+    while start + len(got) < end:
+        try:
+            block = os.pread(fd, end - start - len(got), start + len(got))
+        except OSError as exc:
+            return got, exc
+        if not block:
+            break
+        got += block
+    return got, None
+
+
+@pytest.mark.timeout(90)
+def test_overwritten_object_never_mixes_versions(
+    make_bucket, s3server, proxy, rangefs_mount, tmp_path
+):
+    bucket = make_bucket()
+    client = s3server.client()
+    key = "changing.bin"
+    old_size, new_size = 32 * C + 5, 40 * C + 3
+    old_chunks, new_chunks = 33, 41
+    upload_pattern(client, bucket, key, old_size, seed=51)
+    old_etag = client.head_object(Bucket=bucket, Key=key)["ETag"]
+    mount = rangefs_mount(bucket, "--metadata-ttl", "1", endpoint=proxy.url)
+    path = mount.path / key
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert read_chunk(fd, 0, old_size) == (pattern_bytes(0, C, 51), None)
+
+        # Read-ahead may bring a few more chunks in; wait until the map stops changing.
+        def chunk_map() -> str:
+            return os.getxattr(path, "user.rangefs.chunks").decode().split()[1]
+
+        seen: list[str] = []
+
+        def stable() -> bool:
+            seen.append(chunk_map())
+            return len(seen) >= 6 and len(set(seen[-6:])) == 1
+
+        wait_for(stable, timeout=20, interval=0.1, what="read-ahead to settle")
+        cached = {i for i, c in enumerate(seen[-1]) if c == "#"}
+        assert 0 in cached and len(cached) < old_chunks, seen[-1]
+
+        upload_pattern(client, bucket, key, new_size, seed=52)
+        new_etag = client.head_object(Bucket=bucket, Key=key)["ETag"]
+        assert new_etag != old_etag
+
+        failed = set()
+        for index in range(old_chunks):
+            got, error = read_chunk(fd, index, old_size)
+            assert got == pattern_bytes(index * C, len(got), 51), f"chunk {index}: new bytes!"
+            if error is not None:
+                assert error.errno == errno.ESTALE, (index, error)
+                failed.add(index)
+            else:
+                assert len(got) == min(C, old_size - index * C), index
+        print(
+            f"\n[figures] cached before the overwrite: {sorted(cached)}; ESTALE: {sorted(failed)}"
+        )
+        assert failed == set(range(old_chunks)) - cached, (sorted(failed), sorted(cached))
+        # A real program on the same open file: dd reading it as its stdin.
+        dd = subprocess.run(
+            ["dd", "bs=1M", f"skip={max(failed)}", "count=1", "of=/dev/null"],
+            stdin=fd, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert dd.returncode == 1 and "Stale file handle" in dd.stderr, dd.stderr
+    finally:
+        os.close(fd)
+    old_gets = proxy.matching("GET", key, ranged_only=True)
+    assert old_gets and all(r.if_match == old_etag for r in old_gets)
+    assert "object changed while open" in mount.log()
+
+    time.sleep(1.5)  # > --metadata-ttl
+    proxy.reset()
+    assert path.stat().st_size == new_size
+    assert sha256_file(path) == pattern_sha256(new_size, 52)
+    assert os.getxattr(path, "user.rangefs.etag").decode() == new_etag
+    new_gets = proxy.matching("GET", key, ranged_only=True)
+    assert len(new_gets) == new_chunks and all(r.if_match == new_etag for r in new_gets)
+    assert mount.alive
+
+
+# --- 4. an unstable network -------------------------------------------------------------
+
+
+@pytest.mark.timeout(150)
+def test_cp_256mib_through_cuts_and_errors(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
+    bucket = make_bucket()
+    size, key = 256 * C, "flaky.bin"
+    upload_pattern(s3server.client(), bucket, key, size, seed=61)
+    mount = rangefs_mount(bucket, endpoint=proxy.url)
+    proxy.faults.cut_rate = 0.10
+    proxy.faults.error_rate = 0.05
+    dst = tmp_path / "copy.bin"
+    started = time.monotonic()
+    result = run(["cp", str(mount.path / key), str(dst)], timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert sha256_file(dst) == pattern_sha256(size, 61)
+    gets = proxy.matching("GET", key, ranged_only=True)
+    faulted = [r for r in gets if r.fault]
+    retries = re.findall(rf"retry \d+/\d+ GET s3://{bucket}/{key} (bytes=\d+-\d+)", mount.log())
+    print(
+        f"\n[figures] cp 256 MiB under cut_rate=0.10 error_rate=0.05: {elapsed:.1f} s, "
+        f"{len(gets)} ranged GETs, {len(faulted)} faults injected "
+        f"({sum(1 for r in faulted if 'cut' in r.fault)} cuts, "
+        f"{sum(1 for r in faulted if 'error' in r.fault)} errors), {len(retries)} retries logged"
+    )
+    assert faulted, "the proxy injected no fault"
+    assert len(gets) == 256 + len(faulted), "each faulted GET retried once, nothing else"
+    assert sorted(retries) == sorted(r.range for r in faulted), "one retry per fault"
+    assert stats_of(mount)["read_errors"] == 0
+
+
+SINGLE_FAULTS = ["cut:1000", "reset:300000", "500", "503", "stall:10", "refuse"]
+
+
+@pytest.mark.timeout(120)
+def test_each_single_fault_is_retried(make_bucket, s3server, proxy, rangefs_mount):
+    bucket = make_bucket()
+    client = s3server.client()
+    size = 2 * C + 99
+    for seed in range(len(SINGLE_FAULTS)):
+        upload_pattern(client, bucket, f"f{seed}.bin", size, seed)
+    mount = rangefs_mount(bucket, "--read-timeout", "2", endpoint=proxy.url)
+    for seed, spec in enumerate(SINGLE_FAULTS):
+        key = f"f{seed}.bin"
+        proxy.inject(spec)
+        started = time.monotonic()
+        result = run(["sha256sum", str(mount.path / key)], timeout=60)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, (spec, result.stderr)
+        assert result.stdout.split()[0] == pattern_sha256(size, seed), spec
+        assert proxy.pending_injections() == 0, spec
+        gets = proxy.matching("GET", key, ranged_only=True)
+        faulted = [r for r in gets if r.fault == spec]
+        assert len(faulted) == 1, (spec, gets)
+        retried = [r for r in gets if r.range == faulted[0].range]
+        assert len(retried) == 2 and retried[1].status == 206, (spec, retried)
+        assert len(gets) == 4, (spec, [r.range for r in gets])
+        assert re.search(rf"retry 1/\d+ GET s3://{bucket}/{key} {faulted[0].range}", mount.log())
+        if spec.startswith("stall"):
+            assert 2 <= elapsed < 10, f"the stall must end by --read-timeout 2, took {elapsed}"
+    assert stats_of(mount)["read_errors"] == 0
+    assert mount.alive
+
+
+@pytest.mark.timeout(90)
+def test_persistent_failure_is_eio_in_bounded_time(make_bucket, s3server, proxy, rangefs_mount):
+    bucket = make_bucket()
+    size, key = 8 * C, "down.bin"
+    upload_pattern(s3server.client(), bucket, key, size, seed=62)
+    mount = rangefs_mount(bucket, "--retries", "3", endpoint=proxy.url)
+    proxy.faults.error_rate = 1.0
+    started = time.monotonic()
+    result = run(
+        ["dd", f"if={mount.path / key}", "of=/dev/null", "bs=1M", "skip=5", "count=1"], timeout=60
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1 and "Input/output error" in result.stderr, result.stderr
+    assert elapsed < 20, f"EIO took {elapsed:.1f} s"
+    first = chunk_range(5, size).removeprefix("bytes=")
+    assert proxy.count("GET", key=key) >= 3
+    log = mount.log()
+    assert re.search(rf"failed GET s3://{bucket}/{key} bytes={first}: .*503", log), log
+    assert re.search(rf"read failed: s3://{bucket}/{key} bytes={first}: .*SlowDown", log), log
+
+    proxy.faults.error_rate = 0.0
+    assert mount.alive and mount.mounted
+    assert sha256_file(mount.path / key) == pattern_sha256(size, 62)
+
+
+@pytest.mark.timeout(60)
+def test_retries_and_failures_are_counted_in_stats(make_bucket, s3server, proxy, rangefs_mount):
+    """The ``user.rangefs.stats`` xattr (and /metrics, same counters) count retries and
+    failed requests by cause."""
+    bucket = make_bucket()
+    client = s3server.client()
+    upload_pattern(client, bucket, "ok.bin", C, seed=63)
+    upload_pattern(client, bucket, "bad.bin", C, seed=64)
+    mount = rangefs_mount(bucket, "--retries", "2", endpoint=proxy.url)
+    proxy.inject("503")
+    assert sha256_file(mount.path / "ok.bin") == pattern_sha256(C, 63)
+    proxy.faults.error_rate = 1.0
+    assert run(["cat", str(mount.path / "bad.bin")]).returncode == 1
+    stats = {k: v for k, v in stats_of(mount).items() if k in ("retries", "errors", "read_errors")}
+    assert stats["read_errors"] >= 1, stats
+    assert stats["retries"].get("http_503", 0) >= 2, stats  # ok.bin once, bad.bin once a read
+    assert stats["errors"].get("http_503", 0) >= 1, stats
