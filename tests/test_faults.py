@@ -261,7 +261,8 @@ def test_cp_256mib_through_cuts_and_errors(make_bucket, s3server, proxy, rangefs
     bucket = make_bucket()
     size, key = 256 * C, "flaky.bin"
     upload_pattern(s3server.client(), bucket, key, size, seed=61)
-    mount = rangefs_mount(bucket, endpoint=proxy.url)
+    # 10 attempts: the chance that one of 256 chunks meets 10 faults in a row is ~1e-6.
+    mount = rangefs_mount(bucket, "--retries", "10", endpoint=proxy.url)
     proxy.faults.cut_rate = 0.10
     proxy.faults.error_rate = 0.05
     dst = tmp_path / "copy.bin"
