@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of rangefs and its peers (run_benchmark.py); not a pytest suite."""
