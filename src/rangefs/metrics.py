@@ -41,6 +41,7 @@ class StatsCollector:
             ("rangefs_fetched_bytes", "Bytes received from S3", s.bytes_fetched),
             ("rangefs_cache_memory_hits", "Chunk lookups served from memory", s.memory_hits),
             ("rangefs_cache_disk_hits", "Chunks served from the disk cache", s.disk_hits),
+            ("rangefs_cache_range_hits", "Random reads served from disk blocks", s.range_hits),
             ("rangefs_cache_misses", "Chunks that had to be fetched from S3", s.misses),
             ("rangefs_chunks_stored", "Chunks written to the disk cache", s.chunks_stored),
             ("rangefs_cache_store_failures", "Chunks that could not be cached", s.store_failures),

@@ -36,12 +36,14 @@ DEMAND_RESERVE = 1  # fetch slots read-ahead may never use
 
 @dataclass
 class ReadStream:
-    """Per open file: where the next sequential read would start, the read-ahead window,
-    and the last chunk read-ahead was started for (each chunk is scheduled once a run)."""
+    """Per open file: where the next sequential read would start, the bytes read in sequence
+    since the last seek, the read-ahead window, and the last chunk read-ahead was started for
+    (each chunk is scheduled once a run)."""
 
     next_offset: int = 0
     window: int = 0
     ahead_until: int = -1
+    run: int = 0
 
 
 @dataclass
@@ -95,11 +97,25 @@ class ChunkReader:
         parts = chunks.pieces(offset, length, version.size, self.chunk_size)
         if not parts:
             return b""
-        pending = [self._lookup_or_start(version, p.index) for p in parts]
-        if stream is not None:
-            self._follow(stream, version, offset, length, parts[-1].index)
+        streaming = stream is None or self._follow(stream, version, offset, length, parts[-1].index)
         out: list[memoryview] = []
-        for part, got in zip(parts, pending, strict=True):
+        for part in parts:
+            if not streaming and not self._held(version, part.index):
+                piece = await trio.to_thread.run_sync(
+                    self.cache.read_range,
+                    version,
+                    self.chunk_size,
+                    part.index,
+                    chunks.chunk_length(part.index, version.size, self.chunk_size),
+                    part.start,
+                    part.end,
+                    limiter=self._cache_limiter,
+                )
+                if piece is not None:
+                    self.stats.range_hits += 1
+                    out.append(memoryview(piece))
+                    continue
+            got = self._lookup_or_start(version, part.index)
             data = got if not isinstance(got, _Fetch) else await self._wait(got)
             out.append(memoryview(data)[part.start : part.end])
         self.stats.reads += 1
@@ -110,6 +126,10 @@ class ChunkReader:
     async def chunk(self, version: ObjectVersion, index: int) -> ChunkData:
         got = self._lookup_or_start(version, index)
         return got if not isinstance(got, _Fetch) else await self._wait(got)
+
+    def _held(self, version: ObjectVersion, index: int) -> bool:
+        key = chunk_key(version, self.chunk_size, index)
+        return key in self._memory or key in self._inflight
 
     def _lookup_or_start(self, version: ObjectVersion, index: int) -> ChunkData | _Fetch:
         key = chunk_key(version, self.chunk_size, index)
@@ -139,19 +159,26 @@ class ChunkReader:
 
     def _follow(
         self, stream: ReadStream, version: ObjectVersion, offset: int, length: int, last: int
-    ) -> None:
+    ) -> bool:
         """Grows read-ahead while the reader stays sequential; a seek resets it.
 
-        "Sequential" tolerates a chunk of slack: the kernel issues its own read-ahead
-        requests concurrently and they may arrive slightly out of order.
+        Read-ahead starts once the reader has read half a chunk in sequence since its last
+        seek: a media player that seeks and reads a frame should not pull in chunks it will
+        not read. "Sequential" tolerates a chunk of slack: the kernel's own read-ahead
+        requests run concurrently and may arrive slightly out of order. Returns whether the
+        stream is in streaming mode (whole chunks, read-ahead) rather than random access.
         """
         sequential = abs(offset - stream.next_offset) <= self.chunk_size
         crossed = last > (stream.next_offset - 1) // self.chunk_size
         stream.next_offset = offset + length
         if not sequential:
             stream.window = 0
+            stream.run = length
             stream.ahead_until = last
-            return
+            return False
+        stream.run += length
+        if stream.run < self.chunk_size // 2:
+            return False
         if stream.window == 0:
             stream.window = self.chunk_size
         elif crossed:
@@ -167,6 +194,7 @@ class ChunkReader:
             self._readahead_pending.add(key)
             self._spawn(self._readahead, key, version, index)
         stream.ahead_until = max(stream.ahead_until, end - 1)
+        return True
 
     async def _readahead(self, key: str, version: ObjectVersion, index: int) -> None:
         try:
@@ -182,45 +210,51 @@ class ChunkReader:
     async def _fetch(self, key: str, version: ObjectVersion, index: int, fetch: _Fetch) -> None:
         start, end = chunks.chunk_bounds(index, version.size, self.chunk_size)
         try:
-            data = await trio.to_thread.run_sync(
-                self.cache.get,
-                version,
-                self.chunk_size,
-                index,
-                end - start,
-                limiter=self._cache_limiter,
-            )
-            if data is not None:
-                self.stats.disk_hits += 1
-                self._publish(key, fetch, data)
-                return
-            self.stats.misses += 1
             async with self.fetch_slots:
                 self.stats.bytes_in_flight += end - start
                 try:
-                    data = await self.store.get_range(
-                        version.key, start, end, version.etag, version.size
+                    data = await trio.to_thread.run_sync(
+                        self.cache.get,
+                        version,
+                        self.chunk_size,
+                        index,
+                        end - start,
+                        limiter=self._cache_limiter,
                     )
+                    fetched = data is None
+                    if fetched:
+                        self.stats.misses += 1
+                        data = await self.store.get_range(
+                            version.key, start, end, version.etag, version.size
+                        )
+                        self.stats.gets += 1
+                        self.stats.bytes_fetched += len(data)
+                        log.debug(
+                            "fetched s3://%s/%s bytes=%d-%d",
+                            version.bucket,
+                            version.key,
+                            start,
+                            end - 1,
+                        )
+                    else:
+                        self.stats.disk_hits += 1
                 finally:
                     self.stats.bytes_in_flight -= end - start
-                self.stats.gets += 1
-                self.stats.bytes_fetched += len(data)
-                log.debug(
-                    "fetched s3://%s/%s bytes=%d-%d", version.bucket, version.key, start, end - 1
-                )
+                assert data is not None
                 self._publish(key, fetch, data)
-                stored = await trio.to_thread.run_sync(
-                    self.cache.put,
-                    version,
-                    self.chunk_size,
-                    index,
-                    data,
-                    limiter=self._cache_limiter,
-                )
-                if stored:
-                    self.stats.chunks_stored += 1
-                else:
-                    self.stats.store_failures += 1
+                if fetched:
+                    stored = await trio.to_thread.run_sync(
+                        self.cache.put,
+                        version,
+                        self.chunk_size,
+                        index,
+                        data,
+                        limiter=self._cache_limiter,
+                    )
+                    if stored:
+                        self.stats.chunks_stored += 1
+                    else:
+                        self.stats.store_failures += 1
         except ObjectChanged as exc:
             log.warning(
                 "object changed while open: s3://%s/%s bytes=%d-%d (ETag %s): %s",

@@ -17,6 +17,7 @@ class Stats:
     bytes_fetched: int = 0
     memory_hits: int = 0
     disk_hits: int = 0
+    range_hits: int = 0
     misses: int = 0
     chunks_stored: int = 0
     store_failures: int = 0
@@ -41,6 +42,7 @@ class Stats:
             "bytes_fetched": self.bytes_fetched,
             "memory_hits": self.memory_hits,
             "disk_hits": self.disk_hits,
+            "range_hits": self.range_hits,
             "misses": self.misses,
             "chunks_stored": self.chunks_stored,
             "store_failures": self.store_failures,

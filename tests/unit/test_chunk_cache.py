@@ -93,3 +93,38 @@ def test_size_limit_evicts_least_recently_used(tmp_path):
         assert not cache.contains(V1, CHUNK, 0)
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(0, 1), (0, CHUNK), (65535, 65537), (100_000, 300_000), (CHUNK - 3, CHUNK)]
+)
+def test_read_range_returns_exactly_the_slice(cache, start, end):
+    chunk = data(CHUNK, 4)
+    cache.put(V1, CHUNK, 2, chunk)
+    assert cache.read_range(V1, CHUNK, 2, CHUNK, start, end) == chunk[start:end]
+
+
+def test_read_range_of_a_short_last_chunk(cache):
+    chunk = data(70_001, 9)
+    cache.put(V1, CHUNK, 5, chunk)
+    assert cache.read_range(V1, CHUNK, 5, 70_001, 65_000, 70_001) == chunk[65_000:]
+    assert cache.read_range(V1, CHUNK, 5, CHUNK, 0, 10) is None  # wrong expected length
+
+
+def test_read_range_detects_a_flipped_byte_in_the_blocks_it_reads(cache, tmp_path):
+    cache.put(V1, CHUNK, 0, data(CHUNK))
+    (path,) = value_files(tmp_path / "cache")
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # the last byte of the last block
+    path.write_bytes(bytes(raw))
+    assert cache.read_range(V1, CHUNK, 0, CHUNK, 0, 4096) == data(CHUNK)[:4096]  # other block
+    assert cache.read_range(V1, CHUNK, 0, CHUNK, CHUNK - 10, CHUNK) is None
+    assert not cache.contains(V1, CHUNK, 0)
+
+
+def test_read_range_of_a_truncated_file_is_a_miss(cache, tmp_path):
+    cache.put(V1, CHUNK, 0, data(CHUNK))
+    (path,) = value_files(tmp_path / "cache")
+    os.truncate(path, CHUNK // 2)
+    assert cache.read_range(V1, CHUNK, 0, CHUNK, CHUNK - 100, CHUNK) is None
+    assert not cache.contains(V1, CHUNK, 0)
