@@ -19,6 +19,7 @@ import sqlite3
 import struct
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ ETAG_PREFIX = "etag1"
 RETRY_CACHING_AFTER = 30.0  # seconds with caching off after the disk filled up
 SQLITE_TIMEOUT = 30.0
 CULL_LIMIT = 1  # evict one LRU chunk per store: diskcache's default (10) evicts the newest too
+OPEN_FILES = 256  # value files kept open for random reads, each at most TOUCH_EVERY seconds
+TOUCH_EVERY = 5.0  # seconds between index lookups (LRU touches) of a chunk read at random
 
 
 def checksum(data: bytes | memoryview) -> bytes:
@@ -175,10 +178,14 @@ class ChunkCache:
         self.size_limit = int(self._cache.size_limit)
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
+        self._open_files: OrderedDict[str, tuple[int, bytes, float]] = OrderedDict()
         self._disabled_until = 0.0
         self._reported_bad: set[str] = set()
 
     def close(self) -> None:
+        with self._lock:
+            for key in list(self._open_files):
+                self._forget_open(key)
         self._cache.close()
 
     def volume(self) -> int:
@@ -227,44 +234,87 @@ class ChunkCache:
         """Bytes ``[start, end)`` of a cached chunk, verifying only the blocks they touch.
 
         A random 64 KiB read then costs one block read, not a whole-chunk read and checksum.
-        None is a miss (absent or damaged: a damaged chunk is dropped whole).
+        The value files of recently read chunks stay open (with their block digests), so a
+        random reader does not pay an index lookup per read; the index is still told of the
+        access now and then, for LRU eviction. None is a miss (absent or damaged: a damaged
+        chunk is dropped whole).
         """
         key = chunk_key(version, chunk_size, index)
         try:
-            with self._index_lock:
-                handle = self._cache.get(key, default=None, read=True, retry=True)
-            if handle is None:
-                return None
-            if isinstance(handle, bytes):
-                data = decode(handle, length)
-                if data is None:
-                    self._drop(key, version, index, "checksum or length mismatch")
-                    return None
-                return bytes(data[start:end])
-            with handle:
-                prefix = handle.read(PREFIX.size)
-                if _parse_prefix(prefix, length) is None:
-                    self._drop(key, version, index, "bad header")
-                    return None
-                digests = handle.read(DIGEST * block_count(length))
-                first, last = start // BLOCK, block_count(end)
-                handle.seek(header_size(length) + first * BLOCK)
-                want = min(last * BLOCK, length) - first * BLOCK
-                raw = handle.read(want)
+            opened = self._opened(key, length)
+            if opened is None:
+                return self._read_range_slow(key, version, chunk_size, index, length, start, end)
+            fd, digests = opened
+            first, last = start // BLOCK, block_count(end)
+            want = min(last * BLOCK, length) - first * BLOCK
+            raw = os.pread(fd, want, header_size(length) + first * BLOCK)
         except sqlite3.Error as exc:
             self._warn_once("index", f"cache index unusable, reading from S3: {exc}")
             return None
         except Exception as exc:
             self._drop(key, version, index, f"unreadable: {exc}")
             return None
-        if len(raw) != want or len(digests) != DIGEST * block_count(length):
-            self._drop(key, version, index, "short value file")
-            return None
-        if not _blocks_ok(digests, first, memoryview(raw)):
-            self._drop(key, version, index, "checksum mismatch")
+        if len(raw) != want or not _blocks_ok(digests, first, memoryview(raw)):
+            self._drop(key, version, index, "short value file or checksum mismatch")
             return None
         offset = start - first * BLOCK
         return raw[offset : offset + end - start]
+
+    def _opened(self, key: str, length: int) -> tuple[int, bytes] | None:
+        """An open, still linked value file of ``key`` touched in the index lately, or None."""
+        with self._lock:
+            entry = self._open_files.get(key)
+            if entry is None:
+                return None
+            fd, digests, touched = entry
+            if time.monotonic() - touched > TOUCH_EVERY or os.fstat(fd).st_nlink == 0:
+                self._forget_open(key)
+                return None
+            self._open_files.move_to_end(key)
+            return fd, digests
+
+    def _forget_open(self, key: str) -> None:
+        entry = self._open_files.pop(key, None)
+        if entry is not None:
+            os.close(entry[0])
+
+    def _read_range_slow(
+        self,
+        key: str,
+        version: ObjectVersion,
+        chunk_size: int,
+        index: int,
+        length: int,
+        start: int,
+        end: int,
+    ) -> bytes | None:
+        with self._index_lock:
+            handle = self._cache.get(key, default=None, read=True, retry=True)
+        if handle is None:
+            return None
+        if isinstance(handle, bytes):
+            data = decode(handle, length)
+            if data is None:
+                self._drop(key, version, index, "checksum or length mismatch")
+                return None
+            return bytes(data[start:end])
+        with handle:
+            prefix = handle.read(PREFIX.size)
+            digests = handle.read(DIGEST * block_count(length))
+            if _parse_prefix(prefix, length) is None or len(digests) != DIGEST * block_count(
+                length
+            ):
+                self._drop(key, version, index, "bad header")
+                return None
+            now = time.monotonic()
+            with self._lock:
+                for stale in [k for k, e in self._open_files.items() if now - e[2] > TOUCH_EVERY]:
+                    self._forget_open(stale)  # an evicted file is not kept on disk by us
+                self._forget_open(key)
+                self._open_files[key] = (os.dup(handle.fileno()), digests, now)
+                while len(self._open_files) > OPEN_FILES:
+                    self._forget_open(next(iter(self._open_files)))
+        return self.read_range(version, chunk_size, index, length, start, end)
 
     def _present(self, key: str) -> bool:
         try:
@@ -342,6 +392,8 @@ class ChunkCache:
 
     def _drop(self, key: str, version: ObjectVersion, index: int, why: str) -> None:
         self.stats.bad_chunks += 1
+        with self._lock:
+            self._forget_open(key)
         if key not in self._reported_bad:
             self._reported_bad.add(key)
             log.warning(
@@ -393,4 +445,7 @@ class ChunkCache:
         return VerifyReport(checked, len(bad), bad)
 
     def clear(self) -> int:
+        with self._lock:
+            for key in list(self._open_files):
+                self._forget_open(key)
         return self._cache.clear(retry=True)
