@@ -20,22 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run, wait_for
+from tests.support import rangefs_cli as cli
+from tests.support import run, sha256_file, wait_for
 from tests.support.patterns import pattern_sha256, upload_pattern
 
 C = 1024 * 1024
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(4 * C):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def cli(*args: str, env=None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "rangefs", *args], env=env, timeout=timeout)
 
 
 def assert_one_line_error(result, *needles: str) -> None:

@@ -12,7 +12,6 @@ network.
 """
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -25,19 +24,11 @@ import pytest
 
 from rangefs.chunk_cache import chunk_key
 from rangefs.store import ObjectVersion
-from tests.support import run, wait_for
+from tests.support import run, sha256_file, wait_for
 from tests.support.patterns import pattern_bytes, pattern_sha256, upload_pattern
 
 C = 1024 * 1024
 DROP_LINE = re.compile(r"dropping bad chunk (\d+) of s3://(\S+?)/(\S+) \(([^)]*)\)")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(4 * C):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def drop_page_cache() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import is_mounted, run, wait_pid_gone
+from tests.support import rangefs_cli as cli
 
 
 def assert_clean_failure(result, mountpoint: Path | None, *needles: str, code: int = 1):
@@ -22,10 +23,6 @@ def assert_clean_failure(result, mountpoint: Path | None, *needles: str, code: i
         assert needle in err, (needle, err)
     if mountpoint is not None:
         assert not is_mounted(mountpoint)
-
-
-def cli(*args: str, env=None, timeout=60):
-    return run([sys.executable, "-m", "rangefs", *args], env=env, timeout=timeout)
 
 
 @pytest.mark.timeout(60)

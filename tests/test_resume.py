@@ -14,7 +14,6 @@ The proxy's ``bandwidth`` (bytes/s per response) slows the first run down so tha
 interruption lands near the middle; the second run goes at full speed.
 """
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -24,20 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run, wait_for, wait_pid_gone
+from tests.support import run, sha256_file, wait_for, wait_pid_gone
 from tests.support.patterns import pattern_sha256, upload_pattern
 
 C = 1024 * 1024
 PARALLEL = 4
 IN_FLIGHT_BOUND = (PARALLEL + 2) * C  # documented: --parallel chunks in flight, + 2 slack
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(4 * C):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def settle(proxy, key: str | None = None, timeout: float = 15) -> int:

@@ -183,10 +183,13 @@ class ChunkCache:
         self._reported_bad: set[str] = set()
 
     def close(self) -> None:
+        self._close_open_files()
+        self._cache.close()
+
+    def _close_open_files(self) -> None:
         with self._lock:
             for key in list(self._open_files):
                 self._forget_open(key)
-        self._cache.close()
 
     def volume(self) -> int:
         """Bytes the cache uses on disk (diskcache's estimate)."""
@@ -445,7 +448,5 @@ class ChunkCache:
         return VerifyReport(checked, len(bad), bad)
 
     def clear(self) -> int:
-        with self._lock:
-            for key in list(self._open_files):
-                self._forget_open(key)
+        self._close_open_files()
         return self._cache.clear(retry=True)

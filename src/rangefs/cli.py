@@ -7,8 +7,9 @@ Exit codes: 0 success, 1 the operation failed (mount could not be made, a prefet
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rangefs import __version__
 from rangefs import config as cfg
@@ -58,34 +59,24 @@ def mode_arg(text: str) -> int:
     return value
 
 
-def nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
+def _number(kind: type, minimum: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` no smaller than ``minimum``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}: {text!r}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return value
-
-
-def nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
+nonneg_float = _number(float, 0, "a number")
+positive_int = _number(int, 1, "an integer")
+nonneg_int = _number(int, 0, "an integer")
 
 
 def add_s3_options(p: argparse.ArgumentParser) -> None:

@@ -7,9 +7,11 @@ not hang the whole session.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +24,10 @@ __all__ = [
     "is_rangefs_process",
     "kill_rangefs",
     "pid_alive",
+    "rangefs_cli",
     "read_tail",
     "run",
+    "sha256_file",
     "wait_for",
     "wait_pid_gone",
 ]
@@ -211,3 +215,17 @@ class Mount:
             problems.append(f"daemon {self.pid} survived unmount; killed")
             kill_rangefs(self.pid, timeout)
         return problems
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a (possibly large) file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(4 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rangefs_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Any:
+    """Runs the real CLI of this interpreter's rangefs: ``python -m rangefs ARGS``."""
+    return run([sys.executable, "-m", "rangefs", *args], env=env, timeout=timeout)
