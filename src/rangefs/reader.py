@@ -81,6 +81,7 @@ class ChunkReader:
         self.max_readahead = max(chunk_size, min(max_readahead, (budget - 2) * chunk_size))
         self._inflight: dict[str, _Fetch] = {}
         self._readahead_pending: set[str] = set()
+        self._unread: set[str] = set()  # chunks read ahead that no reader has touched yet
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -136,6 +137,7 @@ class ChunkReader:
         data = self._memory.get(key)
         if data is not None:
             self._memory.move_to_end(key)
+            self._unread.discard(key)
             self.stats.memory_hits += 1
             return data
         fetch = self._inflight.get(key)
@@ -203,6 +205,7 @@ class ChunkReader:
                     return
                 fetch = _Fetch()
                 self._inflight[key] = fetch
+                self._unread.add(key)
                 await self._fetch(key, version, index, fetch)
         finally:
             self._readahead_pending.discard(key)
@@ -294,6 +297,7 @@ class ChunkReader:
 
     def _fail(self, key: str, fetch: _Fetch, exc: Exception) -> None:
         self.stats.read_errors += 1
+        self._unread.discard(key)
         fetch.error = exc
         if self._inflight.get(key) is fetch:
             del self._inflight[key]
@@ -306,12 +310,22 @@ class ChunkReader:
         self._memory[key] = data
         self._memory_bytes += len(data)
         limit = self._memory_limit - self.stats.bytes_in_flight
-        while self._memory_bytes > limit and len(self._memory) > 1:
-            _, dropped = self._memory.popitem(last=False)
-            self._memory_bytes -= len(dropped)
+        if self._memory_bytes <= limit:
+            return
+        # Chunks read ahead and not read yet go last: evicting the next chunk a reader needs
+        # would only make it load again.
+        read_first = [k for k in self._memory if k not in self._unread]
+        for victim in [*read_first, *(k for k in self._memory if k in self._unread)]:
+            if self._memory_bytes <= limit or len(self._memory) <= 1:
+                break
+            if victim == key:
+                continue
+            self._memory_bytes -= len(self._memory.pop(victim))
+            self._unread.discard(victim)
 
     def forget_version(self, version: ObjectVersion) -> None:
         """Drops in-memory chunks of a version no longer current."""
         prefix = chunk_key(version, self.chunk_size, 0).rsplit("\0", 1)[0] + "\0"
         for key in [k for k in self._memory if k.startswith(prefix)]:
             self._memory_bytes -= len(self._memory.pop(key))
+            self._unread.discard(key)
