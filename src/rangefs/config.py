@@ -19,8 +19,8 @@ MIN_CHUNK_SIZE = 64 * KiB  # below this the per-request overhead dominates
 MAX_CHUNK_SIZE = 256 * MiB  # a chunk is held whole in memory while it is served
 DEFAULT_CACHE_SIZE = 10 * GiB
 DEFAULT_METADATA_TTL = 60.0  # seconds a listing or an object's size/ETag is trusted
-DEFAULT_MEMORY_LIMIT = 64 * MiB  # chunks in flight + chunks held in memory, all files together
-DEFAULT_MAX_READAHEAD = 48 * MiB  # largest read-ahead window (also capped by memory_limit)
+DEFAULT_MEMORY_LIMIT = 56 * MiB  # chunks in flight + chunks held in memory, all files together
+DEFAULT_MAX_READAHEAD = 40 * MiB  # largest read-ahead window (also capped by memory_limit)
 DEFAULT_PARALLEL = 8  # Range GETs in flight at once (resumable download's "routines")
 DEFAULT_KERNEL_READAHEAD_KB = 1024  # kernel read-ahead = FUSE request size (1 MiB, not 128 KiB)
 DEFAULT_CONNECT_TIMEOUT = 5.0
