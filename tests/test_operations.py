@@ -352,7 +352,8 @@ def test_two_mounts_share_a_cache_dir(rangefs_mount: Any, bucket: str, tmp_path:
         json.loads(os.getxattr(m.path, "user.rangefs.stats").decode()) for m in (first, second)
     ]
     assert (stats[0]["gets"], stats[0]["bytes_fetched"]) == (3, FILE_SIZE)
-    assert (stats[1]["gets"], stats[1]["disk_hits"]) == (0, 3)
+    assert stats[1]["gets"] == 0
+    assert stats[1]["disk_hits"] + stats[1]["range_hits"] >= 3, stats[1]  # chunks or blocks
 
 
 # --- introspection: xattrs, metrics, logs -------------------------------------------------

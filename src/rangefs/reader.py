@@ -98,10 +98,13 @@ class ChunkReader:
         parts = chunks.pieces(offset, length, version.size, self.chunk_size)
         if not parts:
             return b""
-        streaming = stream is None or self._follow(stream, version, offset, length, parts[-1].index)
+        if stream is not None:
+            self._follow(stream, version, offset, length, parts[-1].index)
         out: list[memoryview] = []
         for part in parts:
-            if not streaming and not self._held(version, part.index):
+            # A chunk not in memory may be on disk: read just the blocks this request needs
+            # (a random reader, or a chunk evicted while many readers share the budget).
+            if not self._held(version, part.index):
                 piece = await trio.to_thread.run_sync(
                     self.cache.read_range,
                     version,
@@ -134,10 +137,10 @@ class ChunkReader:
 
     def _lookup_or_start(self, version: ObjectVersion, index: int) -> ChunkData | _Fetch:
         key = chunk_key(version, self.chunk_size, index)
+        self._unread.discard(key)  # a reader wants it: no longer only read ahead
         data = self._memory.get(key)
         if data is not None:
             self._memory.move_to_end(key)
-            self._unread.discard(key)
             self.stats.memory_hits += 1
             return data
         fetch = self._inflight.get(key)
@@ -189,13 +192,21 @@ class ChunkReader:
         ahead = max(1, stream.window // self.chunk_size)
         first = max(last + 1, stream.ahead_until + 1)
         end = min(count, last + 1 + ahead)
+        # All readers share the budget: read-ahead waits while the chunks already read ahead
+        # (in flight or not yet read) fill it, instead of evicting each other's chunks.
+        room = (
+            self._memory_limit // self.chunk_size - 2 - len(self._unread | self._readahead_pending)
+        )
         for index in range(first, end):
             key = chunk_key(version, self.chunk_size, index)
-            if key in self._memory or key in self._inflight or key in self._readahead_pending:
-                continue
-            self._readahead_pending.add(key)
-            self._spawn(self._readahead, key, version, index)
-        stream.ahead_until = max(stream.ahead_until, end - 1)
+            held = key in self._memory or key in self._inflight or key in self._readahead_pending
+            if not held:
+                if room <= 0:
+                    break
+                room -= 1
+                self._readahead_pending.add(key)
+                self._spawn(self._readahead, key, version, index)
+            stream.ahead_until = index
         return True
 
     async def _readahead(self, key: str, version: ObjectVersion, index: int) -> None:
