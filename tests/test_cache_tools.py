@@ -8,7 +8,6 @@
 """
 
 import hashlib
-import json
 import os
 import re
 import sqlite3
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import mount_stats, run, sha256_file, wait_for, wait_fully_cached
 from tests.support import rangefs_cli as cli
-from tests.support import run, sha256_file, wait_for
 from tests.support.patterns import pattern_sha256, upload_pattern
 
 C = 1024 * 1024
@@ -41,24 +40,12 @@ def drop_page_cache() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-def stats_of(mount) -> dict:
-    return json.loads(os.getxattr(mount.path, "user.rangefs.stats"))
-
-
 def cached_bytes(path: Path) -> int:
     return int(os.getxattr(path, "user.rangefs.cached").split()[0])
 
 
 def chunk_flags(path: Path) -> str:
     return os.getxattr(path, "user.rangefs.chunks").decode().split()[1]
-
-
-def wait_fully_cached(path: Path) -> None:
-    wait_for(
-        lambda: set(chunk_flags(path)) <= {"#"},
-        timeout=20,
-        what=f"every chunk of {path} in the disk cache",
-    )
 
 
 def settle(proxy, key: str, quiet: float = 1.0, timeout: float = 30) -> int:
@@ -115,7 +102,7 @@ def test_cache_size_bounds_the_value_files(make_bucket, s3server, proxy, rangefs
     path = mount.path / key
     assert sha256_file(path) == pattern_sha256(size, 71)
     wait_for(
-        lambda: (s := stats_of(mount))["chunks_stored"] + s["store_failures"] >= 32,
+        lambda: (s := mount_stats(mount))["chunks_stored"] + s["store_failures"] >= 32,
         timeout=20,
         what="every chunk written to (or refused by) the cache",
     )
@@ -132,7 +119,7 @@ def test_cache_size_bounds_the_value_files(make_bucket, s3server, proxy, rangefs
 
     drop_page_cache()
     assert sha256_file(path) == pattern_sha256(size, 71), "reads stay correct after eviction"
-    assert stats_of(mount)["read_errors"] == 0
+    assert mount_stats(mount)["read_errors"] == 0
 
 
 @pytest.fixture
@@ -168,7 +155,7 @@ def test_full_cache_disk_never_fails_a_read(
     drop_page_cache()
     assert sha256_file(mount.path / key) == pattern_sha256(size, 72)
     assert sha256_file(mount.path / "small.bin") == pattern_sha256(3 * C + 1, 73)
-    assert stats_of(mount)["read_errors"] == 0
+    assert mount_stats(mount)["read_errors"] == 0
     assert mount.alive and "Traceback" not in mount.log()
     mount.unmount()
 
@@ -218,7 +205,7 @@ def test_two_mounts_share_one_cache_dir(make_bucket, s3server, proxy, rangefs_mo
     proxy.reset()
     assert sha256_file(second.path / "later.bin") == pattern_sha256(8 * C + 9, 75)
     assert proxy.count("GET", key="later.bin") == 0, "served from the shared cache"
-    stats = stats_of(second)
+    stats = mount_stats(second)
     assert stats["disk_hits"] + stats["range_hits"] >= 9, stats  # whole chunks or blocks
     logs = first.log() + second.log()
     assert "Traceback" not in logs

@@ -12,7 +12,6 @@ network.
 """
 
 import errno
-import json
 import os
 import re
 import sqlite3
@@ -24,7 +23,7 @@ import pytest
 
 from rangefs.chunk_cache import chunk_key
 from rangefs.store import ObjectVersion
-from tests.support import run, sha256_file, wait_for
+from tests.support import mount_stats, run, sha256_file, wait_for, wait_fully_cached
 from tests.support.patterns import pattern_bytes, pattern_sha256, upload_pattern
 
 C = 1024 * 1024
@@ -38,18 +37,6 @@ def drop_page_cache() -> None:
 
 def chunk_range(index: int, size: int) -> str:
     return f"bytes={index * C}-{min((index + 1) * C, size) - 1}"
-
-
-def stats_of(mount) -> dict:
-    return json.loads(os.getxattr(mount.path, "user.rangefs.stats"))
-
-
-def wait_fully_cached(path: Path, size: int) -> None:
-    wait_for(
-        lambda: os.getxattr(path, "user.rangefs.cached") == f"{size} {size}".encode(),
-        timeout=20,
-        what=f"every chunk of {path} in the disk cache",
-    )
 
 
 def value_files(cache_dir: Path, bucket: str, key: str, etag: str, size: int) -> dict[int, Path]:
@@ -105,7 +92,7 @@ def test_damaged_value_files_are_refetched_after_remount(
     mount = rangefs_mount(bucket, endpoint=proxy.url, cache_dir=cache)
     path = mount.path / key
     assert sha256_file(path) == pattern_sha256(size, 41)
-    wait_fully_cached(path, size)
+    wait_fully_cached(path)
     etag = os.getxattr(path, "user.rangefs.etag").decode()
     mount.unmount()
 
@@ -124,8 +111,8 @@ def test_damaged_value_files_are_refetched_after_remount(
     reasons = drop_lines(again.log(), key)
     assert sorted(reasons) == [3, 7, 12], again.log_tail()
     assert "value file missing" in reasons[12]
-    assert stats_of(again)["read_errors"] == 0
-    wait_fully_cached(again.path / key, size)  # the re-fetched chunks are stored again
+    assert mount_stats(again)["read_errors"] == 0
+    wait_fully_cached(again.path / key)  # the re-fetched chunks are stored again
 
 
 @pytest.mark.timeout(90)
@@ -139,7 +126,7 @@ def test_damage_while_mounted_is_detected(make_bucket, s3server, proxy, rangefs_
     mount = rangefs_mount(bucket, "--memory-limit", "4M", endpoint=proxy.url, cache_dir=cache)
     path = mount.path / key
     assert sha256_file(path) == pattern_sha256(size, 42)
-    wait_fully_cached(path, size)
+    wait_fully_cached(path)
     etag = os.getxattr(path, "user.rangefs.etag").decode()
 
     files = value_files(cache, bucket, key, etag, size)
@@ -152,7 +139,7 @@ def test_damage_while_mounted_is_detected(make_bucket, s3server, proxy, rangefs_
     ranges = sorted(r.range for r in proxy.matching("GET", key, ranged_only=True))
     assert ranges == sorted(chunk_range(i, size) for i in (2, 6, 10)), "exactly the damaged"
     assert sorted(drop_lines(mount.log(), key)) == [2, 6, 10], mount.log_tail()
-    assert stats_of(mount)["read_errors"] == 0
+    assert mount_stats(mount)["read_errors"] == 0
 
 
 # --- 3. an object overwritten while a file is open -----------------------------------------
@@ -274,7 +261,7 @@ def test_cp_256mib_through_cuts_and_errors(make_bucket, s3server, proxy, rangefs
     assert faulted, "the proxy injected no fault"
     assert len(gets) == 256 + len(faulted), "each faulted GET retried once, nothing else"
     assert sorted(retries) == sorted(r.range for r in faulted), "one retry per fault"
-    assert stats_of(mount)["read_errors"] == 0
+    assert mount_stats(mount)["read_errors"] == 0
 
 
 SINGLE_FAULTS = ["cut:1000", "reset:300000", "500", "503", "stall:10", "refuse"]
@@ -306,7 +293,7 @@ def test_each_single_fault_is_retried(make_bucket, s3server, proxy, rangefs_moun
         assert re.search(rf"retry 1/\d+ GET s3://{bucket}/{key} {faulted[0].range}", mount.log())
         if spec.startswith("stall"):
             assert 2 <= elapsed < 10, f"the stall must end by --read-timeout 2, took {elapsed}"
-    assert stats_of(mount)["read_errors"] == 0
+    assert mount_stats(mount)["read_errors"] == 0
     assert mount.alive
 
 
@@ -348,7 +335,9 @@ def test_retries_and_failures_are_counted_in_stats(make_bucket, s3server, proxy,
     assert sha256_file(mount.path / "ok.bin") == pattern_sha256(C, 63)
     proxy.faults.error_rate = 1.0
     assert run(["cat", str(mount.path / "bad.bin")]).returncode == 1
-    stats = {k: v for k, v in stats_of(mount).items() if k in ("retries", "errors", "read_errors")}
+    stats = {
+        k: v for k, v in mount_stats(mount).items() if k in ("retries", "errors", "read_errors")
+    }
     assert stats["read_errors"] >= 1, stats
     assert stats["retries"].get("http_503", 0) >= 2, stats  # ok.bin once, bad.bin once a read
     assert stats["errors"].get("http_503", 0) >= 1, stats

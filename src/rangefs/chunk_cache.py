@@ -20,9 +20,10 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import diskcache
 import xxhash
@@ -31,6 +32,8 @@ from rangefs.stats import Stats
 from rangefs.store import ObjectVersion
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAGIC = b"RFC2"
 BLOCK = 64 * 1024  # checksum granularity: a random read verifies only the blocks it touches
@@ -63,10 +66,6 @@ def encode_header(data: bytes | memoryview) -> bytes:
     return PREFIX.pack(MAGIC, BLOCK, len(view)) + digests
 
 
-def encode(data: bytes) -> bytes:
-    return encode_header(data) + data
-
-
 class _TidyDisk(diskcache.Disk):
     """diskcache's Disk, but a value file whose write failed (ENOSPC) is removed, not left
     behind half-written to keep the disk full."""
@@ -83,7 +82,7 @@ class _TidyDisk(diskcache.Disk):
 
 
 class _EncodedReader:
-    """``encode(data)`` as a file-like object, so diskcache writes the chunk without a copy."""
+    """Header + data as a file-like object, so diskcache writes the chunk without a copy."""
 
     def __init__(self, data: bytes) -> None:
         self._parts = [memoryview(encode_header(data)), memoryview(data)]
@@ -201,35 +200,11 @@ class ChunkCache:
     def get(
         self, version: ObjectVersion, chunk_size: int, index: int, length: int
     ) -> memoryview | None:
-        """The verified chunk, or None (a miss) if absent, damaged or unreadable.
-
-        The index lookup (which also records the access for LRU, a write) is serialised in
-        this process: concurrent SQLite writers otherwise meet SQLite's busy handler, which
-        sleeps in steps of milliseconds. The value file is read outside the lock.
-        """
+        """The verified chunk, or None (a miss) if absent, damaged or unreadable."""
         key = chunk_key(version, chunk_size, index)
-        try:
-            with self._index_lock:
-                handle = self._cache.get(key, default=None, read=True, retry=True)
-            if handle is None or isinstance(handle, bytes):
-                value = handle
-            else:
-                with handle:
-                    value = handle.read()
-        except sqlite3.Error as exc:
-            self._warn_once("index", f"cache index unusable, reading from S3: {exc}")
-            return None
-        except Exception as exc:
-            self._drop(key, version, index, f"unreadable: {exc}")
-            return None
-        if value is None:
-            if self._present(key):
-                self._drop(key, version, index, "value file missing")
-            return None
-        data = decode(value, length)
-        if data is None:
-            self._drop(key, version, index, "checksum or length mismatch")
-        return data
+        return self._miss_on_error(
+            key, version, index, lambda: self._get(key, version, index, length)
+        )
 
     def read_range(
         self, version: ObjectVersion, chunk_size: int, index: int, length: int, start: int, end: int
@@ -243,28 +218,74 @@ class ChunkCache:
         chunk is dropped whole).
         """
         key = chunk_key(version, chunk_size, index)
+        return self._miss_on_error(
+            key, version, index, lambda: self._read_range(key, version, index, length, start, end)
+        )
+
+    def _miss_on_error(
+        self, key: str, version: ObjectVersion, index: int, read: Callable[[], T | None]
+    ) -> T | None:
+        """Cache trouble is a miss: an unusable index is logged once, an unreadable value
+        file is dropped."""
         try:
-            opened = self._opened(key, length)
-            if opened is None:
-                return self._read_range_slow(key, version, chunk_size, index, length, start, end)
-            fd, digests = opened
-            first, last = start // BLOCK, block_count(end)
-            want = min(last * BLOCK, length) - first * BLOCK
-            raw = os.pread(fd, want, header_size(length) + first * BLOCK)
+            return read()
         except sqlite3.Error as exc:
             self._warn_once("index", f"cache index unusable, reading from S3: {exc}")
-            return None
         except Exception as exc:
             self._drop(key, version, index, f"unreadable: {exc}")
+        return None
+
+    def _lookup(self, key: str, version: ObjectVersion, index: int) -> Any:
+        """The value file (open) or inline value of ``key``, or None; an index entry whose
+        value file is gone is dropped.
+
+        The lookup also records the access for LRU eviction (a SQLite write), so it is
+        serialised in this process: concurrent SQLite writers otherwise meet SQLite's busy
+        handler, which sleeps in steps of milliseconds. The file is read outside the lock.
+        """
+        with self._index_lock:
+            handle = self._cache.get(key, default=None, read=True, retry=True)
+        if handle is None and self._present(key):
+            self._drop(key, version, index, "value file missing")
+        return handle
+
+    def _get(self, key: str, version: ObjectVersion, index: int, length: int) -> memoryview | None:
+        handle = self._lookup(key, version, index)
+        if handle is None:
             return None
+        if isinstance(handle, bytes):
+            value = handle
+        else:
+            with handle:
+                value = handle.read()
+        data = decode(value, length)
+        if data is None:
+            self._drop(key, version, index, "checksum or length mismatch")
+        return data
+
+    def _read_range(
+        self, key: str, version: ObjectVersion, index: int, length: int, start: int, end: int
+    ) -> bytes | None:
+        opened = self._opened(key) or self._open(key, version, index, length)
+        if opened is None:
+            return None
+        fd, digests = opened
+        first, last = start // BLOCK, block_count(end)
+        want = min(last * BLOCK, length) - first * BLOCK
+        try:
+            raw = os.pread(fd, want, header_size(length) + first * BLOCK)
+        finally:
+            os.close(fd)
         if len(raw) != want or not _blocks_ok(digests, first, memoryview(raw)):
             self._drop(key, version, index, "short value file or checksum mismatch")
             return None
         offset = start - first * BLOCK
         return raw[offset : offset + end - start]
 
-    def _opened(self, key: str, length: int) -> tuple[int, bytes] | None:
-        """An open, still linked value file of ``key`` touched in the index lately, or None."""
+    def _opened(self, key: str) -> tuple[int, bytes] | None:
+        """A private descriptor (the caller closes it, so another thread closing the kept one
+        cannot pull it away mid-read) of an open, still linked value file of ``key`` touched
+        in the index lately, and the file's block digests; or None."""
         with self._lock:
             entry = self._open_files.get(key)
             if entry is None:
@@ -274,33 +295,18 @@ class ChunkCache:
                 self._forget_open(key)
                 return None
             self._open_files.move_to_end(key)
-            return fd, digests
+            return os.dup(fd), digests
 
-    def _forget_open(self, key: str) -> None:
-        entry = self._open_files.pop(key, None)
-        if entry is not None:
-            os.close(entry[0])
-
-    def _read_range_slow(
-        self,
-        key: str,
-        version: ObjectVersion,
-        chunk_size: int,
-        index: int,
-        length: int,
-        start: int,
-        end: int,
-    ) -> bytes | None:
-        with self._index_lock:
-            handle = self._cache.get(key, default=None, read=True, retry=True)
+    def _open(
+        self, key: str, version: ObjectVersion, index: int, length: int
+    ) -> tuple[int, bytes] | None:
+        """Looks ``key`` up in the index (an LRU touch) and keeps its value file open."""
+        handle = self._lookup(key, version, index)
         if handle is None:
             return None
         if isinstance(handle, bytes):
-            data = decode(handle, length)
-            if data is None:
-                self._drop(key, version, index, "checksum or length mismatch")
-                return None
-            return bytes(data[start:end])
+            self._drop(key, version, index, "not a value file")
+            return None
         with handle:
             prefix = handle.read(PREFIX.size)
             digests = handle.read(DIGEST * block_count(length))
@@ -309,15 +315,21 @@ class ChunkCache:
             ):
                 self._drop(key, version, index, "bad header")
                 return None
-            now = time.monotonic()
-            with self._lock:
-                for stale in [k for k, e in self._open_files.items() if now - e[2] > TOUCH_EVERY]:
-                    self._forget_open(stale)  # an evicted file is not kept on disk by us
-                self._forget_open(key)
-                self._open_files[key] = (os.dup(handle.fileno()), digests, now)
-                while len(self._open_files) > OPEN_FILES:
-                    self._forget_open(next(iter(self._open_files)))
-        return self.read_range(version, chunk_size, index, length, start, end)
+            fd = os.dup(handle.fileno())
+        now = time.monotonic()
+        with self._lock:
+            for stale in [k for k, e in self._open_files.items() if now - e[2] > TOUCH_EVERY]:
+                self._forget_open(stale)  # an evicted file is not kept on disk by us
+            self._forget_open(key)
+            self._open_files[key] = (fd, digests, now)
+            while len(self._open_files) > OPEN_FILES:
+                self._forget_open(next(iter(self._open_files)))
+            return os.dup(fd), digests
+
+    def _forget_open(self, key: str) -> None:
+        entry = self._open_files.pop(key, None)
+        if entry is not None:
+            os.close(entry[0])
 
     def _present(self, key: str) -> bool:
         try:

@@ -34,10 +34,14 @@ def chunk_length(index: int, size: int, chunk_size: int) -> int:
     return end - start
 
 
-def range_header(index: int, size: int, chunk_size: int) -> str:
-    """The HTTP ``Range`` value for chunk ``index`` (inclusive end, clipped at EOF)."""
-    start, end = chunk_bounds(index, size, chunk_size)
+def byte_range(start: int, end: int) -> str:
+    """The HTTP ``Range`` value of bytes ``[start, end)`` (HTTP's end is inclusive)."""
     return f"bytes={start}-{end - 1}"
+
+
+def range_header(index: int, size: int, chunk_size: int) -> str:
+    """The HTTP ``Range`` value for chunk ``index`` (clipped at EOF)."""
+    return byte_range(*chunk_bounds(index, size, chunk_size))
 
 
 def pieces(offset: int, length: int, size: int, chunk_size: int) -> list[Piece]:

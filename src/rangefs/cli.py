@@ -126,15 +126,19 @@ def add_s3_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_cache_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cache")
-    g.add_argument(
+def add_cache_dir_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
         "--cache-dir",
         type=Path,
         default=cfg.default_cache_dir(),
         metavar="DIR",
         help="where fetched chunks are kept; also the resume checkpoint (default: %(default)s)",
     )
+
+
+def add_cache_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cache")
+    add_cache_dir_option(g)
     g.add_argument(
         "--cache-size",
         type=size_arg,
@@ -312,13 +316,7 @@ def build_parser() -> Parser:
     p.add_argument("action", choices=("stats", "verify", "clear"),
                    help="stats: size and objects; verify: re-check every checksum and drop bad "
                         "chunks; clear: delete every cached chunk")  # fmt: skip
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=cfg.default_cache_dir(),
-        metavar="DIR",
-        help="the cache directory (default: %(default)s)",
-    )
+    add_cache_dir_option(p)
 
     sub.add_parser(
         "demo",

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from rangefs.config import MiB, format_size
+from rangefs.prefetch import wait_until_cached
 
 DEMO_DIR = Path(os.environ.get("RANGEFS_DEMO_DIR", "/tmp/rangefs-demo"))
 BUCKET = "demo"
@@ -73,16 +74,6 @@ def mount_stats(mnt: Path) -> dict[str, int]:
     return json.loads(os.getxattr(mnt, "user.rangefs.stats"))
 
 
-def wait_cached(path: Path, timeout: float = 10.0) -> None:
-    """The daemon stores a chunk just after serving it: give the last store a moment."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        cached, size = map(int, os.getxattr(path, "user.rangefs.cached").split())
-        if cached == size:
-            return
-        time.sleep(0.05)
-
-
 def timed_copy(src: Path, dst: Path) -> float:
     started = time.monotonic()
     run(["cp", str(src), str(dst)])
@@ -120,7 +111,7 @@ def run_demo() -> int:
     say("files", ", ".join(listing))
 
     seconds = timed_copy(mnt / BIG_KEY, copy)
-    wait_cached(mnt / BIG_KEY)
+    wait_until_cached(mnt / BIG_KEY)
     stats = mount_stats(mnt)
     ok = "sha256 matches" if sha256_of(copy) == expected else "SHA256 MISMATCH"
     say("cold cp", f"{format_size(BIG_SIZE)} in {seconds:.2f}s "

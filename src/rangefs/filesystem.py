@@ -121,9 +121,18 @@ class Filesystem:
         self.inodes.looked_up(ino)
         return self._attributes(ino, entry)
 
+    def _version(self, path: str, entry: Entry) -> ObjectVersion:
+        return ObjectVersion(
+            self.namespace.store.bucket, self.namespace.key_of(path), entry.etag, entry.size
+        )
+
+    def _open_handle(self, ino: int) -> OpenFile | None:
+        """An open file of ``ino``: its pinned version outlives the listing entry."""
+        return next((h for h in self._handles.values() if h.ino == ino), None)
+
     async def getattr(self, ino: int) -> Attributes:
         path = self.inodes.path_of(ino)
-        handle = next((h for h in self._handles.values() if h.ino == ino), None)
+        handle = self._open_handle(ino)
         try:
             entry = await self.namespace.entry(path)
         except NotFound:
@@ -172,9 +181,7 @@ class Filesystem:
         entry = await self.namespace.entry(path)
         if entry.is_dir:
             raise IsADirectory(path)
-        version = ObjectVersion(
-            self.namespace.store.bucket, self.namespace.key_of(path), entry.etag, entry.size
-        )
+        version = self._version(path, entry)
         previous = self._last_etag.get(version.key)
         keep_cache = previous == version.etag
         if not keep_cache:
@@ -214,12 +221,10 @@ class Filesystem:
         entry = await self.namespace.entry(path)
         if entry.is_dir:
             return None
-        for handle in self._handles.values():
-            if handle.ino == ino:
-                return handle.version
-        return ObjectVersion(
-            self.namespace.store.bucket, self.namespace.key_of(path), entry.etag, entry.size
-        )
+        handle = self._open_handle(ino)
+        if handle is not None:
+            return handle.version
+        return self._version(path, entry)
 
     async def listxattr(self, ino: int) -> list[str]:
         if ino == 1:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from rangefs.errors import RangefsError
+from rangefs.errors import RangefsError, ReadOnly
 from rangefs.filesystem import Attributes, Filesystem
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,12 @@ def boundary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 
 def read_only(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A write handler: refused with EROFS, through the same boundary as every error."""
+
+    @boundary
     @functools.wraps(fn)
     async def handler(self: "FuseOperations", *args: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
+        raise ReadOnly(fn.__name__)
 
     return handler
 
@@ -109,7 +112,7 @@ class FuseOperations(pyfuse3.Operations):
     @boundary
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         if flags & WRITE_FLAGS:
-            raise pyfuse3.FUSEError(errno.EROFS)
+            raise ReadOnly(f"open for writing: inode {inode}")
         fh, keep_cache = await self.fs.open(inode)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
 

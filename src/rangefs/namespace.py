@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import trio
 
 from rangefs.errors import NotADirectory, NotFound
-from rangefs.store import AsyncStore, ObjectInfo
+from rangefs.store import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,3 @@ class Namespace:
         if found is None:
             raise NotFound(path)
         return found
-
-    async def current_object(self, path: str) -> ObjectInfo:
-        """Size and ETag of the file at ``path``, from a listing no older than the TTL."""
-        entry = await self.entry(path)
-        if entry.is_dir:
-            raise NotFound(path)
-        return ObjectInfo(self.key_of(path), entry.size, entry.etag, entry.mtime)

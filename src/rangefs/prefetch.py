@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -45,10 +45,16 @@ class Job:
 
 @dataclass
 class Plan:
+    """The chunks still to fetch, and what the planned files hold in all."""
+
+    files: list[str] = field(default_factory=list)
     total_bytes: int = 0
     cached_bytes: int = 0
-    files: int = 0
-    jobs: list[Job] | None = None
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def fetch_bytes(self) -> int:
+        return sum(job.length for job in self.jobs)
 
 
 def chunk_map(path: Path) -> tuple[int, list[bool]]:
@@ -84,12 +90,12 @@ def walk_files(path: Path) -> Iterator[Path]:
 
 
 def plan_mounted(paths: list[Path]) -> Plan:
-    plan = Plan(jobs=[])
+    plan = Plan()
     for top in paths:
         for path in walk_files(top):
             chunk_size, cached = chunk_map(path)
             size = path.stat().st_size
-            plan.files += 1
+            plan.files.append(str(path))
             plan.total_bytes += size
             for index, present in enumerate(cached):
                 length = chunks.chunk_length(index, size, chunk_size)
@@ -97,9 +103,9 @@ def plan_mounted(paths: list[Path]) -> Plan:
                     plan.cached_bytes += length
                     continue
                 offset = index * chunk_size
-                plan.jobs.append(  # type: ignore[union-attr]
+                plan.jobs.append(
                     Job(
-                        f"{path} bytes={offset}-{offset + length - 1}",
+                        f"{path} {chunks.byte_range(offset, offset + length)}",
                         length,
                         _read_through(path, offset, length),
                     )
@@ -126,7 +132,7 @@ def _read_through(path: Path, offset: int, length: int) -> Callable[[], None]:
 def plan_s3(
     sources: list[str], store_for: Callable[[str], ObjectStore], cache: ChunkCache, chunk_size: int
 ) -> Plan:
-    plan = Plan(jobs=[])
+    plan = Plan()
     for source in sources:
         bucket, prefix = parse_source(source)
         store = store_for(bucket)
@@ -135,24 +141,24 @@ def plan_s3(
             try:
                 objects = [store.head(key)]
             except RangefsError:
-                objects = store.list_all(prefix)  # type: ignore[attr-defined]
+                objects = store.list_all(prefix)
         else:
-            objects = store.list_all(prefix)  # type: ignore[attr-defined]
+            objects = store.list_all(prefix)
         if not objects:
             raise UserError(f"{source}: no objects found", 1)
         for info in objects:
             version = ObjectVersion(bucket, info.key, info.etag, info.size)
             cache.bind_etag(bucket, info.key, info.etag)
-            plan.files += 1
+            plan.files.append(f"s3://{bucket}/{info.key}")
             plan.total_bytes += info.size
             for index in range(chunks.chunk_count(info.size, chunk_size)):
                 start, end = chunks.chunk_bounds(index, info.size, chunk_size)
                 if cache.contains(version, chunk_size, index):
                     plan.cached_bytes += end - start
                     continue
-                plan.jobs.append(  # type: ignore[union-attr]
+                plan.jobs.append(
                     Job(
-                        f"s3://{bucket}/{info.key} bytes={start}-{end - 1}",
+                        f"s3://{bucket}/{info.key} {chunks.byte_range(start, end)}",
                         end - start,
                         _fetch_into(store, cache, version, chunk_size, index),
                     )
@@ -187,7 +193,7 @@ def execute(plan: Plan, jobs: int, progress: bool) -> list[str]:
         dynamic_ncols=True,
     )
     with bar, ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(job.run): job for job in plan.jobs or []}
+        futures = {pool.submit(job.run): job for job in plan.jobs}
         for future in as_completed(futures):
             job = futures[future]
             try:

@@ -6,8 +6,10 @@ What it guarantees:
   between looking a chunk up in that map and inserting it, so two tasks cannot both miss);
 * a fetch runs in its own task, so a reader that goes away does not cancel a GET that
   others wait on, and the chunk is written to the disk cache after the waiters got it;
-* sequential readers get read-ahead that starts at one chunk and doubles up to
-  ``max_readahead``; a seek resets it;
+* a chunk not in memory is first looked for on disk, reading only the blocks a request
+  needs; a miss there goes straight to S3 (the disk is not asked twice);
+* sequential readers get read-ahead (after half a chunk in sequence) that starts at one
+  chunk and doubles up to ``max_readahead``; a seek resets it;
 * memory is bounded globally: chunks in flight plus chunks held in memory (an LRU of
   chunks being served or read ahead) stay within ``memory_limit``; the read-ahead window
   never exceeds that budget less two chunks, so read-ahead does not evict what it fetched
@@ -102,9 +104,11 @@ class ChunkReader:
             self._follow(stream, version, offset, length, parts[-1].index)
         out: list[memoryview] = []
         for part in parts:
+            key = chunk_key(version, self.chunk_size, part.index)
+            checked_disk = False
             # A chunk not in memory may be on disk: read just the blocks this request needs
             # (a random reader, or a chunk evicted while many readers share the budget).
-            if not self._held(version, part.index):
+            if key not in self._memory and key not in self._inflight:
                 piece = await trio.to_thread.run_sync(
                     self.cache.read_range,
                     version,
@@ -119,7 +123,8 @@ class ChunkReader:
                     self.stats.range_hits += 1
                     out.append(memoryview(piece))
                     continue
-            got = self._lookup_or_start(version, part.index)
+                checked_disk = True
+            got = self._lookup_or_start(key, version, part.index, check_disk=not checked_disk)
             data = got if not isinstance(got, _Fetch) else await self._wait(got)
             out.append(memoryview(data)[part.start : part.end])
         self.stats.reads += 1
@@ -127,16 +132,11 @@ class ChunkReader:
         self.stats.observe_read(trio.current_time() - started)
         return out[0] if len(out) == 1 else b"".join(out)
 
-    async def chunk(self, version: ObjectVersion, index: int) -> ChunkData:
-        got = self._lookup_or_start(version, index)
-        return got if not isinstance(got, _Fetch) else await self._wait(got)
-
-    def _held(self, version: ObjectVersion, index: int) -> bool:
-        key = chunk_key(version, self.chunk_size, index)
-        return key in self._memory or key in self._inflight
-
-    def _lookup_or_start(self, version: ObjectVersion, index: int) -> ChunkData | _Fetch:
-        key = chunk_key(version, self.chunk_size, index)
+    def _lookup_or_start(
+        self, key: str, version: ObjectVersion, index: int, *, check_disk: bool
+    ) -> ChunkData | _Fetch:
+        """The chunk from memory, or the fetch that brings it (started here if none runs);
+        ``check_disk`` False when the caller just found it missing from the disk cache."""
         self._unread.discard(key)  # a reader wants it: no longer only read ahead
         data = self._memory.get(key)
         if data is not None:
@@ -147,7 +147,7 @@ class ChunkReader:
         if fetch is None:
             fetch = _Fetch()
             self._inflight[key] = fetch
-            self._spawn(self._fetch, key, version, index, fetch)
+            self._spawn(self._fetch, key, version, index, fetch, check_disk)
         return fetch
 
     def _spawn(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
@@ -164,14 +164,13 @@ class ChunkReader:
 
     def _follow(
         self, stream: ReadStream, version: ObjectVersion, offset: int, length: int, last: int
-    ) -> bool:
+    ) -> None:
         """Grows read-ahead while the reader stays sequential; a seek resets it.
 
         Read-ahead starts once the reader has read half a chunk in sequence since its last
         seek: a media player that seeks and reads a frame should not pull in chunks it will
         not read. "Sequential" tolerates a chunk of slack: the kernel's own read-ahead
-        requests run concurrently and may arrive slightly out of order. Returns whether the
-        stream is in streaming mode (whole chunks, read-ahead) rather than random access.
+        requests run concurrently and may arrive slightly out of order.
         """
         sequential = abs(offset - stream.next_offset) <= self.chunk_size
         crossed = last > (stream.next_offset - 1) // self.chunk_size
@@ -180,10 +179,10 @@ class ChunkReader:
             stream.window = 0
             stream.run = length
             stream.ahead_until = last
-            return False
+            return
         stream.run += length
         if stream.run < self.chunk_size // 2:
-            return False
+            return
         if stream.window == 0:
             stream.window = self.chunk_size
         elif crossed:
@@ -207,7 +206,6 @@ class ChunkReader:
                 self._readahead_pending.add(key)
                 self._spawn(self._readahead, key, version, index)
             stream.ahead_until = index
-        return True
 
     async def _readahead(self, key: str, version: ObjectVersion, index: int) -> None:
         try:
@@ -221,20 +219,24 @@ class ChunkReader:
         finally:
             self._readahead_pending.discard(key)
 
-    async def _fetch(self, key: str, version: ObjectVersion, index: int, fetch: _Fetch) -> None:
+    async def _fetch(
+        self, key: str, version: ObjectVersion, index: int, fetch: _Fetch, check_disk: bool = True
+    ) -> None:
         start, end = chunks.chunk_bounds(index, version.size, self.chunk_size)
         try:
             async with self.fetch_slots:
                 self.stats.bytes_in_flight += end - start
                 try:
-                    data = await trio.to_thread.run_sync(
-                        self.cache.get,
-                        version,
-                        self.chunk_size,
-                        index,
-                        end - start,
-                        limiter=self._cache_limiter,
-                    )
+                    data = None
+                    if check_disk:
+                        data = await trio.to_thread.run_sync(
+                            self.cache.get,
+                            version,
+                            self.chunk_size,
+                            index,
+                            end - start,
+                            limiter=self._cache_limiter,
+                        )
                     fetched = data is None
                     if fetched:
                         self.stats.misses += 1

@@ -9,6 +9,7 @@ botocore retries, and two nested retry loops would multiply the budget.
 import base64
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from rangefs.chunks import byte_range
 from rangefs.errors import (
     AccessDenied,
     BadResponse,
@@ -208,58 +210,49 @@ class S3Store:
             MaxKeys=1,
         )
 
+    def _pages(self, prefix: str, **extra: Any) -> Iterator[dict[str, Any]]:
+        """Every ListObjectsV2 page under ``prefix``, past the 1000-key limit."""
+        what = f"list s3://{self.bucket}/{prefix}"
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, **extra}
+        while True:
+            page = self._call(what, self.client.list_objects_v2, **kwargs)
+            yield page
+            if not page.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = page.get("NextContinuationToken")
+            if not kwargs["ContinuationToken"]:
+                raise BadResponse(f"{what}: truncated listing without a continuation token")
+
+    @staticmethod
+    def _info(item: dict[str, Any]) -> ObjectInfo:
+        return ObjectInfo(
+            key=item["Key"],
+            size=int(item.get("Size", 0)),
+            etag=str(item.get("ETag", "")),
+            mtime=item["LastModified"].timestamp(),
+        )
+
     def list_dir(self, prefix: str) -> Listing:
         objects: list[ObjectInfo] = []
         prefixes: list[str] = []
         marker: ObjectInfo | None = None
-        token: str | None = None
-        what = f"list s3://{self.bucket}/{prefix}"
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call(what, self.client.list_objects_v2, **kwargs)
+        for page in self._pages(prefix, Delimiter="/"):
             for item in page.get("Contents", []):
-                info = ObjectInfo(
-                    key=item["Key"],
-                    size=int(item.get("Size", 0)),
-                    etag=str(item.get("ETag", "")),
-                    mtime=item["LastModified"].timestamp(),
-                )
-                if info.key == prefix:
-                    marker = info
+                if item["Key"] == prefix:
+                    marker = self._info(item)
                 else:
-                    objects.append(info)
+                    objects.append(self._info(item))
             prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-            if not page.get("IsTruncated"):
-                return Listing(objects, prefixes, marker)
-            token = page.get("NextContinuationToken")
-            if not token:
-                raise BadResponse(f"{what}: truncated listing without a continuation token")
+        return Listing(objects, prefixes, marker)
 
     def list_all(self, prefix: str) -> list[ObjectInfo]:
         """Every object under ``prefix`` (no delimiter), for prefetching a whole tree."""
-        out: list[ObjectInfo] = []
-        token: str | None = None
-        what = f"list s3://{self.bucket}/{prefix}"
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call(what, self.client.list_objects_v2, **kwargs)
-            out.extend(
-                ObjectInfo(
-                    item["Key"],
-                    int(item.get("Size", 0)),
-                    str(item.get("ETag", "")),
-                    item["LastModified"].timestamp(),
-                )
-                for item in page.get("Contents", [])
-                if not item["Key"].endswith("/")
-            )
-            token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
-            if not token:
-                return out
+        return [
+            self._info(item)
+            for page in self._pages(prefix)
+            for item in page.get("Contents", [])
+            if not item["Key"].endswith("/")
+        ]
 
     def head(self, key: str) -> ObjectInfo:
         resp = self._call(
@@ -279,7 +272,7 @@ class S3Store:
         have the asked length; a body cut short is retried, a server that ignores ``Range``
         is an error (it would send the whole object for every chunk).
         """
-        rng = f"bytes={start}-{end - 1}"
+        rng = byte_range(start, end)
         what = f"GET s3://{self.bucket}/{key} {rng}"
 
         def fetch() -> bytes:

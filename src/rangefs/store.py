@@ -47,6 +47,8 @@ class ObjectStore(Protocol):
 
     def list_dir(self, prefix: str) -> Listing: ...
 
+    def list_all(self, prefix: str) -> list[ObjectInfo]: ...
+
     def head(self, key: str) -> ObjectInfo: ...
 
     def get_range(self, key: str, start: int, end: int, etag: str, size: int) -> bytes: ...
@@ -68,9 +70,6 @@ class AsyncStore:
 
     async def list_dir(self, prefix: str) -> Listing:
         return await trio.to_thread.run_sync(self.store.list_dir, prefix, limiter=self._meta)
-
-    async def head(self, key: str) -> ObjectInfo:
-        return await trio.to_thread.run_sync(self.store.head, key, limiter=self._meta)
 
     async def get_range(self, key: str, start: int, end: int, etag: str, size: int) -> bytes:
         return await trio.to_thread.run_sync(

@@ -96,22 +96,19 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     mounted = [Path(p) for p in args.paths if not p.startswith("s3://")]
     progress = not args.no_progress and sys.stderr.isatty()
     failures: list[str] = []
-    fetched = cached = files = 0
+    plans: list[prefetch.Plan] = []
     if mounted:
         plan = prefetch.plan_mounted(mounted)
+        plans.append(plan)
         failures += prefetch.execute(plan, args.jobs, progress)
         if not failures:
-            for top in mounted:
-                for path in prefetch.walk_files(top):
-                    missing = prefetch.wait_until_cached(path)
-                    if missing:
-                        failures.append(
-                            f"{path}: {missing} chunks not in the cache after reading "
-                            "(cache full or not writable?)"
-                        )
-        fetched += sum(j.length for j in plan.jobs or [])
-        cached += plan.cached_bytes
-        files += plan.files
+            for path in plan.files:
+                missing = prefetch.wait_until_cached(Path(path))
+                if missing:
+                    failures.append(
+                        f"{path}: {missing} chunks not in the cache after reading "
+                        "(cache full or not writable?)"
+                    )
     if s3_sources:
         cache = ChunkCache(args.cache_dir.absolute(), args.cache_size)
         try:
@@ -132,15 +129,16 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
                 raise
             except Exception as exc:
                 raise UserError(f"cannot list {' '.join(s3_sources)}: {exc}", 1) from None
+            plans.append(plan)
             failures += prefetch.execute(plan, args.jobs, progress)
         finally:
             cache.close()
-        fetched += sum(j.length for j in plan.jobs or [])
-        cached += plan.cached_bytes
-        files += plan.files
     for line in failures:
         print(f"rangefs: failed: {line}", file=sys.stderr)
     state = f"{len(failures)} chunks FAILED" if failures else "complete"
+    files = sum(len(p.files) for p in plans)
+    fetched = sum(p.fetch_bytes for p in plans)
+    cached = sum(p.cached_bytes for p in plans)
     print(f"prefetch {state}: {files} files, {format_size(fetched)} fetched, "
           f"{format_size(cached)} were already cached")  # fmt: skip
     return 1 if failures else 0

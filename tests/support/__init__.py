@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -23,12 +24,14 @@ __all__ = [
     "is_mounted",
     "is_rangefs_process",
     "kill_rangefs",
+    "mount_stats",
     "pid_alive",
     "rangefs_cli",
     "read_tail",
     "run",
     "sha256_file",
     "wait_for",
+    "wait_fully_cached",
     "wait_pid_gone",
 ]
 
@@ -229,3 +232,17 @@ def sha256_file(path: Path) -> str:
 def rangefs_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Any:
     """Runs the real CLI of this interpreter's rangefs: ``python -m rangefs ARGS``."""
     return run([sys.executable, "-m", "rangefs", *args], env=env, timeout=timeout)
+
+
+def mount_stats(mount: Mount) -> dict[str, Any]:
+    """The daemon's counters (the root's ``user.rangefs.stats`` xattr)."""
+    return json.loads(os.getxattr(mount.path, "user.rangefs.stats"))
+
+
+def wait_fully_cached(path: Path, timeout: float = 20) -> None:
+    """Chunks reach the disk cache just after they are served: wait for every one."""
+    wait_for(
+        lambda: set(os.getxattr(path, "user.rangefs.chunks").decode().split()[1]) <= {"#"},
+        timeout=timeout,
+        what=f"every chunk of {path} in the disk cache",
+    )
