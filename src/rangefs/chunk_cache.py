@@ -2,9 +2,10 @@
 
 A chunk is stored under a key naming everything it depends on — format version, bucket,
 object key, ETag, chunk size, chunk index — so a changed object or another chunk size can
-never be served old bytes. Each value is ``MAGIC + xxh3_64(data) + data``: diskcache does
-not fsync its value files, so after a crash a stored chunk may be short or garbage; every
-read checks length and checksum and treats a mismatch (or any read error) as a miss.
+never be served old bytes (:class:`~rangefs.keys.ChunkKey`). Values are laid out by
+:mod:`rangefs.cache_format` (block digests): diskcache does not fsync its value files, so
+after a crash a stored chunk may be short or garbage; every read checks length and digests
+and treats a mismatch (or any read error) as a miss.
 
 Cache trouble is never a read error: a full disk turns caching off for a while (logged) and
 reads go on from S3. diskcache is safe for several processes, so two mounts may share one
@@ -16,7 +17,6 @@ import errno
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -26,44 +26,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
-import xxhash
 
+from rangefs.cache_format import (
+    BLOCK,
+    DIGEST,
+    PREFIX,
+    EncodedReader,
+    block_count,
+    blocks_ok,
+    decode,
+    header_size,
+    parse_prefix,
+)
+from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
-from rangefs.store import ObjectVersion
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAGIC = b"RFC2"
-BLOCK = 64 * 1024  # checksum granularity: a random read verifies only the blocks it touches
-PREFIX = struct.Struct("<4sII")  # magic, block size, data length; then one digest per block
-DIGEST = 8
-KEY_VERSION = "c2"
-ETAG_PREFIX = "etag1"
 RETRY_CACHING_AFTER = 30.0  # seconds with caching off after the disk filled up
 SQLITE_TIMEOUT = 30.0
 CULL_LIMIT = 1  # evict one LRU chunk per store: diskcache's default (10) evicts the newest too
 OPEN_FILES = 256  # value files kept open for random reads, each at most TOUCH_EVERY seconds
 TOUCH_EVERY = 5.0  # seconds between index lookups (LRU touches) of a chunk read at random
-
-
-def checksum(data: bytes | memoryview) -> bytes:
-    return xxhash.xxh3_64_digest(data)
-
-
-def block_count(length: int) -> int:
-    return -(-length // BLOCK)
-
-
-def header_size(length: int) -> int:
-    return PREFIX.size + DIGEST * block_count(length)
-
-
-def encode_header(data: bytes | memoryview) -> bytes:
-    view = memoryview(data)
-    digests = b"".join(checksum(view[i : i + BLOCK]) for i in range(0, len(view), BLOCK))
-    return PREFIX.pack(MAGIC, BLOCK, len(view)) + digests
 
 
 class _TidyDisk(diskcache.Disk):
@@ -81,65 +67,6 @@ class _TidyDisk(diskcache.Disk):
             raise
 
 
-class _EncodedReader:
-    """Header + data as a file-like object, so diskcache writes the chunk without a copy."""
-
-    def __init__(self, data: bytes) -> None:
-        self._parts = [memoryview(encode_header(data)), memoryview(data)]
-
-    def read(self, size: int = -1) -> bytes | memoryview:
-        while self._parts and not len(self._parts[0]):
-            self._parts.pop(0)
-        if not self._parts:
-            return b""
-        head = self._parts[0]
-        n = len(head) if size < 0 else min(size, len(head))
-        self._parts[0] = head[n:]
-        return head[:n]
-
-
-def _parse_prefix(raw: bytes, expected_length: int | None) -> int | None:
-    """The data length recorded in a value's prefix, or None if it is not one of ours."""
-    if len(raw) < PREFIX.size:
-        return None
-    magic, block, length = PREFIX.unpack_from(raw)
-    if magic != MAGIC or block != BLOCK:
-        return None
-    if expected_length is not None and length != expected_length:
-        return None
-    return int(length)
-
-
-def _blocks_ok(digests: bytes | memoryview, first_block: int, data: memoryview) -> bool:
-    for n, offset in enumerate(range(0, len(data), BLOCK)):
-        at = (first_block + n) * DIGEST
-        if checksum(data[offset : offset + BLOCK]) != digests[at : at + DIGEST]:
-            return False
-    return True
-
-
-def decode(value: object, expected_length: int | None) -> memoryview | None:
-    """The chunk bytes (a view, not a copy) if ``value`` is intact, else None."""
-    if not isinstance(value, bytes):
-        return None
-    length = _parse_prefix(value, expected_length)
-    if length is None or len(value) != header_size(length) + length:
-        return None
-    view = memoryview(value)
-    data = view[header_size(length) :]
-    if not _blocks_ok(view[PREFIX.size : header_size(length)], 0, data):
-        return None
-    return data
-
-
-def chunk_key(version: ObjectVersion, chunk_size: int, index: int) -> str:
-    return f"{KEY_VERSION}\0{version.bucket}\0{version.key}\0{version.etag}\0{chunk_size}\0{index}"
-
-
-def version_tag(bucket: str, key: str, etag: str) -> str:
-    return f"{bucket}\0{key}\0{etag}"
-
-
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     directory: str
@@ -153,7 +80,7 @@ class CacheStats:
 class VerifyReport:
     checked: int
     bad: int
-    bad_keys: list[str]
+    bad_keys: list[ChunkKey]
 
 
 class ChunkCache:
@@ -177,9 +104,9 @@ class ChunkCache:
         self.size_limit = int(self._cache.size_limit)
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
-        self._open_files: OrderedDict[str, tuple[int, bytes, float]] = OrderedDict()
+        self._open_files: OrderedDict[ChunkKey, tuple[int, bytes, float]] = OrderedDict()
         self._disabled_until = 0.0
-        self._reported_bad: set[str] = set()
+        self._reported_bad: set[object] = set()
 
     def close(self) -> None:
         self._close_open_files()
@@ -197,18 +124,11 @@ class ChunkCache:
         except Exception:
             return 0
 
-    def get(
-        self, version: ObjectVersion, chunk_size: int, index: int, length: int
-    ) -> memoryview | None:
+    def get(self, key: ChunkKey, length: int) -> memoryview | None:
         """The verified chunk, or None (a miss) if absent, damaged or unreadable."""
-        key = chunk_key(version, chunk_size, index)
-        return self._miss_on_error(
-            key, version, index, lambda: self._get(key, version, index, length)
-        )
+        return self._miss_on_error(key, lambda: self._get(key, length))
 
-    def read_range(
-        self, version: ObjectVersion, chunk_size: int, index: int, length: int, start: int, end: int
-    ) -> bytes | None:
+    def read_range(self, key: ChunkKey, length: int, start: int, end: int) -> bytes | None:
         """Bytes ``[start, end)`` of a cached chunk, verifying only the blocks they touch.
 
         A random 64 KiB read then costs one block read, not a whole-chunk read and checksum.
@@ -217,14 +137,9 @@ class ChunkCache:
         access now and then, for LRU eviction. None is a miss (absent or damaged: a damaged
         chunk is dropped whole).
         """
-        key = chunk_key(version, chunk_size, index)
-        return self._miss_on_error(
-            key, version, index, lambda: self._read_range(key, version, index, length, start, end)
-        )
+        return self._miss_on_error(key, lambda: self._read_range(key, length, start, end))
 
-    def _miss_on_error(
-        self, key: str, version: ObjectVersion, index: int, read: Callable[[], T | None]
-    ) -> T | None:
+    def _miss_on_error(self, key: ChunkKey, read: Callable[[], T | None]) -> T | None:
         """Cache trouble is a miss: an unusable index is logged once, an unreadable value
         file is dropped."""
         try:
@@ -232,10 +147,10 @@ class ChunkCache:
         except sqlite3.Error as exc:
             self._warn_once("index", f"cache index unusable, reading from S3: {exc}")
         except Exception as exc:
-            self._drop(key, version, index, f"unreadable: {exc}")
+            self._drop(key, f"unreadable: {exc}")
         return None
 
-    def _lookup(self, key: str, version: ObjectVersion, index: int) -> Any:
+    def _lookup(self, key: ChunkKey) -> Any:
         """The value file (open) or inline value of ``key``, or None; an index entry whose
         value file is gone is dropped.
 
@@ -244,13 +159,13 @@ class ChunkCache:
         handler, which sleeps in steps of milliseconds. The file is read outside the lock.
         """
         with self._index_lock:
-            handle = self._cache.get(key, default=None, read=True, retry=True)
+            handle = self._cache.get(key.encode(), default=None, read=True, retry=True)
         if handle is None and self._present(key):
-            self._drop(key, version, index, "value file missing")
+            self._drop(key, "value file missing")
         return handle
 
-    def _get(self, key: str, version: ObjectVersion, index: int, length: int) -> memoryview | None:
-        handle = self._lookup(key, version, index)
+    def _get(self, key: ChunkKey, length: int) -> memoryview | None:
+        handle = self._lookup(key)
         if handle is None:
             return None
         if isinstance(handle, bytes):
@@ -260,13 +175,11 @@ class ChunkCache:
                 value = handle.read()
         data = decode(value, length)
         if data is None:
-            self._drop(key, version, index, "checksum or length mismatch")
+            self._drop(key, "checksum or length mismatch")
         return data
 
-    def _read_range(
-        self, key: str, version: ObjectVersion, index: int, length: int, start: int, end: int
-    ) -> bytes | None:
-        opened = self._opened(key) or self._open(key, version, index, length)
+    def _read_range(self, key: ChunkKey, length: int, start: int, end: int) -> bytes | None:
+        opened = self._opened(key) or self._open(key, length)
         if opened is None:
             return None
         fd, digests = opened
@@ -276,13 +189,13 @@ class ChunkCache:
             raw = os.pread(fd, want, header_size(length) + first * BLOCK)
         finally:
             os.close(fd)
-        if len(raw) != want or not _blocks_ok(digests, first, memoryview(raw)):
-            self._drop(key, version, index, "short value file or checksum mismatch")
+        if len(raw) != want or not blocks_ok(digests, first, memoryview(raw)):
+            self._drop(key, "short value file or checksum mismatch")
             return None
         offset = start - first * BLOCK
         return raw[offset : offset + end - start]
 
-    def _opened(self, key: str) -> tuple[int, bytes] | None:
+    def _opened(self, key: ChunkKey) -> tuple[int, bytes] | None:
         """A private descriptor (the caller closes it, so another thread closing the kept one
         cannot pull it away mid-read) of an open, still linked value file of ``key`` touched
         in the index lately, and the file's block digests; or None."""
@@ -297,23 +210,19 @@ class ChunkCache:
             self._open_files.move_to_end(key)
             return os.dup(fd), digests
 
-    def _open(
-        self, key: str, version: ObjectVersion, index: int, length: int
-    ) -> tuple[int, bytes] | None:
+    def _open(self, key: ChunkKey, length: int) -> tuple[int, bytes] | None:
         """Looks ``key`` up in the index (an LRU touch) and keeps its value file open."""
-        handle = self._lookup(key, version, index)
+        handle = self._lookup(key)
         if handle is None:
             return None
         if isinstance(handle, bytes):
-            self._drop(key, version, index, "not a value file")
+            self._drop(key, "not a value file")
             return None
         with handle:
             prefix = handle.read(PREFIX.size)
             digests = handle.read(DIGEST * block_count(length))
-            if _parse_prefix(prefix, length) is None or len(digests) != DIGEST * block_count(
-                length
-            ):
-                self._drop(key, version, index, "bad header")
+            if parse_prefix(prefix, length) is None or len(digests) != DIGEST * block_count(length):
+                self._drop(key, "bad header")
                 return None
             fd = os.dup(handle.fileno())
         now = time.monotonic()
@@ -326,36 +235,27 @@ class ChunkCache:
                 self._forget_open(next(iter(self._open_files)))
             return os.dup(fd), digests
 
-    def _forget_open(self, key: str) -> None:
+    def _forget_open(self, key: ChunkKey) -> None:
         entry = self._open_files.pop(key, None)
         if entry is not None:
             os.close(entry[0])
 
-    def _present(self, key: str) -> bool:
+    def _present(self, key: ChunkKey) -> bool:
         try:
-            return key in self._cache
+            return key.encode() in self._cache
         except Exception:
             return False
 
-    def contains(self, version: ObjectVersion, chunk_size: int, index: int) -> bool:
-        try:
-            return chunk_key(version, chunk_size, index) in self._cache
-        except Exception:
-            return False
+    def contains(self, key: ChunkKey) -> bool:
+        return self._present(key)
 
-    def put(self, version: ObjectVersion, chunk_size: int, index: int, data: bytes) -> bool:
+    def put(self, key: ChunkKey, data: bytes | memoryview) -> bool:
         """Stores a chunk; False (and caching paused) if the disk is full or failing."""
         if time.monotonic() < self._disabled_until:
             return False
-        key = chunk_key(version, chunk_size, index)
+        name = key.encode()
         try:
-            self._cache.set(
-                key,
-                _EncodedReader(data),
-                read=True,
-                tag=version_tag(version.bucket, version.key, version.etag),
-                retry=True,
-            )
+            self._cache.set(name, EncodedReader(data), read=True, tag=key.obj.tag(), retry=True)
             return True
         except (OSError, sqlite3.Error) as exc:
             full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -363,82 +263,75 @@ class ChunkCache:
             with self._lock:
                 self._disabled_until = time.monotonic() + RETRY_CACHING_AFTER
             log.warning(
-                "cache %s: not caching for %.0fs, reads continue from S3 (%s s3://%s/%s chunk %d)",
+                "cache %s: not caching for %.0fs, reads continue from S3 (%s %s chunk %d)",
                 "full" if full else "write failed",
                 RETRY_CACHING_AFTER,
                 exc,
-                version.bucket,
-                version.key,
-                index,
+                key.obj.uri,
+                key.index,
             )
             with contextlib.suppress(Exception):
-                self._cache.delete(key, retry=True)
+                self._cache.delete(name, retry=True)
             return False
 
-    def bind_etag(self, bucket: str, key: str, etag: str) -> None:
+    def bind_etag(self, obj: ObjectId) -> None:
         """Records the current ETag of an object and drops chunks of any older version."""
-        meta = f"{ETAG_PREFIX}\0{bucket}\0{key}"
+        record = obj.etag_record()
         try:
-            old = self._cache.get(meta, default=None, retry=True)
-            if old == etag:
+            old = self._cache.get(record, default=None, retry=True)
+            if old == obj.etag:
                 return
             if isinstance(old, str):
-                dropped = self._cache.evict(version_tag(bucket, key, old), retry=True)
+                dropped = self._cache.evict(ObjectId(obj.bucket, obj.key, old).tag(), retry=True)
                 if dropped:
                     log.info(
-                        "object changed: dropped %d cached chunks of s3://%s/%s (ETag %s -> %s)",
+                        "object changed: dropped %d cached chunks of %s (ETag %s -> %s)",
                         dropped,
-                        bucket,
-                        key,
+                        obj.uri,
                         old,
-                        etag,
+                        obj.etag,
                     )
-            self._cache.set(meta, etag, retry=True)
+            self._cache.set(record, obj.etag, retry=True)
         except (OSError, sqlite3.Error) as exc:
-            log.warning("cache: could not record ETag of s3://%s/%s: %s", bucket, key, exc)
+            log.warning("cache: could not record ETag of %s: %s", obj.uri, exc)
 
-    def cached_map(self, version: ObjectVersion, chunk_size: int, count: int) -> list[bool]:
-        return [self.contains(version, chunk_size, i) for i in range(count)]
+    def cached_map(self, obj: ObjectId, chunk_size: int, count: int) -> list[bool]:
+        return [self.contains(ChunkKey(obj, chunk_size, i)) for i in range(count)]
 
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._reported_bad:
             self._reported_bad.add(what)
             log.warning("cache: %s", message)
 
-    def _drop(self, key: str, version: ObjectVersion, index: int, why: str) -> None:
+    def _drop(self, key: ChunkKey, why: str) -> None:
         self.stats.bad_chunks += 1
         with self._lock:
             self._forget_open(key)
         if key not in self._reported_bad:
             self._reported_bad.add(key)
             log.warning(
-                "cache: dropping bad chunk %d of s3://%s/%s (%s); fetching it again",
-                index,
-                version.bucket,
-                version.key,
+                "cache: dropping bad chunk %d of %s (%s); fetching it again",
+                key.index,
+                key.obj.uri,
                 why,
             )
         with contextlib.suppress(Exception):
-            self._cache.delete(key, retry=True)
+            self._cache.delete(key.encode(), retry=True)
 
-    def iter_chunk_keys(self) -> Iterator[str]:
-        for key in self._cache.iterkeys():
-            if isinstance(key, str) and key.startswith(KEY_VERSION + "\0"):
+    def iter_chunk_keys(self) -> Iterator[ChunkKey]:
+        for name in self._cache.iterkeys():
+            key = ChunkKey.parse(name)
+            if key is not None:
                 yield key
 
     def summary(self) -> CacheStats:
-        chunks = 0
-        objects: set[tuple[str, str, str]] = set()
-        for key in self.iter_chunk_keys():
-            parts = key.split("\0")
-            chunks += 1
-            objects.add((parts[1], parts[2], parts[3]))
+        keys = list(self.iter_chunk_keys())
         return CacheStats(
             directory=str(self.directory),
             size_limit=self.size_limit,
             volume=self.volume(),
-            chunks=chunks,
-            objects=len(objects),
+            chunks=len(keys),
+            objects=len({key.obj for key in keys}),
         )
 
     def verify(self) -> VerifyReport:
@@ -448,7 +341,7 @@ class ChunkCache:
         for key in list(self.iter_chunk_keys()):
             checked += 1
             try:
-                value = self._cache.get(key, default=None, retry=True)
+                value = self._cache.get(key.encode(), default=None, retry=True)
             except Exception:
                 value = b""
             if value is None and not self._present(key):
@@ -456,7 +349,7 @@ class ChunkCache:
                 continue
             if value is None or decode(value, None) is None:
                 bad.append(key)
-                self._cache.delete(key, retry=True)
+                self._cache.delete(key.encode(), retry=True)
         return VerifyReport(checked, len(bad), bad)
 
     def clear(self) -> int:

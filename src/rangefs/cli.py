@@ -13,10 +13,12 @@ from typing import Any
 
 from rangefs import __version__
 from rangefs import config as cfg
-from rangefs.errors import UserError
+from rangefs.errors import UsageError, UserError
+from rangefs.readiness import Notifier
 
 COMMANDS = ("mount", "prefetch", "status", "cache", "demo")
 USAGE_ERROR = 2
+FAILED = 1
 
 # Options mount(8), systemd and fuse add to fstab lines: accepted and ignored.
 IGNORED_OPTIONS = {
@@ -39,7 +41,7 @@ class Parser(argparse.ArgumentParser):
     """Usage errors as one line + a pointer to --help, exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see '{self.prog} --help')", USAGE_ERROR)
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def size_arg(text: str) -> int:
@@ -341,14 +343,14 @@ def expand_fstab_options(argv: list[str], parser: Parser) -> list[str]:
         if arg == "-o" or (arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--")):
             value = next(it, None) if arg == "-o" else arg[2:]
             if value is None:
-                raise UserError("-o needs a value (see 'rangefs mount --help')", USAGE_ERROR)
+                raise UsageError("-o needs a value (see 'rangefs mount --help')")
             for item in filter(None, value.split(",")):
                 name, has_value, val = item.partition("=")
                 norm = name.strip().replace("-", "_")
                 if norm in IGNORED_OPTIONS or item.startswith(IGNORED_OPTION_PREFIXES):
                     continue
                 if norm not in known or norm in ("ready_fd", "help"):
-                    raise UserError(
+                    raise UsageError(
                         f"unknown option: {name!r} (see 'rangefs mount --help')", USAGE_ERROR
                     )
                 opt, is_flag = known[norm]
@@ -356,10 +358,10 @@ def expand_fstab_options(argv: list[str], parser: Parser) -> list[str]:
                     if has_value and val.lower() not in ("1", "true", "yes", "on"):
                         if val.lower() in ("0", "false", "no", "off"):
                             continue
-                        raise UserError(f"option {name!r} takes no value", USAGE_ERROR)
+                        raise UsageError(f"option {name!r} takes no value")
                     out.append(opt)
                 elif not has_value:
-                    raise UserError(f"option {name!r} needs a value: {name}=...", USAGE_ERROR)
+                    raise UsageError(f"option {name!r} needs a value: {name}=...")
                 else:
                     out.append(f"{opt}={val}")
         else:
@@ -408,29 +410,27 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
     config = config_from_args(args)
     if args.ready_fd is None:
         if config.endpoint_url and "://" not in config.endpoint_url:
-            raise UserError(
-                f"--endpoint-url must be a URL like http://host:port, got {config.endpoint_url!r}",
-                USAGE_ERROR,
+            raise UsageError(
+                f"--endpoint-url must be a URL like http://host:port, got {config.endpoint_url!r}"
             )
         if config.metrics_addr:
             from rangefs.metrics import parse_addr
 
-            try:
-                parse_addr(config.metrics_addr)
-            except UserError as exc:
-                raise UserError(str(exc), USAGE_ERROR) from None
+            parse_addr(config.metrics_addr)
         mount.check_mountpoint(config.mountpoint, heal=False)
         if not config.foreground:
-            return mount.spawn_daemon(argv, config)
-        return mount.run_daemon(config, lambda error: None)
+            for warning in mount.spawn_daemon(argv, config):
+                print(f"rangefs: warning: {warning}", file=sys.stderr)
+            return 0
+    try:
+        mount.run_daemon(config, Notifier(args.ready_fd))
+    except UserError as exc:
+        return exit_status(exc)  # logged, and told to the waiting parent
+    return 0
 
-    ready_pipe = os.fdopen(args.ready_fd, "w")
 
-    def ready(error: str | None) -> None:
-        ready_pipe.write("ready\n" if error is None else f"error: {error}\n")
-        ready_pipe.close()
-
-    return mount.run_daemon(config, ready)
+def exit_status(exc: UserError) -> int:
+    return USAGE_ERROR if isinstance(exc, UsageError) else FAILED
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
@@ -472,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     except UserError as exc:
         print(f"rangefs: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exit_status(exc)
     except KeyboardInterrupt:
         print("rangefs: interrupted", file=sys.stderr)
         return 130

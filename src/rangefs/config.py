@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rangefs.errors import UserError
+from rangefs.errors import UsageError
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -57,16 +57,30 @@ def parse_source(text: str) -> tuple[str, str]:
     rest = text[5:] if text.startswith("s3://") else text
     bucket, _, prefix = rest.partition("/")
     if not _BUCKET_RE.match(bucket):
-        raise UserError(f"invalid bucket name in source {text!r}")
+        raise UsageError(f"invalid bucket name in source {text!r}")
     prefix = prefix.strip("/")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
-        raise UserError(f"invalid prefix in source {text!r}")
+        raise UsageError(f"invalid prefix in source {text!r}")
     return bucket, prefix + "/" if prefix else ""
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "rangefs"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """How to reach S3 and how hard to try: shared by the mount and ``prefetch s3://``."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str = "path"
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -103,22 +117,35 @@ class Config:
 
     def __post_init__(self) -> None:
         if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:
-            raise UserError(
+            raise UsageError(
                 f"--chunk-size must be between {format_size(MIN_CHUNK_SIZE)} and "
                 f"{format_size(MAX_CHUNK_SIZE)}"
             )
         if self.cache_size < self.chunk_size:
-            raise UserError("--cache-size must hold at least one chunk")
+            raise UsageError("--cache-size must hold at least one chunk")
         if self.metadata_ttl < 0:
-            raise UserError("--metadata-ttl must be >= 0")
+            raise UsageError("--metadata-ttl must be >= 0")
         if self.log_level not in LOG_LEVELS:
-            raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+            raise UsageError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.parallel < 1 or self.retries < 1:
-            raise UserError("--parallel and --retries must be >= 1")
+            raise UsageError("--parallel and --retries must be >= 1")
         if min(self.connect_timeout, self.read_timeout) <= 0:
-            raise UserError("timeouts must be > 0")
+            raise UsageError("timeouts must be > 0")
         if self.memory_limit < 3 * self.chunk_size:
-            raise UserError("--memory-limit must hold at least three chunks")
+            raise UsageError("--memory-limit must hold at least three chunks")
+
+    @property
+    def s3(self) -> S3Settings:
+        return S3Settings(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            profile=self.profile,
+            addressing_style=self.addressing_style,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries=self.retries,
+            retry_seconds=self.retry_seconds,
+        )
 
     @property
     def source(self) -> str:

@@ -8,7 +8,6 @@ with instructions to take it down.
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -16,12 +15,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from rangefs import locals3, xattrs
 from rangefs.config import MiB, format_size
 from rangefs.prefetch import wait_until_cached
+from rangefs.s3 import make_client
 
 DEMO_DIR = Path(os.environ.get("RANGEFS_DEMO_DIR", "/tmp/rangefs-demo"))
 BUCKET = "demo"
+PROBE_BUCKET = "rangefs-demo-probe"
 BIG_KEY = "media/big-video.bin"
 BIG_SIZE = int(os.environ.get("RANGEFS_DEMO_SIZE_MIB", "384")) * MiB
 SMALL = {
@@ -54,7 +57,7 @@ def stop_previous(mnt: Path) -> None:
         pid_file.unlink()
 
 
-def seed(client) -> str:  # type: ignore[no-untyped-def]
+def seed(client: Any) -> str:
     client.create_bucket(Bucket=BUCKET)
     for key, body in SMALL.items():
         client.put_object(Bucket=BUCKET, Key=key, Body=body)
@@ -68,10 +71,6 @@ def seed(client) -> str:  # type: ignore[no-untyped-def]
     client.upload_file(str(big), BUCKET, BIG_KEY)
     big.unlink()
     return digest.hexdigest()
-
-
-def mount_stats(mnt: Path) -> dict[str, int]:
-    return json.loads(os.getxattr(mnt, "user.rangefs.stats"))
 
 
 def timed_copy(src: Path, dst: Path) -> float:
@@ -88,20 +87,39 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_demo() -> int:
-    from rangefs.devserver import start_seaweedfs
+def start_server() -> tuple[locals3.LocalS3, Any]:
+    """SeaweedFS that outlives the demo (own session), and an admin client for it."""
+    server = locals3.start_seaweedfs(DEMO_DIR / "s3", detach=True)
+    (DEMO_DIR / "server.pid").write_text(str(server.process.pid))
+    os.environ.update(server.env())
+    client = make_client(endpoint_url=server.endpoint_url, region=server.region, profile=None)
 
+    def probe() -> None:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=PROBE_BUCKET)
+        client.put_object(Bucket=PROBE_BUCKET, Key="probe", Body=b"ready")
+        client.get_object(Bucket=PROBE_BUCKET, Key="probe")["Body"].read()
+
+    try:
+        locals3.wait_ready(server, probe, timeout=90, poll=0.25)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server, client
+
+
+def run_demo() -> int:
     mnt, cache, copy = DEMO_DIR / "mnt", DEMO_DIR / "cache", DEMO_DIR / "copy.bin"
     print("rangefs demo: a local S3 server, a mount, a copy, a remount", flush=True)
     stop_previous(mnt)
+    locals3.weed_binary()
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     mnt.mkdir(parents=True)
-    server = start_seaweedfs(DEMO_DIR / "s3", detach=True)
-    (DEMO_DIR / "server.pid").write_text(str(server.process.pid))
+    server, client = start_server()
     say("S3 server", f"SeaweedFS at {server.endpoint_url} (pid {server.process.pid})")
-    expected = seed(server.client())
+    expected = seed(client)
     say("bucket", f"s3://{BUCKET}: {len(SMALL) + 1} objects, {BIG_KEY} is {format_size(BIG_SIZE)}")
-    env = server.env()
+    env = dict(os.environ)
     mount_cmd = [sys.executable, "-m", "rangefs", "mount", "--endpoint-url", server.endpoint_url,
                  "--cache-dir", str(cache), "--log-file", str(DEMO_DIR / "rangefs.log"),
                  BUCKET, str(mnt)]  # fmt: skip
@@ -112,7 +130,7 @@ def run_demo() -> int:
 
     seconds = timed_copy(mnt / BIG_KEY, copy)
     wait_until_cached(mnt / BIG_KEY)
-    stats = mount_stats(mnt)
+    stats = xattrs.read_stats(mnt)
     ok = "sha256 matches" if sha256_of(copy) == expected else "SHA256 MISMATCH"
     say("cold cp", f"{format_size(BIG_SIZE)} in {seconds:.2f}s "
         f"({BIG_SIZE / seconds / 1e6:.0f} MB/s): {stats['gets']} Range GETs, "
@@ -127,7 +145,7 @@ def run_demo() -> int:
         time.sleep(0.05)
     run(mount_cmd, env)
     seconds = timed_copy(mnt / BIG_KEY, Path("/dev/null"))
-    stats = mount_stats(mnt)
+    stats = xattrs.read_stats(mnt)
     say("remount + cp", f"{format_size(BIG_SIZE)} in {seconds:.2f}s: {stats['gets']} Range GETs, "
         f"all from the disk cache, the resume checkpoint ({stats['disk_hits']} chunk loads, "
         f"{stats['range_hits']} block reads)")  # fmt: skip

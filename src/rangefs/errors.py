@@ -34,6 +34,18 @@ class RemoteError(RangefsError):
     errno = errno.EIO
 
 
+class Transient(RemoteError):
+    """One failed attempt worth another (network trouble, 5xx, throttling, a short body).
+
+    ``cause`` is a short label for metrics: ``http_503``, ``timeout``, ``connection``, ...
+    The retry policy (:mod:`rangefs.retry`) consumes it; callers see :class:`RemoteError`.
+    """
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class BadResponse(RemoteError):
     """The server answered something other than what was asked (status, range, length)."""
 
@@ -54,9 +66,16 @@ class NoSuchAttribute(RangefsError):
     errno = errno.ENODATA
 
 
-class UserError(Exception):
-    """Bad input from the user: printed as one line, no traceback, non-zero exit."""
+class NotOnMount(RangefsError):
+    """A path given to a client command is not on a rangefs mount (no rangefs xattrs)."""
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    errno = errno.ENODATA
+
+
+class UserError(Exception):
+    """What the user must hear about, as one line with no traceback: an operation that could
+    not be done (a mount, a prefetch). The CLI alone picks the exit status (1)."""
+
+
+class UsageError(UserError):
+    """Bad usage: an unknown or invalid option, source or value (exit status 2)."""

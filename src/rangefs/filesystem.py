@@ -7,14 +7,11 @@ never a mix of two versions.
 """
 
 import itertools
-import json
 import logging
 from dataclasses import dataclass, field
 
-import trio
-
-from rangefs import chunks
-from rangefs.chunk_cache import ChunkCache
+from rangefs import chunks, xattrs
+from rangefs.async_cache import AsyncChunkCache
 from rangefs.config import Config
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
 from rangefs.inodes import InodeTable
@@ -27,7 +24,6 @@ log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 512
 IO_BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends size their buffers by it
-XATTR_PREFIX = "user.rangefs."
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +69,7 @@ class Filesystem:
         config: Config,
         namespace: Namespace,
         reader: ChunkReader,
-        cache: ChunkCache,
-        cache_limiter: trio.CapacityLimiter,
+        cache: AsyncChunkCache,
         stats: Stats,
     ) -> None:
         self.config = config
@@ -83,7 +78,6 @@ class Filesystem:
         self.cache = cache
         self.stats = stats
         self.inodes = InodeTable()
-        self._cache_limiter = cache_limiter
         self._handles: dict[int, OpenFile] = {}
         self._dir_handles: dict[int, tuple[int, list[tuple[str, Entry]]]] = {}
         self._fh = itertools.count(1)
@@ -186,13 +180,7 @@ class Filesystem:
         keep_cache = previous == version.etag
         if not keep_cache:
             self._last_etag[version.key] = version.etag
-            await trio.to_thread.run_sync(
-                self.cache.bind_etag,
-                version.bucket,
-                version.key,
-                version.etag,
-                limiter=self._cache_limiter,
-            )
+            await self.cache.bind_etag(version.id)
             if previous is not None:
                 self.reader.forget_version(
                     ObjectVersion(version.bucket, version.key, previous, entry.size)
@@ -228,35 +216,31 @@ class Filesystem:
 
     async def listxattr(self, ino: int) -> list[str]:
         if ino == 1:
-            return [XATTR_PREFIX + n for n in ("uri", "stats")]
+            return list(xattrs.ROOT_NAMES)
         version = await self._version_of(ino)
-        names = ["uri"] if version is None else ["uri", "etag", "cached", "chunks"]
-        return [XATTR_PREFIX + n for n in names]
+        return list(xattrs.DIR_NAMES if version is None else xattrs.FILE_NAMES)
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         if name not in await self.listxattr(ino):
             raise NoSuchAttribute(name)
-        attr = name[len(XATTR_PREFIX) :]
         path = self.inodes.path_of(ino)
-        if attr == "uri":
+        if name == xattrs.URI:
             key = self.namespace.key_of(path) if path else self.namespace.prefix
             if path and (await self.namespace.entry(path)).is_dir:
                 key += "/"
             return f"s3://{self.namespace.store.bucket}/{key}".encode()
-        if attr == "stats":
-            return json.dumps(self.stats.as_dict(), sort_keys=True).encode()
+        if name == xattrs.STATS:
+            return xattrs.encode_stats(self.stats.as_dict())
         version = await self._version_of(ino)
         assert version is not None
-        if attr == "etag":
+        if name == xattrs.ETAG:
             return version.etag.encode()
         chunk_size = self.config.chunk_size
         count = chunks.chunk_count(version.size, chunk_size)
-        cached = await trio.to_thread.run_sync(
-            self.cache.cached_map, version, chunk_size, count, limiter=self._cache_limiter
-        )
-        if attr == "chunks":
-            return f"{chunk_size} {''.join('#' if c else '.' for c in cached)}".encode()
+        cached = await self.cache.cached_map(version.id, chunk_size, count)
+        if name == xattrs.CHUNKS:
+            return xattrs.encode_chunks(chunk_size, cached)
         nbytes = sum(
             chunks.chunk_length(i, version.size, chunk_size) for i, c in enumerate(cached) if c
         )
-        return f"{nbytes} {version.size}".encode()
+        return xattrs.encode_cached(nbytes, version.size)

@@ -28,7 +28,7 @@ def _handler(config: Any) -> logging.Handler:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
             handler: logging.Handler = logging.FileHandler(log_file)
         except OSError as exc:
-            raise UserError(f"cannot write log file {log_file}: {exc.strerror}", 1) from None
+            raise UserError(f"cannot write log file {log_file}: {exc.strerror}") from None
         handler.setFormatter(logging.Formatter(FORMAT))
     elif background:
         handler = logging.handlers.SysLogHandler(address="/dev/log")

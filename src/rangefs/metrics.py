@@ -16,7 +16,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
-from rangefs.errors import UserError
+from rangefs.errors import UsageError, UserError
 from rangefs.stats import LATENCY_BUCKETS, Stats
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def parse_addr(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--metrics-addr must be HOST:PORT, got {text!r}")
+        raise UsageError(f"--metrics-addr must be HOST:PORT, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -80,13 +80,20 @@ class StatsCollector:
         )
 
 
-def serve_metrics(addr: str, stats: Stats, cache_bytes: Callable[[], int]) -> None:
-    """Starts the endpoint in a daemon thread; a busy or bad address is a user error."""
+def serve_metrics(addr: str, stats: Stats, cache_bytes: Callable[[], int]) -> Callable[[], None]:
+    """Starts the endpoint in a daemon thread and returns what stops it; a busy or bad
+    address is a user error."""
     host, port = parse_addr(addr)
     registry = CollectorRegistry()
     registry.register(StatsCollector(stats, cache_bytes))  # type: ignore[arg-type]
     try:
-        start_http_server(port, addr=host, registry=registry)
+        server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise UserError(f"--metrics-addr {addr}: {exc.strerror or exc}") from None
     log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return stop

@@ -14,8 +14,8 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pyfuse3
@@ -24,23 +24,20 @@ import trio
 from rangefs import sdnotify
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
+from rangefs.core import META_THREADS, Core, build_core
 from rangefs.errors import AccessDenied, NotFound, RemoteError, UserError
-from rangefs.filesystem import Filesystem
 from rangefs.fuse_ops import FuseOperations
 from rangefs.logsetup import setup_logging
-from rangefs.namespace import Namespace
-from rangefs.reader import ChunkReader
-from rangefs.s3 import RetryPolicy, S3Store, make_client
+from rangefs.readiness import Notifier, Waiter
+from rangefs.retry import MOUNT_CHECK
+from rangefs.s3 import store_factory
 from rangefs.stats import Stats
-from rangefs.store import AsyncStore
+from rangefs.store import ObjectStore
 
 log = logging.getLogger("rangefs")
 
-MOUNT_CHECK_RETRY = RetryPolicy(attempts=3, max_seconds=20.0, initial_backoff=0.5)
 FUSE_MAX_TASKS = 64  # concurrent FUSE requests; most wait on a fetch, not the CPU
-CACHE_THREADS = 4  # disk cache reads/writes at once
-META_THREADS = 8  # listings and HEADs at once
-MOUNT_FAILED = 1
+StoreFactory = Callable[[Config, Stats], ObjectStore]
 DEAD_MOUNT_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)  # daemon gone / connection aborted
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 M_ARENA_MAX = -8
@@ -74,16 +71,16 @@ def check_mountpoint(path: Path, heal: bool = True) -> None:
             fusermount("-uz", str(path))
         st = os.stat(path)
     except FileNotFoundError:
-        raise UserError(f"mountpoint {path} does not exist", MOUNT_FAILED) from None
+        raise UserError(f"mountpoint {path} does not exist") from None
     except OSError as exc:
-        raise UserError(f"mountpoint {path}: {exc.strerror}", MOUNT_FAILED) from None
+        raise UserError(f"mountpoint {path}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise UserError(f"mountpoint {path} is not a directory", MOUNT_FAILED)
+        raise UserError(f"mountpoint {path} is not a directory")
     if os.path.ismount(path):
-        raise UserError(f"mountpoint {path} is already a mount point", MOUNT_FAILED)
+        raise UserError(f"mountpoint {path} is already a mount point")
 
 
-def open_cache(config: Config, stats: Stats | None = None) -> ChunkCache:
+def open_cache(config: Config, stats: Stats) -> ChunkCache:
     try:
         config.cache_dir.mkdir(parents=True, exist_ok=True)
         probe = config.cache_dir / f".rangefs-probe-{os.getpid()}"
@@ -92,37 +89,29 @@ def open_cache(config: Config, stats: Stats | None = None) -> ChunkCache:
         return ChunkCache(config.cache_dir, config.cache_size, stats)
     except Exception as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise UserError(
-            f"cache dir {config.cache_dir} is not usable: {reason}", MOUNT_FAILED
-        ) from None
+        raise UserError(f"cache dir {config.cache_dir} is not usable: {reason}") from None
 
 
-def connect(config: Config, retry: RetryPolicy, stats: Stats | None = None) -> S3Store:
-    client = make_client(
-        endpoint_url=config.endpoint_url,
-        region=config.region,
-        profile=config.profile,
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
-        pool=config.parallel + META_THREADS + 2,
-        addressing_style=config.addressing_style,
+def s3_store(config: Config, stats: Stats) -> ObjectStore:
+    """The default store: boto3, one connection pool for GETs, listings and the check."""
+    return store_factory(config.s3, pool=config.parallel + META_THREADS + 2, stats=stats)(
+        config.bucket
     )
-    return S3Store(client, config.bucket, retry, stats)
 
 
-def check_bucket(store: S3Store, config: Config) -> None:
+def check_bucket(store: ObjectStore, config: Config) -> bool:
+    """Proves the bucket can be listed; True if SOURCE's prefix holds at least one key."""
     where = f" at {config.endpoint_url}" if config.endpoint_url else ""
     try:
-        store.check_access(config.prefix)
+        return store.check_access(config.prefix)
     except NotFound:
-        raise UserError(f"bucket {config.bucket!r} does not exist{where}", MOUNT_FAILED) from None
+        raise UserError(f"bucket {config.bucket!r} does not exist{where}") from None
     except AccessDenied as exc:
         raise UserError(
-            f"access denied to {config.source}{where} ({exc}); check credentials and --profile",
-            MOUNT_FAILED,
+            f"access denied to {config.source}{where} ({exc}); check credentials and --profile"
         ) from None
     except RemoteError as exc:
-        raise UserError(f"cannot reach S3{where}: {exc}", MOUNT_FAILED) from None
+        raise UserError(f"cannot reach S3{where}: {exc}") from None
 
 
 def fuse_options(config: Config) -> set[str]:
@@ -139,38 +128,15 @@ def fuse_options(config: Config) -> set[str]:
 
 
 class Daemon:
-    """Everything one mount runs, built from a :class:`Config`."""
+    """The trio side of one mount: serves FUSE requests and the tasks around them."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, core: Core) -> None:
         self.config = config
-        self.stats = Stats()
-        self.cache = open_cache(config, self.stats)
-        policy = RetryPolicy(attempts=config.retries, max_seconds=config.retry_seconds)
-        self.s3 = connect(config, policy, self.stats)
+        self.core = core
 
-    def build(self) -> tuple[Filesystem, ChunkReader]:
-        cfg = self.config
-        cache_limiter = trio.CapacityLimiter(CACHE_THREADS)
-        store = AsyncStore(
-            self.s3, trio.CapacityLimiter(META_THREADS), trio.CapacityLimiter(cfg.parallel)
-        )
-        reader = ChunkReader(
-            store,
-            self.cache,
-            cache_limiter,
-            chunk_size=cfg.chunk_size,
-            memory_limit=cfg.memory_limit,
-            max_readahead=cfg.max_readahead,
-            parallel=cfg.parallel,
-            stats=self.stats,
-        )
-        namespace = Namespace(store, cfg.prefix, cfg.metadata_ttl)
-        fs = Filesystem(cfg, namespace, reader, self.cache, cache_limiter, self.stats)
-        return fs, reader
-
-    async def serve(self, reader: ChunkReader) -> None:
+    async def serve(self) -> None:
         async with trio.open_nursery() as nursery:
-            await nursery.start(reader.run)
+            await nursery.start(self.core.run)
             nursery.start_soon(self._watch_signals)
             nursery.start_soon(self._watchdog)
             nursery.start_soon(self._tune_readahead)
@@ -238,93 +204,94 @@ def tune_kernel_readahead(mountpoint: Path, kib: int) -> None:
         log.debug("kernel read-ahead of %s left as is: %s", mountpoint, exc)
 
 
-def run_daemon(config: Config, ready: Callable[[str | None], None]) -> int:
-    """Runs the mount in this process until unmounted; ``ready`` gets None or the error."""
+def _start(
+    config: Config, notifier: Notifier, make_store: StoreFactory, stack: ExitStack
+) -> Daemon:
+    """Builds and mounts everything, registering each close on ``stack`` as soon as it is
+    opened, so whichever step fails, what was opened before it is closed."""
+    check_mountpoint(config.mountpoint)
+    stats = Stats()
+    cache = open_cache(config, stats)
+    stack.callback(cache.close)
+    store = make_store(config, stats)
+    if not check_bucket(store.with_retries(MOUNT_CHECK), config):
+        message = f"{config.source} holds no object yet (a typo in the prefix?); mounting it empty"
+        log.warning("%s", message)
+        notifier.warn(message)
+    core = build_core(config, store, cache, stats)
+    if config.metrics_addr:
+        from rangefs.metrics import serve_metrics
+
+        stack.callback(serve_metrics(config.metrics_addr, stats, cache.volume))
+    try:
+        pyfuse3.init(FuseOperations(core.fs), str(config.mountpoint), fuse_options(config))
+    except RuntimeError as exc:
+        raise UserError(f"cannot mount on {config.mountpoint}: {exc}") from None
+    stack.callback(pyfuse3.close, unmount=True)
+    return Daemon(config, core)
+
+
+def run_daemon(config: Config, notifier: Notifier, make_store: StoreFactory = s3_store) -> None:
+    """Runs the mount in this process until unmounted; ``notifier`` hears ready or why not.
+
+    ``make_store`` builds the object store (boto3 by default), as mountpoint-s3's
+    ``run(client_builder, args)``: a test or a benchmark can mount over another store.
+    Raises :class:`UserError` if the mount could not be made.
+    """
     tune_malloc()
-    try:
-        setup_logging(config)
-        check_mountpoint(config.mountpoint)
-        daemon = Daemon(config)
-        check_bucket(S3Store(daemon.s3.client, config.bucket, MOUNT_CHECK_RETRY), config)
-        fs, reader = daemon.build()
-        ops = FuseOperations(fs)
-        if config.metrics_addr:
-            from rangefs.metrics import serve_metrics
-
-            try:
-                serve_metrics(config.metrics_addr, daemon.stats, daemon.cache.volume)
-            except UserError as exc:
-                raise UserError(str(exc), MOUNT_FAILED) from None
+    with ExitStack() as stack:
         try:
-            pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
-        except RuntimeError as exc:
-            raise UserError(f"cannot mount on {config.mountpoint}: {exc}", MOUNT_FAILED) from None
-    except UserError as exc:
-        log.error("mount failed: %s", exc)
-        ready(str(exc))
-        return exc.exit_code
-    if config.pid_file:
-        config.pid_file.write_text(f"{os.getpid()}\n")
-    log.info(
-        "mounted %s on %s (chunk %d B, cache %s)",
-        config.source,
-        config.mountpoint,
-        config.chunk_size,
-        config.cache_dir,
-    )
-    ready(None)
-    sdnotify.notify("READY=1", f"STATUS=mounted {config.source} on {config.mountpoint}")
-    clean = False
-    try:
-        trio.run(daemon.serve, reader)
-        clean = True
-    except BaseException:
-        log.exception("daemon failed")
-        raise
-    finally:
-        sdnotify.notify("STOPPING=1")
-        pyfuse3.close(unmount=True)
-        daemon.cache.close()
-        log.info("unmounted %s%s", config.mountpoint, "" if clean else " after an error")
+            setup_logging(config)
+            daemon = _start(config, notifier, make_store, stack)
+        except UserError as exc:
+            log.error("mount failed: %s", exc)
+            notifier.send(str(exc))
+            raise
         if config.pid_file:
-            config.pid_file.unlink(missing_ok=True)
-    return 0
+            config.pid_file.write_text(f"{os.getpid()}\n")
+            stack.callback(config.pid_file.unlink, missing_ok=True)
+        log.info(
+            "mounted %s on %s (chunk %d B, cache %s)",
+            config.source,
+            config.mountpoint,
+            config.chunk_size,
+            config.cache_dir,
+        )
+        notifier.send(None)
+        sdnotify.notify("READY=1", f"STATUS=mounted {config.source} on {config.mountpoint}")
+        stack.callback(sdnotify.notify, "STOPPING=1")
+        clean = False
+        try:
+            trio.run(daemon.serve)
+            clean = True
+        except BaseException:
+            log.exception("daemon failed")
+            raise
+        finally:
+            stack.close()
+            log.info("unmounted %s%s", config.mountpoint, "" if clean else " after an error")
 
 
-def spawn_daemon(argv: list[str], config: Config) -> int:
-    """Starts the daemon in the background and waits until it is mounted or has failed."""
-    read_fd, write_fd = os.pipe()
-    cmd = [sys.executable, "-m", "rangefs", *argv, "--foreground", "--ready-fd", str(write_fd)]
+def spawn_daemon(argv: list[str], config: Config) -> list[str]:
+    """Starts the daemon in the background and waits until it is mounted or has failed;
+    returns the warnings it gave for the user."""
+    waiter = Waiter()
+    cmd = [sys.executable, "-m", "rangefs", *argv, "--foreground", "--ready-fd", str(waiter.fd)]
     with open(os.devnull, "rb") as devnull_in, open(os.devnull, "wb") as devnull_out:
         proc = subprocess.Popen(
             cmd,
             stdin=devnull_in,
             stdout=devnull_out,
             stderr=devnull_out,
-            pass_fds=(write_fd,),
+            pass_fds=(waiter.fd,),
             start_new_session=True,
             env={**os.environ, "RANGEFS_BACKGROUND": "1"},
         )
-    os.close(write_fd)
-    deadline = time.monotonic() + config.mount_timeout + 5
-    message = b""
-    with os.fdopen(read_fd, "rb") as pipe:
-        os.set_blocking(pipe.fileno(), False)
-        while time.monotonic() < deadline:
-            try:
-                chunk = pipe.read()
-            except BlockingIOError:
-                chunk = None
-            if chunk:
-                message += chunk
-            if message.endswith(b"\n") or chunk == b"":
-                break
-            if proc.poll() is not None and not chunk:
-                break
-            time.sleep(0.02)
-    text = message.decode(errors="replace").strip()
-    if text == "ready":
-        return 0
+    waiter.started()
+    outcome = waiter.wait(proc, config.mount_timeout + 5)
+    if outcome.ready:
+        return outcome.warnings
+    text = outcome.error
     if proc.poll() is None:
         proc.kill()
         proc.wait(timeout=10)
@@ -335,4 +302,4 @@ def spawn_daemon(argv: list[str], config: Config) -> int:
         text = f"the daemon exited with status {proc.returncode}"
         if config.log_file:
             text += f" (see {config.log_file})"
-    raise UserError(text.removeprefix("error: "), MOUNT_FAILED)
+    raise UserError(text)

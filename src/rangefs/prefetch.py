@@ -2,8 +2,9 @@
 
 Two ways in, one result — every chunk of the named objects verified in the cache:
 
-* paths on a live mount: the missing chunks (from the ``user.rangefs.chunks`` xattr) are
-  read through the mount in parallel, so the daemon fetches and stores them;
+* paths on a live mount: the missing chunks (from the ``user.rangefs.chunks`` xattr, read
+  with :mod:`rangefs.xattrs`) are read through the mount in parallel, so the daemon fetches
+  and stores them;
 * ``s3://BUCKET/KEY`` or ``s3://BUCKET/PREFIX/``: chunks are fetched with Range GETs and
   stored straight into ``--cache-dir`` with the same keys a mount uses (same chunk size).
 
@@ -22,16 +23,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rangefs import chunks
+from rangefs import chunks, xattrs
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import parse_source
-from rangefs.errors import RangefsError, UserError
+from rangefs.errors import NotOnMount, RangefsError, UserError
 from rangefs.store import ObjectStore, ObjectVersion
 
 log = logging.getLogger(__name__)
-
-XATTR_CHUNKS = "user.rangefs.chunks"
-XATTR_URI = "user.rangefs.uri"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +58,9 @@ class Plan:
 def chunk_map(path: Path) -> tuple[int, list[bool]]:
     """Chunk size and the cached-chunk map of a file on a rangefs mount."""
     try:
-        raw = os.getxattr(path, XATTR_CHUNKS).decode()
-    except OSError as exc:
-        raise UserError(f"{path}: not a file on a rangefs mount ({exc.strerror})", 1) from None
-    size_text, _, flags = raw.partition(" ")
-    return int(size_text), [c == "#" for c in flags]
+        return xattrs.read_chunks(path)
+    except NotOnMount as exc:
+        raise UserError(str(exc)) from None
 
 
 def wait_until_cached(path: Path, timeout: float = 10.0) -> int:
@@ -86,7 +82,7 @@ def walk_files(path: Path) -> Iterator[Path]:
     elif path.exists():
         yield path
     else:
-        raise UserError(f"{path}: no such file or directory", 1)
+        raise UserError(f"{path}: no such file or directory")
 
 
 def plan_mounted(paths: list[Path]) -> Plan:
@@ -145,15 +141,15 @@ def plan_s3(
         else:
             objects = store.list_all(prefix)
         if not objects:
-            raise UserError(f"{source}: no objects found", 1)
+            raise UserError(f"{source}: no objects found")
         for info in objects:
             version = ObjectVersion(bucket, info.key, info.etag, info.size)
-            cache.bind_etag(bucket, info.key, info.etag)
+            cache.bind_etag(version.id)
             plan.files.append(f"s3://{bucket}/{info.key}")
             plan.total_bytes += info.size
             for index in range(chunks.chunk_count(info.size, chunk_size)):
                 start, end = chunks.chunk_bounds(index, info.size, chunk_size)
-                if cache.contains(version, chunk_size, index):
+                if cache.contains(version.chunk(chunk_size, index)):
                     plan.cached_bytes += end - start
                     continue
                 plan.jobs.append(
@@ -172,7 +168,7 @@ def _fetch_into(
     def run() -> None:
         start, end = chunks.chunk_bounds(index, version.size, chunk_size)
         data = store.get_range(version.key, start, end, version.etag, version.size)
-        if not cache.put(version, chunk_size, index, data):
+        if not cache.put(version.chunk(chunk_size, index), data):
             raise OSError("the cache did not store the chunk (full or not writable)")
 
     return run

@@ -25,8 +25,9 @@ from typing import Any
 import trio
 
 from rangefs import chunks
-from rangefs.chunk_cache import ChunkCache, chunk_key
-from rangefs.errors import ObjectChanged, RangefsError, RemoteError
+from rangefs.async_cache import AsyncChunkCache
+from rangefs.errors import BadResponse, ObjectChanged, RangefsError, RemoteError
+from rangefs.keys import ChunkKey
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectVersion
 
@@ -59,8 +60,7 @@ class ChunkReader:
     def __init__(
         self,
         store: AsyncStore,
-        cache: ChunkCache,
-        cache_limiter: trio.CapacityLimiter,
+        cache: AsyncChunkCache,
         *,
         chunk_size: int,
         memory_limit: int,
@@ -72,18 +72,18 @@ class ChunkReader:
         self.cache = cache
         self.chunk_size = chunk_size
         self.stats = stats or Stats()
-        self._cache_limiter = cache_limiter
         budget = max(3, memory_limit // chunk_size)
         slots = max(1, min(parallel, budget - 2))
         self.fetch_slots = trio.CapacityLimiter(slots)
         self._readahead_slots = trio.Semaphore(max(1, slots - DEMAND_RESERVE))
-        self._memory: OrderedDict[str, ChunkData] = OrderedDict()
+        self._memory: OrderedDict[ChunkKey, ChunkData] = OrderedDict()
         self._memory_bytes = 0
-        self._memory_limit = budget * chunk_size
+        self.memory_limit = budget * chunk_size
+        self.peak_bytes = 0  # most chunk bytes ever held in memory and in flight at once
         self.max_readahead = max(chunk_size, min(max_readahead, (budget - 2) * chunk_size))
-        self._inflight: dict[str, _Fetch] = {}
-        self._readahead_pending: set[str] = set()
-        self._unread: set[str] = set()  # chunks read ahead that no reader has touched yet
+        self._inflight: dict[ChunkKey, _Fetch] = {}
+        self._readahead_pending: set[ChunkKey] = set()
+        self._unread: set[ChunkKey] = set()  # chunks read ahead that no reader has touched yet
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -104,27 +104,23 @@ class ChunkReader:
             self._follow(stream, version, offset, length, parts[-1].index)
         out: list[memoryview] = []
         for part in parts:
-            key = chunk_key(version, self.chunk_size, part.index)
+            key = version.chunk(self.chunk_size, part.index)
             checked_disk = False
             # A chunk not in memory may be on disk: read just the blocks this request needs
             # (a random reader, or a chunk evicted while many readers share the budget).
             if key not in self._memory and key not in self._inflight:
-                piece = await trio.to_thread.run_sync(
-                    self.cache.read_range,
-                    version,
-                    self.chunk_size,
-                    part.index,
+                piece = await self.cache.read_range(
+                    key,
                     chunks.chunk_length(part.index, version.size, self.chunk_size),
                     part.start,
                     part.end,
-                    limiter=self._cache_limiter,
                 )
                 if piece is not None:
                     self.stats.range_hits += 1
                     out.append(memoryview(piece))
                     continue
                 checked_disk = True
-            got = self._lookup_or_start(key, version, part.index, check_disk=not checked_disk)
+            got = self._lookup_or_start(key, version, check_disk=not checked_disk)
             data = got if not isinstance(got, _Fetch) else await self._wait(got)
             out.append(memoryview(data)[part.start : part.end])
         self.stats.reads += 1
@@ -133,7 +129,7 @@ class ChunkReader:
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _lookup_or_start(
-        self, key: str, version: ObjectVersion, index: int, *, check_disk: bool
+        self, key: ChunkKey, version: ObjectVersion, *, check_disk: bool
     ) -> ChunkData | _Fetch:
         """The chunk from memory, or the fetch that brings it (started here if none runs);
         ``check_disk`` False when the caller just found it missing from the disk cache."""
@@ -147,7 +143,7 @@ class ChunkReader:
         if fetch is None:
             fetch = _Fetch()
             self._inflight[key] = fetch
-            self._spawn(self._fetch, key, version, index, fetch, check_disk)
+            self._spawn(self._fetch, key, version, fetch, check_disk)
         return fetch
 
     def _spawn(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
@@ -194,20 +190,20 @@ class ChunkReader:
         # All readers share the budget: read-ahead waits while the chunks already read ahead
         # (in flight or not yet read) fill it, instead of evicting each other's chunks.
         room = (
-            self._memory_limit // self.chunk_size - 2 - len(self._unread | self._readahead_pending)
+            self.memory_limit // self.chunk_size - 2 - len(self._unread | self._readahead_pending)
         )
         for index in range(first, end):
-            key = chunk_key(version, self.chunk_size, index)
+            key = version.chunk(self.chunk_size, index)
             held = key in self._memory or key in self._inflight or key in self._readahead_pending
             if not held:
                 if room <= 0:
                     break
                 room -= 1
                 self._readahead_pending.add(key)
-                self._spawn(self._readahead, key, version, index)
+                self._spawn(self._readahead, key, version)
             stream.ahead_until = index
 
-    async def _readahead(self, key: str, version: ObjectVersion, index: int) -> None:
+    async def _readahead(self, key: ChunkKey, version: ObjectVersion) -> None:
         try:
             async with self._readahead_slots:
                 if key in self._memory or key in self._inflight:
@@ -215,34 +211,31 @@ class ChunkReader:
                 fetch = _Fetch()
                 self._inflight[key] = fetch
                 self._unread.add(key)
-                await self._fetch(key, version, index, fetch)
+                await self._fetch(key, version, fetch)
         finally:
             self._readahead_pending.discard(key)
 
     async def _fetch(
-        self, key: str, version: ObjectVersion, index: int, fetch: _Fetch, check_disk: bool = True
+        self, key: ChunkKey, version: ObjectVersion, fetch: _Fetch, check_disk: bool = True
     ) -> None:
+        index = key.index
         start, end = chunks.chunk_bounds(index, version.size, self.chunk_size)
         try:
             async with self.fetch_slots:
                 self.stats.bytes_in_flight += end - start
+                self._note_peak()
                 try:
                     data = None
                     if check_disk:
-                        data = await trio.to_thread.run_sync(
-                            self.cache.get,
-                            version,
-                            self.chunk_size,
-                            index,
-                            end - start,
-                            limiter=self._cache_limiter,
-                        )
+                        data = await self.cache.get(key, end - start)
                     fetched = data is None
                     if fetched:
                         self.stats.misses += 1
                         data = await self.store.get_range(
                             version.key, start, end, version.etag, version.size
                         )
+                        if len(data) != end - start:
+                            raise BadResponse(f"store returned {len(data)} bytes for {end - start}")
                         self.stats.gets += 1
                         self.stats.bytes_fetched += len(data)
                         log.debug(
@@ -259,14 +252,7 @@ class ChunkReader:
                 assert data is not None
                 self._publish(key, fetch, data)
                 if fetched:
-                    stored = await trio.to_thread.run_sync(
-                        self.cache.put,
-                        version,
-                        self.chunk_size,
-                        index,
-                        data,
-                        limiter=self._cache_limiter,
-                    )
+                    stored = await self.cache.put(key, data)
                     if stored:
                         self.stats.chunks_stored += 1
                     else:
@@ -301,14 +287,14 @@ class ChunkReader:
             if not fetch.done.is_set():
                 self._fail(key, fetch, RemoteError("fetch cancelled"))
 
-    def _publish(self, key: str, fetch: _Fetch, data: ChunkData) -> None:
+    def _publish(self, key: ChunkKey, fetch: _Fetch, data: ChunkData) -> None:
         fetch.data = data
         self._remember(key, data)
         if self._inflight.get(key) is fetch:
             del self._inflight[key]
         fetch.done.set()
 
-    def _fail(self, key: str, fetch: _Fetch, exc: Exception) -> None:
+    def _fail(self, key: ChunkKey, fetch: _Fetch, exc: Exception) -> None:
         self.stats.read_errors += 1
         self._unread.discard(key)
         fetch.error = exc
@@ -316,13 +302,14 @@ class ChunkReader:
             del self._inflight[key]
         fetch.done.set()
 
-    def _remember(self, key: str, data: ChunkData) -> None:
+    def _remember(self, key: ChunkKey, data: ChunkData) -> None:
         old = self._memory.pop(key, None)
         if old is not None:
             self._memory_bytes -= len(old)
         self._memory[key] = data
         self._memory_bytes += len(data)
-        limit = self._memory_limit - self.stats.bytes_in_flight
+        self._note_peak()
+        limit = self.memory_limit - self.stats.bytes_in_flight
         if self._memory_bytes <= limit:
             return
         # Chunks read ahead and not read yet go last: evicting the next chunk a reader needs
@@ -336,9 +323,16 @@ class ChunkReader:
             self._memory_bytes -= len(self._memory.pop(victim))
             self._unread.discard(victim)
 
+    def _note_peak(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, self._memory_bytes + self.stats.bytes_in_flight)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Chunk bytes held in memory now (in-flight bytes are in ``stats.bytes_in_flight``)."""
+        return self._memory_bytes
+
     def forget_version(self, version: ObjectVersion) -> None:
         """Drops in-memory chunks of a version no longer current."""
-        prefix = chunk_key(version, self.chunk_size, 0).rsplit("\0", 1)[0] + "\0"
-        for key in [k for k in self._memory if k.startswith(prefix)]:
+        for key in [k for k in self._memory if k.obj == version.id]:
             self._memory_bytes -= len(self._memory.pop(key))
             self._unread.discard(key)

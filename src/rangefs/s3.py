@@ -1,31 +1,24 @@
 """The one module that talks to S3 (boto3): listings, HEAD and verified ranged GETs.
 
-Every call has connect and read timeouts and runs under one retry policy (tenacity:
-exponential backoff with jitter, bounded attempts and total time) so a failed part is
-retried alone. botocore's own retries are off: a body cut mid-stream is not something
-botocore retries, and two nested retry loops would multiply the budget.
+Every call has connect and read timeouts and runs under one retry policy
+(:mod:`rangefs.retry`) so a failed part is retried alone; this module only says which
+failures are worth a retry (:func:`classify`). botocore's own retries are off: a body cut
+mid-stream is not something botocore retries, and two nested retry loops would multiply
+the budget.
 """
 
 import base64
 import hashlib
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from rangefs.chunks import byte_range
+from rangefs.config import S3Settings
 from rangefs.errors import (
     AccessDenied,
     BadResponse,
@@ -33,8 +26,10 @@ from rangefs.errors import (
     ObjectChanged,
     RangefsError,
     RemoteError,
-    UserError,
+    Transient,
+    UsageError,
 )
+from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
 from rangefs.store import Listing, ObjectInfo
 
@@ -54,25 +49,7 @@ DENIED_CODES = {
 CHANGED_CODES = {"PreconditionFailed", "412"}
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How hard one request is retried before its read fails with EIO."""
-
-    attempts: int = 6
-    max_seconds: float = 60.0
-    initial_backoff: float = 0.2
-    max_backoff: float = 5.0
-
-
-class _Transient(Exception):
-    """A failure worth retrying: network trouble, 5xx, throttling, a short body.
-
-    ``cause`` is a short label for metrics: ``http_503``, ``timeout``, ``connection``, ...
-    """
-
-    def __init__(self, message: str, cause: str) -> None:
-        super().__init__(message)
-        self.cause = cause
+T = TypeVar("T")
 
 
 def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
@@ -82,7 +59,7 @@ def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
 
 
 def classify(exc: BaseException, what: str) -> BaseException:
-    """Map a boto3 exception to a domain error, or to :class:`_Transient` if worth a retry."""
+    """Map a boto3 exception to a domain error, or to :class:`Transient` if worth a retry."""
     if isinstance(exc, botocore.exceptions.ClientError):
         code, status = _error_code(exc)
         if code in CHANGED_CODES or status == 412:
@@ -92,7 +69,7 @@ def classify(exc: BaseException, what: str) -> BaseException:
         if code in DENIED_CODES or status == 403:
             return AccessDenied(f"{what}: {code}")
         if status >= 500 or status == 429 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
-            return _Transient(f"{code} (HTTP {status})", f"http_{status}")
+            return Transient(f"{code} (HTTP {status})", f"http_{status}")
         return RemoteError(f"{what}: {code} (HTTP {status})")
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AccessDenied(f"{what}: no AWS credentials found")
@@ -108,7 +85,7 @@ def classify(exc: BaseException, what: str) -> BaseException:
     ) or type(exc).__module__.startswith("urllib3"):
         timeout = isinstance(exc, TimeoutError | botocore.exceptions.ReadTimeoutError)
         timeout = timeout or isinstance(exc, botocore.exceptions.ConnectTimeoutError)
-        return _Transient(f"{type(exc).__name__}: {exc}", "timeout" if timeout else "connection")
+        return Transient(f"{type(exc).__name__}: {exc}", "timeout" if timeout else "connection")
     return exc
 
 
@@ -127,53 +104,48 @@ def make_boto_config(
     )
 
 
-def make_client(
-    *,
-    endpoint_url: str | None,
-    region: str | None,
-    profile: str | None,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 30.0,
-    pool: int = 16,
-    addressing_style: str = "path",
-) -> Any:
+def make_client(settings: S3Settings, pool: int) -> Any:
     """A boto3 S3 client from the standard credential chain; profile errors are user errors."""
     try:
-        session = boto3.session.Session(profile_name=profile, region_name=region)
+        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
     except botocore.exceptions.ProfileNotFound as exc:
-        raise UserError(f"AWS profile not found: {profile}") from exc
+        raise UsageError(f"AWS profile not found: {settings.profile}") from exc
+    config = make_boto_config(
+        settings.connect_timeout, settings.read_timeout, pool, settings.addressing_style
+    )
     try:
-        return session.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=make_boto_config(connect_timeout, read_timeout, pool, addressing_style),
-        )
+        return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
     except ValueError as exc:
-        raise UserError(f"invalid endpoint URL {endpoint_url!r}: {exc}") from exc
+        raise UsageError(f"invalid endpoint URL {settings.endpoint_url!r}: {exc}") from exc
+
+
+def store_factory(
+    settings: S3Settings, pool: int, stats: Stats | None = None
+) -> Callable[[str], "S3Store"]:
+    """Stores for any bucket over one client (one connection pool), retrying as ``settings``
+    say: the mount and ``prefetch s3://`` build their stores this one way."""
+    client = make_client(settings, pool)
+    retrier = Retrier(RetryPolicy(settings.retries, settings.retry_seconds), stats)
+    return lambda bucket: S3Store(client, bucket, retrier)
 
 
 class S3Store:
     """Blocking S3 access for one bucket. Thread-safe (boto3 clients are)."""
 
-    def __init__(
-        self,
-        client: Any,
-        bucket: str,
-        retry: RetryPolicy | None = None,
-        stats: Stats | None = None,
-    ) -> None:
+    def __init__(self, client: Any, bucket: str, retrier: Retrier) -> None:
         self.client = client
         self.bucket = bucket
-        self.retry = retry or RetryPolicy()
-        self.stats = stats or Stats()
+        self.retrier = retrier
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        policy = self.retry
+    def with_retries(self, policy: RetryPolicy) -> "S3Store":
+        """The same client and bucket under another retry policy (the mount's first check)."""
+        return S3Store(self.client, self.bucket, Retrier(policy, self.retrier.stats))
 
-        def attempt() -> Any:
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def attempt() -> T:
             try:
                 return fn(*args, **kwargs)
-            except (_Transient, RangefsError):
+            except RangefsError:
                 raise
             except Exception as exc:
                 mapped = classify(exc, what)
@@ -181,34 +153,19 @@ class S3Store:
                     raise
                 raise mapped from exc
 
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            self.stats.retries[getattr(exc, "cause", "other")] += 1
-            log.warning("retry %d/%d %s: %s", state.attempt_number, policy.attempts, what, exc)
+        return self.retrier.call(what, attempt)
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_seconds),
-            wait=wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            return retrying(attempt)
-        except _Transient as exc:
-            self.stats.errors[exc.cause] += 1
-            log.error("failed %s: %s (gave up after retries)", what, exc)
-            raise RemoteError(f"{what}: {exc}") from exc
-
-    def check_access(self, prefix: str) -> None:
-        """Proves the bucket exists and can be listed: a mount must not succeed otherwise."""
-        self._call(
+    def check_access(self, prefix: str) -> bool:
+        """Proves the bucket exists and can be listed (a mount must not succeed otherwise);
+        True if ``prefix`` holds at least one key."""
+        page = self._call(
             f"list s3://{self.bucket}/{prefix}",
             self.client.list_objects_v2,
             Bucket=self.bucket,
             Prefix=prefix,
             MaxKeys=1,
         )
+        return bool(page.get("KeyCount") or page.get("Contents"))
 
     def _pages(self, prefix: str, **extra: Any) -> Iterator[dict[str, Any]]:
         """Every ListObjectsV2 page under ``prefix``, past the 1000-key limit."""
@@ -295,10 +252,10 @@ class S3Store:
             finally:
                 body.close()
             if len(data) != end - start:
-                raise _Transient(f"short body: {len(data)} of {end - start} bytes", "short_body")
+                raise Transient(f"short body: {len(data)} of {end - start} bytes", "short_body")
             md5 = resp["ResponseMetadata"].get("HTTPHeaders", {}).get("content-md5")
             if md5 and base64.b64encode(hashlib.md5(data).digest()).decode() != md5:
-                raise _Transient("body does not match Content-MD5", "checksum")
+                raise Transient("body does not match Content-MD5", "checksum")
             return data
 
         return self._call(what, fetch)

@@ -10,6 +10,9 @@ from typing import Protocol
 
 import trio
 
+from rangefs.keys import ChunkKey, ObjectId
+from rangefs.retry import RetryPolicy
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
@@ -32,18 +35,34 @@ class Listing:
 
 @dataclass(frozen=True, slots=True)
 class ObjectVersion:
-    """What a chunk belongs to: an object is identified by (bucket, key, ETag)."""
+    """What a reader reads: an object identified by (bucket, key, ETag), and its size."""
 
     bucket: str
     key: str
     etag: str
     size: int
 
+    @property
+    def id(self) -> ObjectId:
+        return ObjectId(self.bucket, self.key, self.etag)
+
+    def chunk(self, chunk_size: int, index: int) -> ChunkKey:
+        return ChunkKey(self.id, chunk_size, index)
+
 
 class ObjectStore(Protocol):
+    """Blocking access to one bucket. Failures are domain errors (:mod:`rangefs.errors`);
+    transient ones have already been retried under the store's :class:`RetryPolicy`."""
+
     bucket: str
 
-    def check_access(self, prefix: str) -> None: ...
+    def with_retries(self, policy: RetryPolicy) -> "ObjectStore":
+        """The same store under another retry policy (the mount's quick first check)."""
+        ...
+
+    def check_access(self, prefix: str) -> bool:
+        """Raises unless the bucket can be listed; True if ``prefix`` holds a key."""
+        ...
 
     def list_dir(self, prefix: str) -> Listing: ...
 

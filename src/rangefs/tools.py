@@ -5,15 +5,14 @@ the work itself lives in :mod:`rangefs.prefetch` and :mod:`rangefs.chunk_cache`.
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from rangefs import prefetch
+from rangefs import prefetch, xattrs
 from rangefs.chunk_cache import ChunkCache
-from rangefs.config import format_size
-from rangefs.errors import UserError
-from rangefs.s3 import RetryPolicy, S3Store, make_client
+from rangefs.config import S3Settings, format_size
+from rangefs.errors import NotOnMount, UserError
+from rangefs.s3 import store_factory
 
 MAP_WIDTH = 64
 
@@ -32,11 +31,24 @@ def render_map(cached: list[bool], width: int = MAP_WIDTH) -> str:
 
 def open_existing_cache(directory: Path) -> ChunkCache:
     if not (directory / "cache.db").is_file():
-        raise UserError(f"{directory} is not a rangefs cache directory (no cache.db)", 1)
+        raise UserError(f"{directory} is not a rangefs cache directory (no cache.db)")
     try:
         return ChunkCache(directory)
     except Exception as exc:
-        raise UserError(f"cannot open cache {directory}: {exc}", 1) from None
+        raise UserError(f"cannot open cache {directory}: {exc}") from None
+
+
+def s3_settings(args: argparse.Namespace) -> S3Settings:
+    return S3Settings(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        addressing_style=args.addressing_style,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+        retries=args.retries,
+        retry_seconds=args.retry_seconds,
+    )
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -52,10 +64,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
             report = cache.verify()
             print(f"verified {report.checked} chunks: {report.bad} bad (dropped)")
             for key in report.bad_keys:
-                _, bucket, obj, etag, chunk_size, index = key.split("\0")
-                print(
-                    f"  bad: s3://{bucket}/{obj} ETag {etag} chunk {index} ({chunk_size} B chunks)"
-                )
+                print(f"  bad: {key.obj.uri} ETag {key.obj.etag} chunk {key.index} "
+                      f"({key.chunk_size} B chunks)")  # fmt: skip
             return 1 if report.bad else 0
         else:
             removed = cache.clear()
@@ -70,15 +80,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             chunk_size, cached = prefetch.chunk_map(path)
-            uri = os.getxattr(path, prefetch.XATTR_URI).decode()
-            etag = os.getxattr(path, "user.rangefs.etag").decode()
-            cached_bytes, size = map(int, os.getxattr(path, "user.rangefs.cached").split())
+            uri = xattrs.read_uri(path)
+            etag = xattrs.read_etag(path)
+            cached_bytes, size = xattrs.read_cached(path)
         except UserError as exc:
             print(f"rangefs: {exc}", file=sys.stderr)
             status = 1
             continue
-        except OSError as exc:
-            print(f"rangefs: {path}: {exc.strerror}", file=sys.stderr)
+        except NotOnMount as exc:
+            print(f"rangefs: {exc}", file=sys.stderr)
             status = 1
             continue
         percent = 100.0 * cached_bytes / size if size else 100.0
@@ -112,23 +122,14 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     if s3_sources:
         cache = ChunkCache(args.cache_dir.absolute(), args.cache_size)
         try:
-            client = make_client(
-                endpoint_url=args.endpoint_url,
-                region=args.region,
-                addressing_style=args.addressing_style,
-                profile=args.profile,
-                connect_timeout=args.connect_timeout,
-                read_timeout=args.read_timeout,
-                pool=args.jobs + 2,
-            )
-            policy = RetryPolicy(attempts=args.retries, max_seconds=args.retry_seconds)
+            stores = store_factory(s3_settings(args), pool=args.jobs + 2)
             try:
-                plan = prefetch.plan_s3(s3_sources, lambda b: S3Store(client, b, policy), cache,
+                plan = prefetch.plan_s3(s3_sources, stores, cache,
                                         args.chunk_size)  # fmt: skip
             except UserError:
                 raise
             except Exception as exc:
-                raise UserError(f"cannot list {' '.join(s3_sources)}: {exc}", 1) from None
+                raise UserError(f"cannot list {' '.join(s3_sources)}: {exc}") from None
             plans.append(plan)
             failures += prefetch.execute(plan, args.jobs, progress)
         finally:

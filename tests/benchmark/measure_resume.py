@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from rangefs.devserver import start_seaweedfs
 from tests.support.patterns import upload_pattern
 from tests.support.proxy import CountingProxy
+from tests.support.servers import start_seaweedfs
 
 MiB = 1024 * 1024
 

@@ -576,7 +576,7 @@ class Benchmark:
     # ------------------------------------------------------------------ setup
 
     def start_server(self) -> None:
-        from rangefs.devserver import start_seaweedfs
+        from tests.support.servers import start_seaweedfs
 
         log("starting SeaweedFS")
         self.server = start_seaweedfs(self.work / "seaweedfs")

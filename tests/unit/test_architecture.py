@@ -8,8 +8,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "rangefs"
 ALLOWED = {
     "pyfuse3": {"fuse_ops.py", "mount.py"},
-    "boto3": {"s3.py", "devserver.py"},
-    "botocore": {"s3.py", "devserver.py"},
+    "boto3": {"s3.py"},
+    "botocore": {"s3.py"},
     "diskcache": {"chunk_cache.py"},
     "prometheus_client": {"metrics.py"},
 }

@@ -60,7 +60,7 @@ def test_fstab_noise_is_ignored():
 def test_fstab_bad_options(opts, message):
     with pytest.raises(UserError, match=message) as info:
         expand("mount", "b", "/m", "-o", opts)
-    assert info.value.exit_code == 2
+    assert cli.exit_status(info.value) == 2
 
 
 def test_bad_values_are_one_line_usage_errors(capsys):

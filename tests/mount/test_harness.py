@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rangefs.devserver import DevServer
 from tests.support import run
 from tests.support.patterns import PatternFile, pattern_bytes, pattern_sha256, upload_pattern
 from tests.support.proxy import CountingProxy, Faults
+from tests.support.servers import DevServer
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from rangefs.devserver import DevServer, start_moto, start_seaweedfs
 from tests.support import (
     Mount,
     is_mounted,
@@ -33,8 +32,9 @@ from tests.support import (
     wait_for,
 )
 from tests.support.proxy import CountingProxy
+from tests.support.servers import DevServer, start_moto, start_seaweedfs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC_DIR = REPO_ROOT / "src"
 _STARTED = pytest.StashKey[float]()
 

@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 
 from rangefs import cli, sdnotify
-from rangefs.devserver import DevServer
+from tests.mount.test_operations import cli_env, ensure_mount_helper
 from tests.support import is_mounted, run
 from tests.support.patterns import pattern_bytes, upload_pattern
-from tests.test_operations import cli_env, ensure_mount_helper
+from tests.support.servers import DevServer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD_DIR = REPO_ROOT / "systemd"
 UNIT_FILES = ("rangefs@.service", "mnt-bucket.mount", "mnt-bucket.automount")
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -182,7 +182,7 @@ def test_example_config_and_mount_unit_options_parse() -> None:
 def test_unknown_fstab_option_is_a_usage_error() -> None:
     with pytest.raises(cli.UserError) as info:
         parse_mount_options("-o", "_netdev,x-systemd.automount,bogus=1", "b", "/mnt/x")
-    assert info.value.exit_code == 2
+    assert cli.exit_status(info.value) == 2
 
 
 # --- sd_notify, unit level ----------------------------------------------------------------

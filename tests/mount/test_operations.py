@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rangefs.devserver import DevServer, free_port
 from tests.support import (
     is_mounted,
     kill_rangefs,
@@ -36,8 +35,9 @@ from tests.support import (
     wait_pid_gone,
 )
 from tests.support.patterns import pattern_bytes, upload_pattern
+from tests.support.servers import DevServer, free_port
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC_DIR = REPO_ROOT / "src"
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-mount-helper.sh"
 BIN_LINK = Path("/usr/local/bin/rangefs")

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from rangefs.chunk_cache import chunk_key
 from rangefs.store import ObjectVersion
 from tests.support import mount_stats, run, sha256_file, wait_for, wait_fully_cached
 from tests.support.patterns import pattern_bytes, pattern_sha256, upload_pattern
@@ -42,7 +41,7 @@ def chunk_range(index: int, size: int) -> str:
 def value_files(cache_dir: Path, bucket: str, key: str, etag: str, size: int) -> dict[int, Path]:
     """Chunk index -> the diskcache value file holding it (read from diskcache's index)."""
     version = ObjectVersion(bucket, key, etag, size)
-    wanted = {chunk_key(version, C, i): i for i in range(-(-size // C))}
+    wanted = {version.chunk(C, i).encode(): i for i in range(-(-size // C))}
     db = sqlite3.connect(f"file:{cache_dir / 'cache.db'}?mode=ro", uri=True, timeout=30)
     try:
         rows = db.execute("SELECT key, filename FROM Cache WHERE filename IS NOT NULL").fetchall()

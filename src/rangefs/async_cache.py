@@ -1,0 +1,36 @@
+"""The chunk cache as async code sees it: every call in a worker thread under one limiter.
+
+:class:`~rangefs.chunk_cache.ChunkCache` blocks (SQLite, file I/O); the filesystem and the
+reader reach it only through this facade, so no caller passes limiters around and the
+number of threads touching the disk at once is set in one place.
+"""
+
+import trio
+
+from rangefs.chunk_cache import ChunkCache
+from rangefs.keys import ChunkKey, ObjectId
+
+
+class AsyncChunkCache:
+    def __init__(self, cache: ChunkCache, limiter: trio.CapacityLimiter) -> None:
+        self.cache = cache
+        self._limiter = limiter
+
+    async def get(self, key: ChunkKey, length: int) -> memoryview | None:
+        return await trio.to_thread.run_sync(self.cache.get, key, length, limiter=self._limiter)
+
+    async def read_range(self, key: ChunkKey, length: int, start: int, end: int) -> bytes | None:
+        return await trio.to_thread.run_sync(
+            self.cache.read_range, key, length, start, end, limiter=self._limiter
+        )
+
+    async def put(self, key: ChunkKey, data: bytes | memoryview) -> bool:
+        return await trio.to_thread.run_sync(self.cache.put, key, data, limiter=self._limiter)
+
+    async def bind_etag(self, obj: ObjectId) -> None:
+        await trio.to_thread.run_sync(self.cache.bind_etag, obj, limiter=self._limiter)
+
+    async def cached_map(self, obj: ObjectId, chunk_size: int, count: int) -> list[bool]:
+        return await trio.to_thread.run_sync(
+            self.cache.cached_map, obj, chunk_size, count, limiter=self._limiter
+        )

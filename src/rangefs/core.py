@@ -1,0 +1,55 @@
+"""The FUSE-free core of a mount, assembled from a config, an object store and a cache.
+
+The daemon (:mod:`rangefs.mount`) builds it over boto3; the core test tier builds it over an
+in-memory store, with no kernel and no server. Only here are the thread limiters chosen:
+each blocking resource (S3 metadata calls, GETs, the disk cache) gets one, so the trio loop
+never blocks and no caller passes limiters around.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from rangefs.async_cache import AsyncChunkCache
+from rangefs.chunk_cache import ChunkCache
+from rangefs.config import Config
+from rangefs.filesystem import Filesystem
+from rangefs.namespace import Namespace
+from rangefs.reader import ChunkReader
+from rangefs.stats import Stats
+from rangefs.store import AsyncStore, ObjectStore
+
+CACHE_THREADS = 4  # disk cache reads/writes at once
+META_THREADS = 8  # listings and HEADs at once
+
+
+@dataclass
+class Core:
+    fs: Filesystem
+    reader: ChunkReader
+    store: AsyncStore
+    stats: Stats
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Hosts the fetch tasks; ``nursery.start(core.run)`` before serving reads."""
+        await self.reader.run(task_status=task_status)
+
+
+def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Stats) -> Core:
+    async_store = AsyncStore(
+        store, trio.CapacityLimiter(META_THREADS), trio.CapacityLimiter(config.parallel)
+    )
+    async_cache = AsyncChunkCache(cache, trio.CapacityLimiter(CACHE_THREADS))
+    reader = ChunkReader(
+        async_store,
+        async_cache,
+        chunk_size=config.chunk_size,
+        memory_limit=config.memory_limit,
+        max_readahead=config.max_readahead,
+        parallel=config.parallel,
+        stats=stats,
+    )
+    namespace = Namespace(async_store, config.prefix, config.metadata_ttl)
+    fs = Filesystem(config, namespace, reader, async_cache, stats)
+    return Core(fs, reader, async_store, stats)

@@ -1,0 +1,75 @@
+"""The extended attributes a mount answers: names and encodings, both ends in one place.
+
+The daemon (:mod:`rangefs.filesystem`) encodes them; ``rangefs prefetch``, ``rangefs status``
+and the demo read them from another process through the readers below. Formats (stable,
+documented in docs/OPERATIONS.md, read by people with ``getfattr``):
+
+* ``user.rangefs.uri``     ``s3://BUCKET/KEY`` (directories end in ``/``)
+* ``user.rangefs.etag``    the ETag the file is read at
+* ``user.rangefs.cached``  ``CACHED_BYTES SIZE``
+* ``user.rangefs.chunks``  ``CHUNK_SIZE MAP``, one character per chunk: ``#`` cached, ``.`` not
+* ``user.rangefs.stats``   (root only) the daemon's counters as JSON
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rangefs.errors import NotOnMount
+
+PREFIX = "user.rangefs."
+URI = PREFIX + "uri"
+ETAG = PREFIX + "etag"
+CACHED = PREFIX + "cached"
+CHUNKS = PREFIX + "chunks"
+STATS = PREFIX + "stats"
+
+ROOT_NAMES = (URI, STATS)
+DIR_NAMES = (URI,)
+FILE_NAMES = (URI, ETAG, CACHED, CHUNKS)
+CACHED_MARK, MISSING_MARK = "#", "."
+
+
+def encode_chunks(chunk_size: int, cached: list[bool]) -> bytes:
+    return f"{chunk_size} {''.join(CACHED_MARK if c else MISSING_MARK for c in cached)}".encode()
+
+
+def encode_cached(cached_bytes: int, size: int) -> bytes:
+    return f"{cached_bytes} {size}".encode()
+
+
+def encode_stats(stats: dict[str, object]) -> bytes:
+    return json.dumps(stats, sort_keys=True).encode()
+
+
+def _get(path: Path | str, name: str) -> str:
+    try:
+        return os.getxattr(path, name).decode()
+    except OSError as exc:
+        raise NotOnMount(f"{path}: not a file on a rangefs mount ({exc.strerror})") from None
+
+
+def read_uri(path: Path | str) -> str:
+    return _get(path, URI)
+
+
+def read_etag(path: Path | str) -> str:
+    return _get(path, ETAG)
+
+
+def read_chunks(path: Path | str) -> tuple[int, list[bool]]:
+    """Chunk size and the cached-chunk map of a file on a rangefs mount."""
+    size_text, _, marks = _get(path, CHUNKS).partition(" ")
+    return int(size_text), [c == CACHED_MARK for c in marks]
+
+
+def read_cached(path: Path | str) -> tuple[int, int]:
+    """Cached bytes and size of a file on a rangefs mount."""
+    cached, size = _get(path, CACHED).split()
+    return int(cached), int(size)
+
+
+def read_stats(mountpoint: Path | str) -> dict[str, Any]:
+    """The daemon's counters, read from the mount's root."""
+    return json.loads(_get(mountpoint, STATS))
