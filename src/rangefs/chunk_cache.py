@@ -56,7 +56,7 @@ class _TidyDisk(diskcache.Disk):
     """diskcache's Disk, but a value file whose write failed (ENOSPC) is removed, not left
     behind half-written to keep the disk full."""
 
-    def _write(self, full_path, iterator, mode, encoding=None):  # type: ignore[no-untyped-def]
+    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
         try:
             return super()._write(full_path, iterator, mode, encoding)
         except FileExistsError:
@@ -337,7 +337,7 @@ class ChunkCache:
     def verify(self) -> VerifyReport:
         """Re-checks every stored chunk; bad ones are dropped."""
         checked = 0
-        bad: list[str] = []
+        bad: list[ChunkKey] = []
         for key in list(self.iter_chunk_keys()):
             checked += 1
             try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rangefs import locals3, xattrs
-from rangefs.config import MiB, format_size
+from rangefs.config import MiB, S3Settings, format_size
 from rangefs.prefetch import wait_until_cached
 from rangefs.s3 import make_client
 
@@ -80,11 +80,8 @@ def timed_copy(src: Path, dst: Path) -> float:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while block := f.read(4 * MiB):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def start_server() -> tuple[locals3.LocalS3, Any]:
@@ -92,7 +89,7 @@ def start_server() -> tuple[locals3.LocalS3, Any]:
     server = locals3.start_seaweedfs(DEMO_DIR / "s3", detach=True)
     (DEMO_DIR / "server.pid").write_text(str(server.process.pid))
     os.environ.update(server.env())
-    client = make_client(endpoint_url=server.endpoint_url, region=server.region, profile=None)
+    client = make_client(S3Settings(endpoint_url=server.endpoint_url, region=server.region), pool=4)
 
     def probe() -> None:
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):

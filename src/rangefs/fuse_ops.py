@@ -9,8 +9,8 @@ import errno
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -20,14 +20,18 @@ from rangefs.filesystem import Attributes, Filesystem
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
+Handler = Callable[Concatenate["FuseOperations", P], Coroutine[Any, Any, T]]
+WRITE_OPERATIONS = ("setattr", "create", "write", "unlink", "rmdir", "mkdir", "mknod", "rename",
+                    "symlink", "link", "setxattr", "removexattr")  # fmt: skip
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
-def boundary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def boundary(fn: Handler[P, T]) -> Handler[P, T]:
     @functools.wraps(fn)
-    async def handler(self: "FuseOperations", *args: Any) -> T:
+    async def handler(self: "FuseOperations", *args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return await fn(self, *args)
+            return await fn(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
         except RangefsError as exc:
@@ -39,15 +43,14 @@ def boundary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return handler
 
 
-def read_only(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def refuse_write(name: str) -> Callable[..., Coroutine[Any, Any, None]]:
     """A write handler: refused with EROFS, through the same boundary as every error."""
 
-    @boundary
-    @functools.wraps(fn)
-    async def handler(self: "FuseOperations", *args: Any) -> Any:
-        raise ReadOnly(fn.__name__)
+    async def handler(self: "FuseOperations", *args: Any) -> None:
+        raise ReadOnly(name)
 
-    return handler
+    handler.__name__ = name
+    return boundary(handler)
 
 
 class FuseOperations(pyfuse3.Operations):
@@ -88,7 +91,7 @@ class FuseOperations(pyfuse3.Operations):
         return self._entry(await self.fs.getattr(inode))
 
     @boundary
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:
             self.fs.forget(inode, count)
 
@@ -118,6 +121,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        # pyfuse3 sends any buffer (a memoryview spares a copy); its stub says bytes.
         return await self.fs.read(fh, off, size)  # type: ignore[return-value]
 
     @boundary
@@ -148,38 +152,7 @@ class FuseOperations(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         return [os.fsencode(n) for n in await self.fs.listxattr(inode)]
 
-    @read_only
-    async def setattr(self, *args: Any) -> None: ...
 
-    @read_only
-    async def create(self, *args: Any) -> None: ...
-
-    @read_only
-    async def write(self, *args: Any) -> None: ...
-
-    @read_only
-    async def unlink(self, *args: Any) -> None: ...
-
-    @read_only
-    async def rmdir(self, *args: Any) -> None: ...
-
-    @read_only
-    async def mkdir(self, *args: Any) -> None: ...
-
-    @read_only
-    async def mknod(self, *args: Any) -> None: ...
-
-    @read_only
-    async def rename(self, *args: Any) -> None: ...
-
-    @read_only
-    async def symlink(self, *args: Any) -> None: ...
-
-    @read_only
-    async def link(self, *args: Any) -> None: ...
-
-    @read_only
-    async def setxattr(self, *args: Any) -> None: ...
-
-    @read_only
-    async def removexattr(self, *args: Any) -> None: ...
+# pyfuse3 calls handlers by name; each write operation gets the same refusal.
+for _name in WRITE_OPERATIONS:
+    setattr(FuseOperations, _name, refuse_write(_name))

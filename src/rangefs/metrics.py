@@ -85,7 +85,7 @@ def serve_metrics(addr: str, stats: Stats, cache_bytes: Callable[[], int]) -> Ca
     address is a user error."""
     host, port = parse_addr(addr)
     registry = CollectorRegistry()
-    registry.register(StatsCollector(stats, cache_bytes))  # type: ignore[arg-type]
+    registry.register(StatsCollector(stats, cache_bytes))
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

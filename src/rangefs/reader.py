@@ -19,6 +19,7 @@ What it guarantees:
 
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +147,7 @@ class ChunkReader:
             self._spawn(self._fetch, key, version, fetch, check_disk)
         return fetch
 
-    def _spawn(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         if self._nursery is None:
             raise RuntimeError("ChunkReader.run() is not running")
         self._nursery.start_soon(fn, *args)
@@ -225,19 +226,20 @@ class ChunkReader:
                 self.stats.bytes_in_flight += end - start
                 self._note_peak()
                 try:
-                    data = None
+                    data: ChunkData | None = None
                     if check_disk:
                         data = await self.cache.get(key, end - start)
                     fetched = data is None
                     if fetched:
                         self.stats.misses += 1
-                        data = await self.store.get_range(
+                        body = await self.store.get_range(
                             version.key, start, end, version.etag, version.size
                         )
-                        if len(data) != end - start:
-                            raise BadResponse(f"store returned {len(data)} bytes for {end - start}")
+                        if len(body) != end - start:
+                            raise BadResponse(f"store returned {len(body)} bytes for {end - start}")
                         self.stats.gets += 1
-                        self.stats.bytes_fetched += len(data)
+                        self.stats.bytes_fetched += len(body)
+                        data = body
                         log.debug(
                             "fetched s3://%s/%s bytes=%d-%d",
                             version.bucket,

@@ -4,7 +4,6 @@ Objects hold a position-dependent pattern, so a shifted or misaligned read fails
 counting proxy between rangefs and SeaweedFS proves what was (not) fetched.
 """
 
-import hashlib
 import os
 import re
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run
+from tests.support import run, sha256_file
 from tests.support.patterns import pattern_bytes, pattern_sha256, upload_pattern
 
 C = 1024 * 1024  # the chunk size the rangefs_mount fixture uses by default
@@ -25,10 +24,6 @@ SIZES = {
     "chunk-plus-1.bin": C + 1,
     "several.bin": 3 * C + 12345,
 }
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -51,7 +46,7 @@ def test_cp_every_size_is_byte_identical(mixed, rangefs_mount, tmp_path):
         dst = tmp_path / name
         assert run(["cp", str(mount.path / "mixed" / name), str(dst)]).returncode == 0
         assert dst.stat().st_size == size
-        assert sha256(dst) == pattern_sha256(size, seed), name
+        assert sha256_file(dst) == pattern_sha256(size, seed), name
     out = run(["sha256sum", str(mount.path / "top level.bin")]).stdout.split()[0]
     assert out == pattern_sha256(2 * C + 3, 42)
 
@@ -65,8 +60,8 @@ def test_rsync_a_of_a_prefix_is_byte_identical(mixed, rangefs_mount, tmp_path):
     copied = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
     assert copied == sorted([*SIZES, "a/b/c/deep.bin", "ünï cødé/ファイル name.txt"])
     for seed, (name, size) in enumerate(SIZES.items()):
-        assert sha256(dst / name) == pattern_sha256(size, seed)
-    assert sha256(dst / "a/b/c/deep.bin") == pattern_sha256(70_000, 99)
+        assert sha256_file(dst / name) == pattern_sha256(size, seed)
+    assert sha256_file(dst / "a/b/c/deep.bin") == pattern_sha256(70_000, 99)
     assert (dst / "ünï cødé/ファイル name.txt").read_bytes() == pattern_bytes(0, 5000, 7)
 
 
@@ -211,7 +206,7 @@ def test_gets_are_chunk_aligned_and_cached_reads_send_none(mixed, proxy, rangefs
     mount = rangefs_mount(mixed, endpoint=proxy.url, cache_dir=cache)
     size = SIZES["several.bin"]
     key = "mixed/several.bin"
-    assert sha256(mount.path / key) == pattern_sha256(size, 5)
+    assert sha256_file(mount.path / key) == pattern_sha256(size, 5)
     gets = [r for r in proxy.records if r.method == "GET" and r.key == key]
     ranges = sorted(r.range for r in gets)
     want = sorted(f"bytes={k * C}-{min((k + 1) * C, size) - 1}" for k in range(4))
@@ -220,14 +215,14 @@ def test_gets_are_chunk_aligned_and_cached_reads_send_none(mixed, proxy, rangefs
     assert proxy.bytes_sent(key) == size
 
     proxy.reset()
-    assert sha256(mount.path / key) == pattern_sha256(size, 5)
+    assert sha256_file(mount.path / key) == pattern_sha256(size, 5)
     run(["dd", f"if={mount.path / key}", "of=/dev/null", "bs=4096", "skip=300", "count=9"])
     assert proxy.count("GET", key=key) == 0
 
     mount.unmount()
     again = rangefs_mount(mixed, endpoint=proxy.url, cache_dir=cache)
     proxy.reset()
-    assert sha256(again.path / key) == pattern_sha256(size, 5)
+    assert sha256_file(again.path / key) == pattern_sha256(size, 5)
     assert proxy.count("GET", key=key) == 0, "served from the disk cache after a remount"
 
 
@@ -269,5 +264,5 @@ def test_persistent_server_failure_is_eio_in_bounded_time(mixed, proxy, rangefs_
     log = mount.log()
     assert re.search(r"failed GET s3://\S+/mixed/chunk.bin bytes=0-1048575: .*503", log), log
     proxy.faults.error_rate = 0.0
-    assert sha256(mount.path / "mixed/chunk.bin") == pattern_sha256(C, 3)
+    assert sha256_file(mount.path / "mixed/chunk.bin") == pattern_sha256(C, 3)
     assert mount.alive

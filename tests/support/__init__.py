@@ -221,12 +221,9 @@ class Mount:
 
 
 def sha256_file(path: Path) -> str:
-    """SHA-256 of a (possibly large) file, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
+    """SHA-256 of a (possibly large) file, read in blocks."""
     with Path(path).open("rb") as f:
-        while block := f.read(4 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def rangefs_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> Any:
