@@ -31,6 +31,7 @@ from tests.support import (
     run,
     wait_for,
 )
+from tests.support.patterns import upload_pattern
 from tests.support.proxy import CountingProxy
 from tests.support.servers import DevServer, start_moto, start_seaweedfs
 
@@ -132,6 +133,35 @@ def make_bucket(
             continue
         with contextlib.suppress(Exception):
             server.client(max_attempts=1).delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def seeded_bucket(make_bucket: Callable[..., str], s3server: DevServer) -> Callable[..., str]:
+    """A fresh bucket holding pattern objects: ``seeded_bucket({"a.bin": (size, seed)})``."""
+
+    def make(objects: dict[str, tuple[int, int]]) -> str:
+        bucket = make_bucket()
+        client = s3server.client()
+        for key, (size, seed) in objects.items():
+            upload_pattern(client, bucket, key, size, seed)
+        return bucket
+
+    return make
+
+
+@pytest.fixture
+def proxied_mount(
+    rangefs_mount: RangefsMounter, proxy: CountingProxy, tmp_path: Path
+) -> Callable[..., Mount]:
+    """``proxied_mount(bucket, *args)``: a mount through the counting proxy, on one cache dir
+    per test (``tmp_path/cache``), so a second call is a remount that resumes from the same
+    checkpoint. ``cache_dir=`` overrides it."""
+    cache = tmp_path / "cache"
+
+    def mount(bucket: str, *args: str, cache_dir: Path | None = cache) -> Mount:
+        return rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache_dir)
+
+    return mount
 
 
 @pytest.fixture

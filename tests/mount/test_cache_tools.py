@@ -93,12 +93,11 @@ def parse_stats(text: str) -> dict[str, object]:
 
 
 @pytest.mark.timeout(90)
-def test_cache_size_bounds_the_value_files(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
-    bucket = make_bucket()
+def test_cache_size_bounds_the_value_files(tmp_path, seeded_bucket, proxied_mount):
     size, key = 32 * C, "bounded.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=71)
+    bucket = seeded_bucket({key: (size, 71)})
     cache = tmp_path / "cache"
-    mount = rangefs_mount(bucket, "--cache-size", "8M", endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket, "--cache-size", "8M")
     path = mount.path / key
     assert sha256_file(path) == pattern_sha256(size, 71)
     wait_for(
@@ -161,14 +160,11 @@ def test_full_cache_disk_never_fails_a_read(
 
 
 @pytest.mark.timeout(60)
-def test_full_cache_disk_leaves_no_partial_value_file(
-    small_tmpfs, make_bucket, s3server, rangefs_mount
-):
+def test_full_cache_disk_leaves_no_partial_value_file(small_tmpfs, rangefs_mount, seeded_bucket):
     """A value file cut short by ENOSPC is not in diskcache's index, so nothing (eviction,
     ``cache verify``, ``cache clear``) would ever delete it: it must not be left behind."""
-    bucket = make_bucket()
     size, key = 12 * C, "fill.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=70)
+    bucket = seeded_bucket({key: (size, 70)})
     cache = small_tmpfs / "cache"
     mount = rangefs_mount(bucket, cache_dir=cache)
     assert sha256_file(mount.path / key) == pattern_sha256(size, 70)
@@ -216,10 +212,9 @@ def test_two_mounts_share_one_cache_dir(make_bucket, s3server, proxy, rangefs_mo
 
 
 @pytest.mark.timeout(120)
-def test_prefetch_mounted_file_resumes_after_kill(make_bucket, s3server, proxy, rangefs_mount):
-    bucket = make_bucket()
+def test_prefetch_mounted_file_resumes_after_kill(proxy, rangefs_mount, seeded_bucket):
     size, key = 64 * C, "pf/big.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=76)
+    bucket = seeded_bucket({key: (size, 76)})
     mount = rangefs_mount(bucket, endpoint=proxy.url)
     path = mount.path / key
 
@@ -410,13 +405,13 @@ def test_status_shows_the_chunk_map(make_bucket, s3server, rangefs_mount):
 
 
 @pytest.mark.timeout(90)
-def test_cache_stats_verify_clear(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
+def test_cache_stats_verify_clear(make_bucket, s3server, proxy, tmp_path, proxied_mount):
     bucket = make_bucket()
     client = s3server.client()
     upload_pattern(client, bucket, "x.bin", 8 * C, seed=78)
     upload_pattern(client, bucket, "y.bin", 3 * C, seed=79)
     cache = tmp_path / "cache"
-    mount = rangefs_mount(bucket, endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket)
     for key in ("x.bin", "y.bin"):
         assert sha256_file(mount.path / key) != ""
         wait_fully_cached(mount.path / key)
@@ -464,7 +459,7 @@ def test_cache_stats_verify_clear(make_bucket, s3server, proxy, rangefs_mount, t
     assert value_files(cache) == []
 
     proxy.reset()
-    again = rangefs_mount(bucket, endpoint=proxy.url, cache_dir=cache)
+    again = proxied_mount(bucket)
     assert sha256_file(again.path / "x.bin") == pattern_sha256(8 * C, 78)
     assert proxy.count("GET", key="x.bin", ranged_only=True) == 8, "everything fetched again"
 

@@ -82,13 +82,12 @@ def drop_lines(log: str, key: str) -> dict[int, str]:
 
 @pytest.mark.timeout(90)
 def test_damaged_value_files_are_refetched_after_remount(
-    make_bucket, s3server, proxy, rangefs_mount, tmp_path
+    proxy, tmp_path, seeded_bucket, proxied_mount
 ):
-    bucket = make_bucket()
     size, key = 16 * C + 777, "damaged.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=41)
+    bucket = seeded_bucket({key: (size, 41)})
     cache = tmp_path / "cache"
-    mount = rangefs_mount(bucket, endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket)
     path = mount.path / key
     assert sha256_file(path) == pattern_sha256(size, 41)
     wait_fully_cached(path)
@@ -101,7 +100,7 @@ def test_damaged_value_files_are_refetched_after_remount(
     drop_page_cache()
 
     proxy.reset()
-    again = rangefs_mount(bucket, endpoint=proxy.url, cache_dir=cache)
+    again = proxied_mount(bucket)
     result = run(["sha256sum", str(again.path / key)])
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == pattern_sha256(size, 41)
@@ -115,14 +114,13 @@ def test_damaged_value_files_are_refetched_after_remount(
 
 
 @pytest.mark.timeout(90)
-def test_damage_while_mounted_is_detected(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
+def test_damage_while_mounted_is_detected(proxy, tmp_path, seeded_bucket, proxied_mount):
     """``--memory-limit 4M`` keeps the daemon's in-memory LRU to a few chunks, so the
     damaged (early) chunks of a 24-chunk object are read back from disk."""
-    bucket = make_bucket()
     size, key = 24 * C, "live.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=42)
+    bucket = seeded_bucket({key: (size, 42)})
     cache = tmp_path / "cache"
-    mount = rangefs_mount(bucket, "--memory-limit", "4M", endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket, "--memory-limit", "4M")
     path = mount.path / key
     assert sha256_file(path) == pattern_sha256(size, 42)
     wait_fully_cached(path)
@@ -160,9 +158,7 @@ def read_chunk(fd: int, index: int, size: int) -> tuple[bytes, OSError | None]:
 
 
 @pytest.mark.timeout(90)
-def test_overwritten_object_never_mixes_versions(
-    make_bucket, s3server, proxy, rangefs_mount, tmp_path
-):
+def test_overwritten_object_never_mixes_versions(make_bucket, s3server, proxy, rangefs_mount):
     bucket = make_bucket()
     client = s3server.client()
     key = "changing.bin"
@@ -234,10 +230,9 @@ def test_overwritten_object_never_mixes_versions(
 
 
 @pytest.mark.timeout(150)
-def test_cp_256mib_through_cuts_and_errors(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
-    bucket = make_bucket()
+def test_cp_256mib_through_cuts_and_errors(proxy, rangefs_mount, tmp_path, seeded_bucket):
     size, key = 256 * C, "flaky.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=61)
+    bucket = seeded_bucket({key: (size, 61)})
     # 10 attempts: the chance that one of 256 chunks meets 10 faults in a row is ~1e-6.
     mount = rangefs_mount(bucket, "--retries", "10", endpoint=proxy.url)
     proxy.faults.cut_rate = 0.10
@@ -297,10 +292,9 @@ def test_each_single_fault_is_retried(make_bucket, s3server, proxy, rangefs_moun
 
 
 @pytest.mark.timeout(90)
-def test_persistent_failure_is_eio_in_bounded_time(make_bucket, s3server, proxy, rangefs_mount):
-    bucket = make_bucket()
+def test_persistent_failure_is_eio_in_bounded_time(proxy, rangefs_mount, seeded_bucket):
     size, key = 8 * C, "down.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=62)
+    bucket = seeded_bucket({key: (size, 62)})
     mount = rangefs_mount(bucket, "--retries", "3", endpoint=proxy.url)
     proxy.faults.error_rate = 1.0
     started = time.monotonic()

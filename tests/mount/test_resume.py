@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import run, sha256_file, wait_for, wait_pid_gone
-from tests.support.patterns import pattern_sha256, upload_pattern
+from tests.support.patterns import pattern_sha256
 
 C = 1024 * 1024
 PARALLEL = 4
@@ -92,15 +92,13 @@ def assert_resumed(name: str, size: int, run1: int, run2: int) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_cp_resumes_after_kill_9_at_half(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
-    bucket = make_bucket()
+def test_cp_resumes_after_kill_9_at_half(seeded_bucket, proxy, proxied_mount, tmp_path):
     size, key = 192 * C, "big.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=31)
-    cache = tmp_path / "cache"
+    bucket = seeded_bucket({key: (size, 31)})
     dst = tmp_path / "copy.bin"
     args = ("--parallel", str(PARALLEL))
 
-    mount = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket, *args)
     proxy.faults.bandwidth = 8 * C  # per connection: ~25-30 MiB/s with 3-4 GETs in flight
     cp = spawn(["cp", str(mount.path / key), str(dst)])
     wait_progress([cp], lambda: dst.exists() and dst.stat().st_size >= size // 2, "cp at 50%")
@@ -111,7 +109,7 @@ def test_cp_resumes_after_kill_9_at_half(make_bucket, s3server, proxy, rangefs_m
 
     proxy.faults.bandwidth = None
     proxy.reset()
-    again = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    again = proxied_mount(bucket, *args)
     result = run(["cp", str(again.path / key), str(dst)], timeout=90)
     assert result.returncode == 0, result.stderr
     run2 = settle(proxy, key)
@@ -123,20 +121,18 @@ def test_cp_resumes_after_kill_9_at_half(make_bucket, s3server, proxy, rangefs_m
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("how", ["sigterm", "eio-then-fusermount"])
 def test_cp_resumes_after_clean_unmount_mid_copy(
-    how, make_bucket, s3server, proxy, rangefs_mount, tmp_path
+    how, seeded_bucket, proxy, proxied_mount, tmp_path
 ):
     """A clean stop mid-copy, two ways: SIGTERM (how systemd or kill(1) stop a mount: the
     daemon unmounts while cp still reads) or the server failing so that cp gets EIO and
     then ``fusermount3 -u``. Either way cp fails, the daemon exits normally, and a new
     mount of the same cache resumes."""
-    bucket = make_bucket()
     size, key = 64 * C, "dir/obj.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=32)
-    cache = tmp_path / "cache"
+    bucket = seeded_bucket({key: (size, 32)})
     dst = tmp_path / "copy.bin"
     args = ("--parallel", str(PARALLEL), "--retries", "2")
 
-    mount = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket, *args)
     proxy.faults.bandwidth = 4 * C
     cp = spawn(["cp", str(mount.path / key), str(dst)])
     wait_progress([cp], lambda: dst.exists() and dst.stat().st_size >= size // 2, "cp at 50%")
@@ -158,7 +154,7 @@ def test_cp_resumes_after_clean_unmount_mid_copy(
 
     proxy.faults.bandwidth = None
     proxy.reset()
-    again = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    again = proxied_mount(bucket, *args)
     result = run(["cp", str(again.path / key), str(dst)], timeout=60)
     assert result.returncode == 0, result.stderr
     run2 = settle(proxy, key)
@@ -167,16 +163,14 @@ def test_cp_resumes_after_clean_unmount_mid_copy(
 
 
 @pytest.mark.timeout(90)
-def test_rsync_partial_resumes_after_kill_9(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
-    bucket = make_bucket()
+def test_rsync_partial_resumes_after_kill_9(seeded_bucket, proxy, proxied_mount, tmp_path):
     size, key = 64 * C, "data.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=33)
-    cache = tmp_path / "cache"
+    bucket = seeded_bucket({key: (size, 33)})
     out = tmp_path / "out"
     out.mkdir()
     args = ("--parallel", str(PARALLEL))
 
-    mount = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket, *args)
     proxy.faults.bandwidth = 4 * C
     rsync = spawn(["rsync", "--partial", str(mount.path / key), f"{out}/"])
     wait_progress([rsync], lambda: largest_file(out) >= size // 2, "rsync at 50%")
@@ -186,7 +180,7 @@ def test_rsync_partial_resumes_after_kill_9(make_bucket, s3server, proxy, rangef
 
     proxy.faults.bandwidth = None
     proxy.reset()
-    again = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    again = proxied_mount(bucket, *args)
     result = run(["rsync", "--partial", str(again.path / key), f"{out}/"], timeout=60)
     assert result.returncode == 0, result.stderr
     run2 = settle(proxy, key)
@@ -196,18 +190,14 @@ def test_rsync_partial_resumes_after_kill_9(make_bucket, s3server, proxy, rangef
 
 
 @pytest.mark.timeout(90)
-def test_two_files_in_flight_both_resume(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
-    bucket = make_bucket()
+def test_two_files_in_flight_both_resume(seeded_bucket, proxy, proxied_mount, tmp_path):
     size = 48 * C
     keys = {"a.bin": 34, "b/b.bin": 35}
-    client = s3server.client()
-    for key, seed in keys.items():
-        upload_pattern(client, bucket, key, size, seed)
-    cache = tmp_path / "cache"
+    bucket = seeded_bucket({key: (size, seed) for key, seed in keys.items()})
     dsts = {key: tmp_path / key.replace("/", "_") for key in keys}
     args = ("--parallel", str(PARALLEL))
 
-    mount = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket, *args)
     proxy.faults.bandwidth = 3 * C
     cps = [spawn(["cp", str(mount.path / key), str(dsts[key])]) for key in keys]
 
@@ -223,7 +213,7 @@ def test_two_files_in_flight_both_resume(make_bucket, s3server, proxy, rangefs_m
 
     proxy.faults.bandwidth = None
     proxy.reset()
-    again = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    again = proxied_mount(bucket, *args)
     for key, seed in keys.items():
         result = run(["cp", str(again.path / key), str(dsts[key])], timeout=60)
         assert result.returncode == 0, result.stderr
@@ -237,17 +227,15 @@ def test_two_files_in_flight_both_resume(make_bucket, s3server, proxy, rangefs_m
 
 
 @pytest.mark.timeout(90)
-def test_resume_after_reboot_like_crash(make_bucket, s3server, proxy, rangefs_mount, tmp_path):
+def test_resume_after_reboot_like_crash(seeded_bucket, proxy, proxied_mount, tmp_path):
     """kill -9, lazy unmount, sync and drop the page cache: only what reached the disk
     cache counts, and every chunk read back is checked (a torn one would be re-fetched)."""
-    bucket = make_bucket()
     size, key = 64 * C, "reboot.bin"
-    upload_pattern(s3server.client(), bucket, key, size, seed=36)
-    cache = tmp_path / "cache"
+    bucket = seeded_bucket({key: (size, 36)})
     dst = tmp_path / "copy.bin"
     args = ("--parallel", str(PARALLEL))
 
-    mount = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    mount = proxied_mount(bucket, *args)
     proxy.faults.bandwidth = 4 * C
     cp = spawn(["cp", str(mount.path / key), str(dst)])
     wait_progress([cp], lambda: dst.exists() and dst.stat().st_size >= size // 2, "cp at 50%")
@@ -261,7 +249,7 @@ def test_resume_after_reboot_like_crash(make_bucket, s3server, proxy, rangefs_mo
 
     proxy.faults.bandwidth = None
     proxy.reset()
-    again = rangefs_mount(bucket, *args, endpoint=proxy.url, cache_dir=cache)
+    again = proxied_mount(bucket, *args)
     result = run(["cp", str(again.path / key), str(dst)], timeout=60)
     assert result.returncode == 0, result.stderr
     run2 = settle(proxy, key)
