@@ -107,9 +107,9 @@ def start_server() -> tuple[locals3.LocalS3, Any]:
 
 def run_demo() -> int:
     mnt, cache, copy = DEMO_DIR / "mnt", DEMO_DIR / "cache", DEMO_DIR / "copy.bin"
+    locals3.weed_binary()  # before anything: without SeaweedFS, say what to install
     print("rangefs demo: a local S3 server, a mount, a copy, a remount", flush=True)
     stop_previous(mnt)
-    locals3.weed_binary()
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     mnt.mkdir(parents=True)
     server, client = start_server()
