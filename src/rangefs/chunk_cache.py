@@ -38,6 +38,7 @@ from rangefs.cache_format import (
     header_size,
     parse_prefix,
 )
+from rangefs.errors import UserError
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
 
@@ -50,6 +51,35 @@ SQLITE_TIMEOUT = 30.0
 CULL_LIMIT = 1  # evict one LRU chunk per store: diskcache's default (10) evicts the newest too
 OPEN_FILES = 256  # value files kept open for random reads, each at most TOUCH_EVERY seconds
 TOUCH_EVERY = 5.0  # seconds between index lookups (LRU touches) of a chunk read at random
+
+
+PRIVATE_UMASK = 0o077  # files of a process that writes a cache: owner-only, whatever the umask
+PRIVATE_MODE = 0o700
+
+
+def ensure_private_dir(directory: Path, *, allow_shared: bool = False) -> None:
+    """Creates ``directory`` owner-only, or refuses an existing one that other users can
+    read, write or enter (ssh's rule for keys): cached chunks are the plaintext of private
+    objects. ``allow_shared`` is the operator's explicit opt-out."""
+    try:
+        st = directory.stat()
+    except FileNotFoundError:
+        directory.mkdir(parents=True, mode=PRIVATE_MODE)
+        directory.chmod(PRIVATE_MODE)  # mkdir's mode is filtered by the umask
+        return
+    if allow_shared:
+        return
+    if st.st_uid != os.geteuid():
+        raise UserError(
+            f"cache dir {directory} belongs to uid {st.st_uid}, not to this user "
+            f"(uid {os.geteuid()}): its owner could read and change cached bytes; "
+            "use a cache dir of your own"
+        )
+    if st.st_mode & 0o077:
+        raise UserError(
+            f"cache dir {directory} is open to other users (mode {st.st_mode & 0o777:o}): "
+            f"run 'chmod 700 {directory}'"
+        )
 
 
 class _TidyDisk(diskcache.Disk):

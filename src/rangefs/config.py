@@ -99,6 +99,7 @@ class Config:
     gid: int = field(default_factory=os.getgid)
     umask: int = 0o022
     allow_other: bool = False
+    shared_cache: bool = False
     log_level: str = "info"
     log_file: Path | None = None
     pid_file: Path | None = None

@@ -22,7 +22,7 @@ import pyfuse3
 import trio
 
 from rangefs import sdnotify
-from rangefs.chunk_cache import ChunkCache
+from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
 from rangefs.config import Config
 from rangefs.core import META_THREADS, Core, build_core
 from rangefs.errors import AccessDenied, NotFound, RemoteError, UserError
@@ -82,11 +82,13 @@ def check_mountpoint(path: Path, heal: bool = True) -> None:
 
 def open_cache(config: Config, stats: Stats) -> ChunkCache:
     try:
-        config.cache_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(config.cache_dir, allow_shared=config.shared_cache)
         probe = config.cache_dir / f".rangefs-probe-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
         return ChunkCache(config.cache_dir, config.cache_size, stats)
+    except UserError:
+        raise
     except Exception as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UserError(f"cache dir {config.cache_dir} is not usable: {reason}") from None
@@ -239,6 +241,7 @@ def run_daemon(config: Config, notifier: Notifier, make_store: StoreFactory = s3
     Raises :class:`UserError` if the mount could not be made.
     """
     tune_malloc()
+    os.umask(PRIVATE_UMASK)  # the cache, the log and the pid file are nobody else's
     with ExitStack() as stack:
         try:
             setup_logging(config)

@@ -5,11 +5,12 @@ the work itself lives in :mod:`rangefs.prefetch` and :mod:`rangefs.chunk_cache`.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from rangefs import prefetch, xattrs
-from rangefs.chunk_cache import ChunkCache
+from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
 from rangefs.config import S3Settings, format_size
 from rangefs.errors import NotOnMount, UserError
 from rangefs.s3 import store_factory
@@ -120,6 +121,8 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
                         "(cache full or not writable?)"
                     )
     if s3_sources:
+        os.umask(PRIVATE_UMASK)
+        ensure_private_dir(args.cache_dir.absolute())
         cache = ChunkCache(args.cache_dir.absolute(), args.cache_size)
         try:
             stores = store_factory(s3_settings(args), pool=args.jobs + 2)
