@@ -8,13 +8,14 @@ never a mix of two versions.
 
 import itertools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rangefs import chunks, xattrs
 from rangefs.async_cache import AsyncChunkCache
 from rangefs.config import Config
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
-from rangefs.inodes import InodeTable
+from rangefs.inodes import ROOT_INODE, InodeTable
 from rangefs.namespace import Entry, Namespace, join
 from rangefs.reader import ChunkReader, ReadStream
 from rangefs.stats import Stats
@@ -45,6 +46,19 @@ class DirEntry:
     name: str
     attributes: Attributes
     next_id: int
+
+
+DOT_NAMES = (".", "..")
+
+
+@dataclass(frozen=True, slots=True)
+class DirHandle:
+    """An open directory: its own and its parent's inode, and the listing at opendir."""
+
+    ino: int
+    parent_ino: int
+    entry: Entry
+    entries: list[tuple[str, Entry]]
 
 
 @dataclass
@@ -79,7 +93,7 @@ class Filesystem:
         self.stats = stats
         self.inodes = InodeTable()
         self._handles: dict[int, OpenFile] = {}
-        self._dir_handles: dict[int, tuple[int, list[tuple[str, Entry]]]] = {}
+        self._dir_handles: dict[int, DirHandle] = {}
         self._fh = itertools.count(1)
         self._last_etag: dict[str, str] = {}
 
@@ -144,23 +158,37 @@ class Filesystem:
         if not entry.is_dir:
             raise NotADirectory(path)
         listing = await self.namespace.listing(path)
+        parent_ino = self.inodes.ino_for(path.rpartition("/")[0]) if path else ROOT_INODE
         fh = next(self._fh)
-        self._dir_handles[fh] = (ino, sorted(listing.entries.items()))
+        self._dir_handles[fh] = DirHandle(ino, parent_ino, entry, sorted(listing.entries.items()))
         return fh
 
-    def readdir(self, fh: int, start_id: int) -> list[DirEntry]:
-        """Entries after ``start_id`` from the snapshot taken at opendir (stable paging)."""
-        parent_ino, entries = self._dir_handles.get(fh, (1, []))
-        parent = self.inodes.path_of(parent_ino)
-        out = []
-        for i, (name, entry) in enumerate(entries[start_id:], start_id + 1):
-            ino = self.inodes.ino_for(join(parent, name))
-            out.append(DirEntry(name, self._attributes(ino, entry), i))
-        return out
+    def readdir(self, fh: int, start_id: int) -> Iterator[DirEntry]:
+        """Entries after offset ``start_id``: ``.`` (offset 1), ``..`` (offset 2), then the
+        snapshot taken at opendir (offsets 3...), so paging is stable. Lazy: the caller stops
+        when the kernel's buffer is full, and no inode is made for an entry never offered.
 
-    def readdir_returned(self, ino: int) -> None:
-        """The kernel took an entry from readdirplus: that counts as a lookup."""
-        self.inodes.looked_up(ino)
+        ``.`` carries the directory's inode, ``..`` its parent's (the root's ``..`` is the
+        root). Their attributes are the directory's: the kernel does not use them.
+        """
+        handle = self._dir_handles.get(fh)
+        if handle is None:
+            return
+        dots = ((".", handle.ino), ("..", handle.parent_ino))
+        for i, (name, ino) in enumerate(dots[start_id:], start_id + 1):
+            yield DirEntry(name, self._attributes(ino, handle.entry), i)
+        parent = self.inodes.path_of(handle.ino)
+        first = max(start_id - len(dots), 0)
+        for i, (name, entry) in enumerate(handle.entries[first:], first + len(dots) + 1):
+            ino = self.inodes.ino_for(join(parent, name))
+            yield DirEntry(name, self._attributes(ino, entry), i)
+
+    def readdir_returned(self, entry: DirEntry) -> None:
+        """The kernel took an entry from readdirplus: that counts as a lookup, except for
+        ``.`` and ``..``, which the kernel does not link (fs/fuse/readdir.c,
+        ``fuse_direntplus_link``) and so never forgets."""
+        if entry.name not in DOT_NAMES:
+            self.inodes.looked_up(entry.attributes.ino)
 
     def releasedir(self, fh: int) -> None:
         self._dir_handles.pop(fh, None)

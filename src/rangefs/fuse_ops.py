@@ -106,7 +106,7 @@ class FuseOperations(pyfuse3.Operations):
                 token, os.fsencode(item.name), self._entry(item.attributes), item.next_id
             ):
                 return
-            self.fs.readdir_returned(item.attributes.ino)
+            self.fs.readdir_returned(item)
 
     @boundary
     async def releasedir(self, fh: int) -> None:

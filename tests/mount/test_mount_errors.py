@@ -178,3 +178,26 @@ def test_foreground_mode_stays_attached(make_bucket, s3server, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.mark.timeout(60)
+def test_empty_prefix_mounts_with_one_warning_line(make_bucket, s3server, rangefs_mount):
+    """A prefix holding no object (a typo?) still mounts, empty, and says so in one line on
+    stderr; a prefix that holds objects mounts without a word."""
+    bucket = make_bucket()
+    s3server.client().put_object(Bucket=bucket, Key="data/f", Body=b"data")
+
+    result, mount = rangefs_mount.try_mount(f"{bucket}/typo-prefix")
+    assert result.returncode == 0 and mount is not None, result.stderr
+    assert is_mounted(mount.path) and mount.alive
+    assert result.stderr.splitlines() == [
+        f"rangefs: warning: s3://{bucket}/typo-prefix/ holds no object yet "
+        "(a typo in the prefix?); mounting it empty"
+    ]
+    assert result.stdout == ""
+    assert os.listdir(mount.path) == []
+
+    result, mount = rangefs_mount.try_mount(f"{bucket}/data")
+    assert result.returncode == 0 and mount is not None, result.stderr
+    assert (result.stderr, result.stdout) == ("", "")
+    assert os.listdir(mount.path) == ["f"]

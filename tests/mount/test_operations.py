@@ -1,8 +1,9 @@
 """Operating a mount the way an administrator does: mount(8) and fstab, a dead mountpoint,
 xattrs, metrics, logs, and who may read the files.
 
-mount(8) runs ``/sbin/mount.fuse.rangefs`` (installed by ``scripts/install-mount-helper.sh``,
-which this module runs if the helper is missing), so these tests need root.
+mount(8) runs ``/sbin/mount.fuse.rangefs`` for type ``fuse.rangefs`` and ``/sbin/mount.rangefs``
+for type ``rangefs`` (both installed by ``scripts/install-mount-helper.sh``, which this module
+runs if one is missing, and leaves installed), so these tests need root.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC_DIR = REPO_ROOT / "src"
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-mount-helper.sh"
 BIN_LINK = Path("/usr/local/bin/rangefs")
-MOUNT_HELPER = Path("/sbin/mount.fuse.rangefs")
+MOUNT_HELPERS = (Path("/sbin/mount.fuse.rangefs"), Path("/sbin/mount.rangefs"))
+# mount -t TYPE and the fstab type column: both run rangefs through their /sbin helper.
+FSTYPES = ("fuse.rangefs", "rangefs")
 HELPER_MARKER = "installed by rangefs install-mount-helper.sh"
 NOBODY = 65534
 MiB = 1024 * 1024
@@ -56,15 +59,17 @@ def console_script() -> Path:
 
 def ensure_mount_helper() -> None:
     """Runs the install script unless /usr/local/bin/rangefs already is this environment's
-    rangefs and /sbin/mount.fuse.rangefs is ours; fails (never skips) if that is impossible."""
+    rangefs and both /sbin helpers are ours; fails (never skips) if that is impossible."""
     if os.geteuid() != 0:
         pytest.fail("mount(8) and systemd tests need root (they install a mount helper)")
     target = console_script()
     if not target.exists():
         pytest.fail(f"{target} missing: run 'pip install -e .' in {sys.executable}'s environment")
     linked = BIN_LINK.exists() and BIN_LINK.resolve() == target.resolve()
-    helper = MOUNT_HELPER.exists() and HELPER_MARKER in MOUNT_HELPER.read_text(errors="replace")
-    if linked and helper:
+    helpers = all(
+        h.exists() and HELPER_MARKER in h.read_text(errors="replace") for h in MOUNT_HELPERS
+    )
+    if linked and helpers:
         return
     result = run(["sh", str(INSTALL_SCRIPT)], env={**os.environ, "PYTHON": sys.executable})
     if result.returncode != 0:
@@ -73,7 +78,8 @@ def ensure_mount_helper() -> None:
             f"{result.stdout.strip()}"
         )
     assert BIN_LINK.resolve() == target.resolve(), f"{BIN_LINK} does not point to {target}"
-    assert os.access(MOUNT_HELPER, os.X_OK), f"{MOUNT_HELPER} not installed"
+    for helper in MOUNT_HELPERS:
+        assert os.access(helper, os.X_OK), f"{helper} not installed"
 
 
 def cli_env(server: DevServer, **extra: str) -> dict[str, str]:
@@ -165,25 +171,25 @@ def fstab_options(server: DevServer, scratch: Scratch, name: str = "mnt") -> str
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("fstype", FSTYPES)
 def test_mount8_with_fstab_and_systemd_options(
-    mount_helper: None, s3server: DevServer, bucket: str, scratch: Scratch
+    mount_helper: None, s3server: DevServer, bucket: str, scratch: Scratch, fstype: str
 ) -> None:
-    """``mount -t fuse.rangefs`` accepts what fstab and systemd add, reads right, umounts."""
+    """``mount -t fuse.rangefs`` and ``mount -t rangefs`` accept what fstab and systemd add,
+    read right, and umount."""
     mnt = scratch.mountpoint()
     opts = (
         fstab_options(s3server, scratch)
         + ",allow_other,_netdev,nofail,x-systemd.automount,rw,dev,suid,exec"
     )
-    result = run(
-        ["mount", "-t", "fuse.rangefs", bucket, str(mnt), "-o", opts], env=cli_env(s3server)
-    )
+    result = run(["mount", "-t", fstype, bucket, str(mnt), "-o", opts], env=cli_env(s3server))
     log_tail = read_tail(scratch.base / "mnt.log")
     assert result.returncode == 0, f"mount failed: {result.stderr}\n{log_tail}"
     assert is_mounted(mnt)
     pid = scratch.pid()
     fs = run(["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", str(mnt)])
-    fstype, source, mount_opts = fs.stdout.split()
-    assert (fstype, source) == ("fuse.rangefs", bucket)
+    kernel_type, source, mount_opts = fs.stdout.split()
+    assert (kernel_type, source) == ("fuse.rangefs", bucket)  # whichever type mount(8) got
     assert "allow_other" in mount_opts.split(",") and "ro" in mount_opts.split(",")
 
     got = cat(mnt / "data" / "file.bin")
@@ -197,12 +203,16 @@ def test_mount8_with_fstab_and_systemd_options(
 
 
 @pytest.mark.timeout(90)
-def test_fstab_line(mount_helper: None, s3server: DevServer, bucket: str, scratch: Scratch) -> None:
-    """An /etc/fstab-style line (here a private file: ``mount --fstab FILE MNT``) mounts."""
+@pytest.mark.parametrize("fstype", FSTYPES)
+def test_fstab_line(
+    mount_helper: None, s3server: DevServer, bucket: str, scratch: Scratch, fstype: str
+) -> None:
+    """An /etc/fstab-style line (here a private file: ``mount --fstab FILE MNT``) mounts,
+    with type ``fuse.rangefs`` or ``rangefs``."""
     mnt = scratch.mountpoint()
     fstab = scratch.base / "fstab"
     options = fstab_options(s3server, scratch) + ",_netdev,nofail,x-systemd.automount"
-    fstab.write_text(f"# rangefs test fstab\ns3://{bucket}/data {mnt} fuse.rangefs {options} 0 0\n")
+    fstab.write_text(f"# rangefs test fstab\ns3://{bucket}/data {mnt} {fstype} {options} 0 0\n")
     result = run(["mount", "--fstab", str(fstab), str(mnt)], env=cli_env(s3server))
     assert result.returncode == 0, f"mount failed: {result.stderr}"
     pid = scratch.pid()
@@ -214,14 +224,13 @@ def test_fstab_line(mount_helper: None, s3server: DevServer, bucket: str, scratc
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("fstype", FSTYPES)
 def test_mount8_unknown_option_fails_cleanly(
-    mount_helper: None, s3server: DevServer, bucket: str, scratch: Scratch
+    mount_helper: None, s3server: DevServer, bucket: str, scratch: Scratch, fstype: str
 ) -> None:
     mnt = scratch.mountpoint()
     opts = fstab_options(s3server, scratch) + ",no_such_option=1"
-    result = run(
-        ["mount", "-t", "fuse.rangefs", bucket, str(mnt), "-o", opts], env=cli_env(s3server)
-    )
+    result = run(["mount", "-t", fstype, bucket, str(mnt), "-o", opts], env=cli_env(s3server))
     assert result.returncode != 0
     assert "unknown option: 'no_such_option'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -250,26 +259,91 @@ def test_mount_fuse3_route_without_path(
     assert wait_pid_gone(pid, 30)
 
 
-def test_install_script_and_wrapper(tmp_path: Path) -> None:
-    """Idempotent install into BINDIR/SBINDIR; the wrapper turns mount(8)'s call into a
-    ``rangefs mount`` command line; --uninstall removes only what it installed."""
+def install_env(tmp_path: Path) -> dict[str, str]:
+    """The install script's environment, installing into tmp_path/bin and tmp_path/sbin."""
     if os.geteuid() != 0:
         pytest.fail("the install script must run as root")
-    env = {
+    return {
         **os.environ,
         "PYTHON": sys.executable,
         "BINDIR": str(tmp_path / "bin"),
         "SBINDIR": str(tmp_path / "sbin"),
     }
+
+
+def installed_files(tmp_path: Path) -> list[Path]:
+    return sorted(p for d in ("bin", "sbin") for p in (tmp_path / d).glob("*"))
+
+
+def test_install_says_what_it_did_and_uninstall_undoes_it(tmp_path: Path) -> None:
+    """One line per thing installed, "already installed" the second time; --uninstall
+    removes exactly those, saying so, and leaves nothing behind."""
+    env = install_env(tmp_path)
+    link = tmp_path / "bin" / "rangefs"
+    helpers = [tmp_path / "sbin" / "mount.fuse.rangefs", tmp_path / "sbin" / "mount.rangefs"]
+    target = console_script()
     first = run(["sh", str(INSTALL_SCRIPT)], env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("installed: ") == 2, first.stdout
-    again = run(["sh", str(INSTALL_SCRIPT)], env=env)
-    assert again.returncode == 0 and again.stdout.count("ok: ") == 2, again.stdout
-    link, helper = tmp_path / "bin" / "rangefs", tmp_path / "sbin" / "mount.fuse.rangefs"
-    assert link.resolve() == console_script().resolve()
+    assert first.stdout.splitlines() == [
+        f"installed: {link} -> {target}",
+        *(f"installed: {h}" for h in helpers),
+    ]
+    assert installed_files(tmp_path) == sorted([link, *helpers])
+    assert link.resolve() == target.resolve()
+    for helper in helpers:
+        assert os.access(helper, os.X_OK) and HELPER_MARKER in helper.read_text()
 
-    # Swap the target for a stub that prints its arguments, then call the wrapper the way
+    again = run(["sh", str(INSTALL_SCRIPT)], env=env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [
+        f"already installed: {link} -> {target}",
+        *(f"already installed: {h}" for h in helpers),
+    ]
+
+    gone = run(["sh", str(INSTALL_SCRIPT), "--uninstall"], env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert sorted(gone.stdout.splitlines()) == sorted(f"removed: {p}" for p in [*helpers, link])
+    assert installed_files(tmp_path) == []
+    twice = run(["sh", str(INSTALL_SCRIPT), "--uninstall"], env=env)
+    assert twice.returncode == 0 and "removed" not in twice.stdout, twice.stdout
+
+
+def test_uninstall_leaves_other_files_alone(tmp_path: Path) -> None:
+    """Files at the same paths without the marker are someone else's: install refuses to
+    replace them, uninstall keeps them (and says so)."""
+    env = install_env(tmp_path)
+    for d in ("bin", "sbin"):
+        (tmp_path / d).mkdir()
+    theirs = tmp_path / "sbin" / "mount.rangefs"
+    theirs.write_text("#!/bin/sh\necho someone else's helper\n")
+    refused = run(["sh", str(INSTALL_SCRIPT)], env=env)
+    assert refused.returncode != 0 and f"{theirs} exists" in refused.stderr, refused.stderr
+    assert installed_files(tmp_path) == [theirs]
+
+    theirs.unlink()
+    assert run(["sh", str(INSTALL_SCRIPT)], env=env).returncode == 0
+    link = tmp_path / "bin" / "rangefs"
+    link.unlink()
+    link.symlink_to("/bin/true")  # someone pointed rangefs elsewhere
+    theirs.write_text("#!/bin/sh\necho someone else's helper\n")
+    (tmp_path / "bin" / "other").write_text("keep")
+    gone = run(["sh", str(INSTALL_SCRIPT), "--uninstall"], env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.splitlines() == [
+        f"removed: {tmp_path / 'sbin' / 'mount.fuse.rangefs'}",
+        f"left alone: {theirs} (not installed by this script)",
+        f"left alone: {link} (not installed by this script)",
+    ]
+    assert installed_files(tmp_path) == sorted([link, tmp_path / "bin" / "other", theirs])
+
+
+@pytest.mark.parametrize("name", ["mount.fuse.rangefs", "mount.rangefs"])
+def test_helper_turns_mount8_call_into_rangefs_mount(tmp_path: Path, name: str) -> None:
+    """Each helper turns mount(8)'s call into a ``rangefs mount`` command line."""
+    env = install_env(tmp_path)
+    assert run(["sh", str(INSTALL_SCRIPT)], env=env).returncode == 0
+    link, helper = tmp_path / "bin" / "rangefs", tmp_path / "sbin" / name
+    # Swap the target for a stub that prints its arguments, then call the helper the way
     # mount(8) does.
     link.unlink()
     link.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
@@ -281,15 +355,10 @@ def test_install_script_and_wrapper(tmp_path: Path) -> None:
     assert bare.stdout.splitlines() == ["mount", "b", "/mnt/x"]
     assert run([str(helper), "b", "/mnt/x", "-f"]).stdout == ""  # mount -f: fake, no mount
     refused = run([str(helper), "b", "/mnt/x", "-N", "1234"])
-    assert refused.returncode != 0 and "unsupported argument: -N" in refused.stderr
-    assert run([str(helper), "only-one"]).returncode != 0
-
-    (tmp_path / "bin" / "other").write_text("keep")
-    gone = run(["sh", str(INSTALL_SCRIPT), "--uninstall"], env=env)
-    assert gone.returncode == 0
-    assert not helper.exists()
-    assert link.exists()  # the stub is a regular file now, not our symlink: left alone
-    assert (tmp_path / "bin" / "other").exists()
+    assert refused.returncode != 0
+    assert refused.stderr.strip() == f"{name}: unsupported argument: -N"
+    usage = run([str(helper), "only-one"])
+    assert usage.returncode != 0 and usage.stderr.startswith(f"usage: {name} SOURCE")
 
 
 # --- a dead mountpoint --------------------------------------------------------------------

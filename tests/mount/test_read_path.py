@@ -122,6 +122,52 @@ def test_ls_find_stat_and_statfs(mixed, rangefs_mount, s3server):
     assert df.returncode == 0 and "fuse" in df.stdout.lower()
 
 
+@pytest.mark.timeout(60)
+def test_ls_a_shows_dot_and_dotdot_once(mixed, rangefs_mount):
+    """``ls -a`` shows ``.`` and ``..`` once in every directory, the rest of the listing is
+    unchanged, and their inode numbers are those of the directory and of its parent."""
+    mount = rangefs_mount(mixed)
+    dirs = {
+        "": ["mixed", "top level.bin"],
+        "mixed": sorted([*SIZES, "a", "ünï cødé"]),
+        "mixed/a/b": ["c"],
+        "mixed/a/b/c": ["deep.bin"],
+    }
+    for rel, children in dirs.items():
+        d = mount.path / rel
+        plain = run(["ls", "-1", str(d)])
+        assert plain.returncode == 0, plain.stderr
+        assert sorted(plain.stdout.splitlines()) == children, rel
+        listing = run(["ls", "-a1i", str(d)])
+        assert listing.returncode == 0, listing.stderr
+        pairs = [line.split(maxsplit=1) for line in listing.stdout.splitlines()]
+        names = [name for _, name in pairs]
+        assert names.count(".") == 1 and names.count("..") == 1, (rel, names)
+        assert sorted(set(names) - {".", ".."}) == children and len(names) == len(children) + 2
+        ino = {name: int(number) for number, name in pairs}
+        assert ino["."] == d.stat().st_ino == (d / ".").stat().st_ino, rel
+        if rel:  # the root's ".." is the directory the mount covers, not in the mount
+            assert ino[".."] == d.parent.stat().st_ino == (d / "..").stat().st_ino, rel
+        assert sorted(os.listdir(d)) == children
+
+
+@pytest.mark.timeout(60)
+def test_find_and_du_walk_the_tree_once(mixed, rangefs_mount):
+    """With ``.`` and ``..`` listed, tree walkers still see every path exactly once."""
+    mount = rangefs_mount(f"{mixed}/mixed")
+    found = run(["find", ".", "-mindepth", "1"], cwd=mount.path)
+    assert found.returncode == 0, found.stderr
+    paths = [p.removeprefix("./") for p in found.stdout.splitlines()]
+    files = [*SIZES, "a/b/c/deep.bin", "ünï cødé/ファイル name.txt"]
+    dirs = ["a", "a/b", "a/b/c", "ünï cødé"]
+    assert len(paths) == len(set(paths)) and sorted(paths) == sorted(files + dirs)
+    du = run(["du", "-a", "--apparent-size", "-b", "."], cwd=mount.path)
+    assert du.returncode == 0, du.stderr
+    sizes = {line.split("\t")[1].removeprefix("./"): int(line.split()[0]) for line in
+             du.stdout.splitlines()}  # fmt: skip
+    assert sizes["."] == sum(SIZES.values()) + 70_000 + 5000
+
+
 @pytest.mark.timeout(180)
 def test_1500_keys_in_one_directory(make_bucket, s3server, rangefs_mount):
     bucket = make_bucket()
