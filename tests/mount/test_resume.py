@@ -77,6 +77,16 @@ def spawn(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def copy_again(proxy, mount, key: str, dst: Path) -> int:
+    """The second run at full speed: ``cp`` from a fresh mount of the same cache succeeds;
+    returns the bytes of ``key`` the server sent for it."""
+    proxy.faults.bandwidth = None
+    proxy.reset()
+    result = run(["cp", str(mount.path / key), str(dst)], timeout=90)
+    assert result.returncode == 0, result.stderr
+    return settle(proxy, key)
+
+
 def assert_resumed(name: str, size: int, run1: int, run2: int) -> None:
     print(
         f"\n[figures] {name}: object {size} B ({size / C:.0f} MiB); run 1 sent {run1} B "
@@ -107,12 +117,7 @@ def test_cp_resumes_after_kill_9_at_half(seeded_bucket, proxy, proxied_mount, tm
     run1 = settle(proxy, key)
     assert "Traceback" not in mount.log()
 
-    proxy.faults.bandwidth = None
-    proxy.reset()
-    again = proxied_mount(bucket, *args)
-    result = run(["cp", str(again.path / key), str(dst)], timeout=90)
-    assert result.returncode == 0, result.stderr
-    run2 = settle(proxy, key)
+    run2 = copy_again(proxy, proxied_mount(bucket, *args), key, dst)
     assert sha256_file(dst) == pattern_sha256(size, 31)
     assert_resumed("cp after kill -9", size, run1, run2)
     assert all(r.status == 206 for r in proxy.matching("GET", key))
@@ -152,12 +157,7 @@ def test_cp_resumes_after_clean_unmount_mid_copy(
     assert "unmounted" in log and "Traceback" not in log, log
     run1 = settle(proxy, key)
 
-    proxy.faults.bandwidth = None
-    proxy.reset()
-    again = proxied_mount(bucket, *args)
-    result = run(["cp", str(again.path / key), str(dst)], timeout=60)
-    assert result.returncode == 0, result.stderr
-    run2 = settle(proxy, key)
+    run2 = copy_again(proxy, proxied_mount(bucket, *args), key, dst)
     assert sha256_file(dst) == pattern_sha256(size, 32)
     assert_resumed(f"cp after a clean stop ({how})", size, run1, run2)
 
@@ -247,12 +247,8 @@ def test_resume_after_reboot_like_crash(seeded_bucket, proxy, proxied_mount, tmp
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
     time.sleep(0.2)
 
-    proxy.faults.bandwidth = None
-    proxy.reset()
     again = proxied_mount(bucket, *args)
-    result = run(["cp", str(again.path / key), str(dst)], timeout=60)
-    assert result.returncode == 0, result.stderr
-    run2 = settle(proxy, key)
+    run2 = copy_again(proxy, again, key, dst)
     assert sha256_file(dst) == pattern_sha256(size, 36)
     assert_resumed("cp after reboot-like crash", size, run1, run2)
     assert "Traceback" not in again.log()
