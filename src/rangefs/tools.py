@@ -10,8 +10,9 @@ from pathlib import Path
 
 from rangefs import prefetch, xattrs
 from rangefs.chunk_cache import ChunkCache
-from rangefs.config import S3Settings, format_size
+from rangefs.config import format_size
 from rangefs.errors import NotOnMount, UserError
+from rangefs.options import make_s3_settings
 from rangefs.s3 import store_factory
 
 MAP_WIDTH = 64
@@ -38,21 +39,8 @@ def open_existing_cache(directory: Path) -> ChunkCache:
         raise UserError(f"cannot open cache {directory}: {exc}") from None
 
 
-def s3_settings(args: argparse.Namespace) -> S3Settings:
-    return S3Settings(
-        endpoint_url=args.endpoint_url,
-        region=args.region,
-        profile=args.profile,
-        addressing_style=args.addressing_style,
-        connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout,
-        retries=args.retries,
-        retry_seconds=args.retry_seconds,
-    )
-
-
 def cmd_cache(args: argparse.Namespace) -> int:
-    cache = open_existing_cache(args.cache_dir.absolute())
+    cache = open_existing_cache(args.cache_dir)
     try:
         if args.action == "stats":
             st = cache.summary()
@@ -120,9 +108,9 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
                         "(cache full or not writable?)"
                     )
     if s3_sources:
-        cache = ChunkCache(args.cache_dir.absolute(), args.cache_size)
+        cache = ChunkCache(args.cache_dir, args.cache_size)
         try:
-            stores = store_factory(s3_settings(args), pool=args.jobs + 2)
+            stores = store_factory(make_s3_settings(vars(args)), pool=args.jobs + 2)
             try:
                 plan = prefetch.plan_s3(s3_sources, stores, cache,
                                         args.chunk_size)  # fmt: skip
