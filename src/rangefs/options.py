@@ -256,7 +256,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-readahead", SIZE, 40 * MiB, "largest read-ahead window of a sequential reader "
            "(also capped by --memory-limit)", PERFORMANCE, (MOUNT,)),
     Option("kernel-readahead", SIZE, 1 * MiB, "the kernel's read-ahead for this mount, which "
-           "sets the FUSE request size; 0 keeps the kernel default; needs root", PERFORMANCE,
+           "sets the FUSE request size; 0 leaves the kernel's own setting; needs root", PERFORMANCE,
            (MOUNT,), field="kernel_readahead_kb", to_field=lambda size: size // KiB,
            check=_whole_kib),
     # process
