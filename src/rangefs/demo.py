@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from rangefs import locals3, xattrs
-from rangefs.config import MiB, S3Settings, format_size
+from rangefs.config import MiB, format_size
+from rangefs.errors import UserError
+from rangefs.options import MOUNT, defaults, make_s3_settings
 from rangefs.prefetch import wait_until_cached
 from rangefs.s3 import make_client
 
@@ -41,7 +43,7 @@ def say(label: str, text: str) -> None:
 def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise SystemExit(f"rangefs demo: {' '.join(cmd)} failed: {proc.stderr.strip()}")
+        raise UserError(f"demo: {' '.join(cmd)} failed: {proc.stderr.strip()}")
 
 
 def stop_previous(mnt: Path) -> None:
@@ -80,8 +82,11 @@ def timed_copy(src: Path, dst: Path) -> float:
 
 
 def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        while block := f.read(4 * MiB):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def start_server() -> tuple[locals3.LocalS3, Any]:
@@ -89,7 +94,8 @@ def start_server() -> tuple[locals3.LocalS3, Any]:
     server = locals3.start_seaweedfs(DEMO_DIR / "s3", detach=True)
     (DEMO_DIR / "server.pid").write_text(str(server.process.pid))
     os.environ.update(server.env())
-    client = make_client(S3Settings(endpoint_url=server.endpoint_url, region=server.region), pool=4)
+    given = {**defaults(MOUNT), "endpoint_url": server.endpoint_url, "region": server.region}
+    client = make_client(make_s3_settings(given), pool=16)
 
     def probe() -> None:
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):

@@ -16,17 +16,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
-from rangefs.errors import UsageError, UserError
+from rangefs.config import split_host_port
+from rangefs.errors import UserError
 from rangefs.stats import LATENCY_BUCKETS, Stats
 
 log = logging.getLogger(__name__)
-
-
-def parse_addr(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--metrics-addr must be HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class StatsCollector:
@@ -83,7 +77,7 @@ class StatsCollector:
 def serve_metrics(addr: str, stats: Stats, cache_bytes: Callable[[], int]) -> Callable[[], None]:
     """Starts the endpoint in a daemon thread and returns what stops it; a busy or bad
     address is a user error."""
-    host, port = parse_addr(addr)
+    host, port = split_host_port(addr)  # checked as the option was read
     registry = CollectorRegistry()
     registry.register(StatsCollector(stats, cache_bytes))
     try:

@@ -90,7 +90,7 @@ def classify(exc: BaseException, what: str) -> BaseException:
 
 
 def make_boto_config(
-    connect_timeout: float, read_timeout: float, pool: int, addressing_style: str = "path"
+    connect_timeout: float, read_timeout: float, pool: int, addressing_style: str
 ) -> BotoConfig:
     return BotoConfig(
         connect_timeout=connect_timeout,

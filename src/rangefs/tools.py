@@ -11,8 +11,9 @@ from pathlib import Path
 
 from rangefs import prefetch, xattrs
 from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
-from rangefs.config import S3Settings, format_size
+from rangefs.config import format_size
 from rangefs.errors import NotOnMount, UserError
+from rangefs.options import make_s3_settings
 from rangefs.s3 import store_factory
 
 MAP_WIDTH = 64
@@ -39,21 +40,8 @@ def open_existing_cache(directory: Path) -> ChunkCache:
         raise UserError(f"cannot open cache {directory}: {exc}") from None
 
 
-def s3_settings(args: argparse.Namespace) -> S3Settings:
-    return S3Settings(
-        endpoint_url=args.endpoint_url,
-        region=args.region,
-        profile=args.profile,
-        addressing_style=args.addressing_style,
-        connect_timeout=args.connect_timeout,
-        read_timeout=args.read_timeout,
-        retries=args.retries,
-        retry_seconds=args.retry_seconds,
-    )
-
-
 def cmd_cache(args: argparse.Namespace) -> int:
-    cache = open_existing_cache(args.cache_dir.absolute())
+    cache = open_existing_cache(args.cache_dir)
     try:
         if args.action == "stats":
             st = cache.summary()
@@ -122,10 +110,10 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
                     )
     if s3_sources:
         os.umask(PRIVATE_UMASK)
-        ensure_private_dir(args.cache_dir.absolute())
-        cache = ChunkCache(args.cache_dir.absolute(), args.cache_size)
+        ensure_private_dir(args.cache_dir, allow_shared=args.shared_cache)
+        cache = ChunkCache(args.cache_dir, args.cache_size)
         try:
-            stores = store_factory(s3_settings(args), pool=args.jobs + 2)
+            stores = store_factory(make_s3_settings(vars(args)), pool=args.jobs + 2)
             try:
                 plan = prefetch.plan_s3(s3_sources, stores, cache,
                                         args.chunk_size)  # fmt: skip

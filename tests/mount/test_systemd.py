@@ -155,7 +155,7 @@ def parse_environment_file(path: Path) -> dict[str, str]:
 def parse_mount_options(*argv: str) -> Any:
     """What ``rangefs mount`` would make of these arguments (no mount is attempted)."""
     parser = cli.build_parser()
-    args = parser.parse_args(cli.expand_fstab_options(["mount", *argv], parser))
+    args = parser.parse_args(cli.expand_fstab_options(["mount", *argv]))
     return cli.config_from_args(args)
 
 

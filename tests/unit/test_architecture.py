@@ -30,3 +30,15 @@ def imported_modules(path: Path) -> set[str]:
 def test_only_the_owner_imports_a_library(path):
     for library in imported_modules(path) & ALLOWED.keys():
         assert path.name in ALLOWED[library], f"{path.name} imports {library}"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+def test_only_the_cli_picks_exit_statuses(path):
+    """Library modules raise UserError/UsageError; cli.py maps them to 1/2 (and __main__
+    hands main()'s status to the interpreter)."""
+    if path.name in ("cli.py", "__main__.py"):
+        return
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            assert name not in ("SystemExit", "exit", "_exit"), f"{path.name}: {name}"

@@ -38,7 +38,7 @@ def test_parse_source_rejects(source):
 
 
 def expand(*argv):
-    return cli.expand_fstab_options(list(argv), cli.build_parser())
+    return cli.expand_fstab_options(list(argv))
 
 
 def test_fstab_options_become_long_options():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import trio
 
-from rangefs.config import Config
+from rangefs import options
 from rangefs.filesystem import Filesystem
 from rangefs.namespace import Namespace
 from rangefs.stats import Stats
@@ -25,7 +25,7 @@ class FakeStore:
 
 
 def filesystem() -> Filesystem:
-    config = Config(bucket="bucket", prefix="", mountpoint=Path("/mnt"))
+    config = options.make_config("bucket", Path("/mnt"), options.defaults(options.MOUNT))
     namespace = Namespace(FakeStore(), "", ttl=60)  # type: ignore[arg-type]
     return Filesystem(config, namespace, None, None, Stats())  # type: ignore[arg-type]
 
