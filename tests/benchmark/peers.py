@@ -82,10 +82,8 @@ class Reader(Protocol):
 class PeerMount:
     """A mounted FUSE peer; CPU and peak RSS are its daemon's."""
 
-    tool: str
     path: Path
     pid: int
-    log_file: Path
 
     def cpu(self) -> float | None:
         return proc_cpu(self.pid)
@@ -266,7 +264,7 @@ class RangefsPeer(Peer[PeerMount]):
                 time.sleep(0.1)
             if pid is None:
                 raise BenchError("rangefs mount succeeded but wrote no pid file")
-            yield PeerMount(self.tool, mnt, pid, log_file)
+            yield PeerMount(mnt, pid)
         finally:
             unmount(mnt, pid=pid)
 
@@ -301,7 +299,7 @@ class ForegroundMountPeer(Peer[PeerMount]):
             )
         try:
             wait_mounted(mnt, proc, log_file, 30)
-            yield PeerMount(self.tool, mnt, proc.pid, log_file)
+            yield PeerMount(mnt, proc.pid)
         finally:
             unmount(mnt, proc=proc)
 
