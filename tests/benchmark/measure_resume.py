@@ -9,7 +9,6 @@ server sent in each run against the ideal (the part not fetched before) in chunk
 """
 
 import argparse
-import hashlib
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support import is_mounted, sha256_file
 from tests.support.patterns import upload_pattern
 from tests.support.proxy import CountingProxy
 from tests.support.servers import start_seaweedfs
@@ -67,10 +67,7 @@ def main() -> int:
             seconds = time.monotonic() - started
             second = proxy.bytes_sent("big.bin")
             subprocess.run(["fusermount3", "-u", str(mnt)], check=False, timeout=30)
-        digest = hashlib.sha256()
-        with dst.open("rb") as f:
-            while block := f.read(8 * MiB):
-                digest.update(block)
+        digest = sha256_file(dst)
         chunk = int(args.chunk_size.rstrip("M")) * MiB
         ideal = size - first
         print(f"object            {size / MiB:.0f} MiB, chunk {args.chunk_size}")
@@ -85,10 +82,10 @@ def main() -> int:
         print(
             f"total sent        {(first + second) / MiB:.1f} MiB for a {size / MiB:.0f} MiB object"
         )
-        print(f"result            {'byte-identical' if digest.hexdigest() == want else 'MISMATCH'}")
-        return 0 if digest.hexdigest() == want else 1
+        print(f"result            {'byte-identical' if digest == want else 'MISMATCH'}")
+        return 0 if digest == want else 1
     finally:
-        if os.path.ismount(mnt):
+        if is_mounted(mnt):
             subprocess.run(["fusermount3", "-uz", str(mnt)], check=False, timeout=30)
         server.stop()
 
