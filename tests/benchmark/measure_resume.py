@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import sha256_file
+from tests.support import is_mounted, sha256_file
 from tests.support.patterns import upload_pattern
 from tests.support.proxy import CountingProxy
 from tests.support.servers import start_seaweedfs
@@ -85,7 +85,7 @@ def main() -> int:
         print(f"result            {'byte-identical' if digest == want else 'MISMATCH'}")
         return 0 if digest == want else 1
     finally:
-        if os.path.ismount(mnt):
+        if is_mounted(mnt):
             subprocess.run(["fusermount3", "-uz", str(mnt)], check=False, timeout=30)
         server.stop()
 

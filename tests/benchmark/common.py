@@ -1,0 +1,123 @@
+"""What every part of the benchmark shares: the bucket's objects, logging, failures as
+report text, bounded commands, the time budget and the scratch directory."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests import support
+
+MiB = 1024 * 1024
+BUCKET = "bench"
+MAIN_KEY = "pattern.bin"
+VIDEO_KEY = "video.mp4"
+WAN_KEY = "wan.bin"
+CONC_READERS = 8
+WAN_LATENCY = 0.02
+WAN_BANDWIDTH = 50e6
+# rclone's VFS cache records which ranges it holds 5 s after a file's last close;
+# unmounting sooner makes it fetch everything again after the remount.
+RCLONE_SETTLE = 6.0
+
+
+def conc_key(i: int) -> str:
+    return f"conc-{i}.bin"
+
+
+_T0 = time.monotonic()
+
+
+def log(text: str) -> None:
+    print(f"[{time.monotonic() - _T0:6.0f}s] {text}", flush=True)
+
+
+class BenchError(Exception):
+    """A measurement failed; the message ends up in the report."""
+
+
+def one_line(text: str, limit: int = 220) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run(
+    cmd: list[str], *, timeout: float, check: bool = True, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """:func:`tests.support.run` with every failure as a BenchError, whose one-line
+    message becomes the error of the rows the measurement was for."""
+    try:
+        proc = support.run(cmd, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{Path(cmd[0]).name} timed out after {timeout:.0f} s") from None
+    except FileNotFoundError:
+        raise BenchError(f"{cmd[0]} not installed") from None
+    if check and proc.returncode != 0:
+        raise BenchError(
+            f"{Path(cmd[0]).name} exited {proc.returncode}: "
+            f"{one_line(proc.stderr or proc.stdout, 300)}"
+        )
+    return proc
+
+
+def timeout_for(nbytes: int, min_rate: float = 10e6) -> float:
+    """A bound for reading ``nbytes``: a wedged peer fails its row instead of the run."""
+    return max(60.0, nbytes / min_rate + 30)
+
+
+@contextlib.contextmanager
+def deferred_sigint() -> Iterator[None]:
+    """Let a clean-up finish before a Ctrl-C that arrives during it takes effect."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pending.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            raise KeyboardInterrupt
+
+
+def drop_caches() -> None:
+    """Before every cold read: otherwise the kernel, not the peer, serves the bytes."""
+    run(["sync"], timeout=180)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as e:
+        raise BenchError(f"cannot drop the page cache (run as root): {e}") from None
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.seconds = seconds
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+class Scratch:
+    """The run's scratch directory: every mount point, cache and copy gets a fresh,
+    numbered directory in it, so ``--keep-work`` leaves each daemon's log behind."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._counter = 0
+
+    def new_dir(self, prefix: str) -> Path:
+        self._counter += 1
+        path = self.root / f"{prefix}-{self._counter}"
+        path.mkdir(parents=True)
+        return path

@@ -1,0 +1,365 @@
+"""What is measured: each scenario drives one peer (or a few) and adds samples to rows.
+
+A scenario does not know which peer it drives beyond what :mod:`tests.benchmark.peers`
+promises; the page cache is dropped before every cold read, and every mount, cache,
+copy and proxy a scenario starts is gone when it returns or raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.benchmark.common import (
+    BUCKET,
+    CONC_READERS,
+    MAIN_KEY,
+    VIDEO_KEY,
+    WAN_BANDWIDTH,
+    WAN_KEY,
+    WAN_LATENCY,
+    BenchError,
+    Budget,
+    Scratch,
+    conc_key,
+    deferred_sigint,
+    drop_caches,
+    log,
+    one_line,
+    run,
+    timeout_for,
+)
+from tests.benchmark.peers import MountPeer, Peer, Reader
+from tests.benchmark.results import Results, Sample
+from tests.benchmark.workload import Workload
+from tests.support import sha256_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Context:
+    """What every scenario needs besides its peer."""
+
+    results: Results
+    scratch: Scratch
+    workload: Workload
+    endpoint: str
+    repeat: int
+    budget: Budget
+    fio_runtime: int
+
+    def repeats(self) -> Iterator[int]:
+        """``--repeat`` runs, fewer once the budget is spent (the first always runs)."""
+        for i in range(self.repeat):
+            if i > 0 and self.budget.expired():
+                log("   (time budget: fewer repeats)")
+                return
+            yield i
+
+
+def cold_copy(reader: Reader, key: str, nbytes: int, dest: Path | None = None) -> Sample:
+    """Look the object up, drop the page cache, then read it all, timed."""
+    reader.lookup(key)
+    drop_caches()
+    return reader.copy(key, nbytes, dest)
+
+
+def local_copies(ctx: Context, peer: Peer[Reader], disk_row: str, page_row: str) -> None:
+    """The local-disk baselines: one file, read cold from disk, then again from the page
+    cache."""
+    size = ctx.workload.size
+    with peer.fresh() as local:
+        for _ in ctx.repeats():
+            ctx.results.add(disk_row, cold_copy(local, MAIN_KEY, size))
+            ctx.results.add(page_row, local.copy(MAIN_KEY, size))
+
+
+def cold_copies(ctx: Context, runs: list[tuple[Peer[Reader], str]]) -> None:
+    """One cold read of the main object per peer and repeat, each on a fresh cache."""
+    for _ in ctx.repeats():
+        for peer, row in runs:
+            with peer.fresh() as reader:
+                ctx.results.add(row, cold_copy(reader, MAIN_KEY, ctx.workload.size))
+
+
+def verified_copy(ctx: Context, peer: Peer[Reader], row: str) -> None:
+    """A cold copy to a local file; the first one is checked against the object's SHA-256."""
+    dest = ctx.scratch.root / f"{peer.tool}-copy.bin"
+    for i in ctx.repeats():
+        try:
+            with peer.fresh() as reader:
+                ctx.results.add(row, cold_copy(reader, MAIN_KEY, ctx.workload.size, dest))
+            if i == 0:
+                if sha256_file(dest) != ctx.workload.sha:
+                    raise BenchError("the copy's SHA-256 differs from the object's")
+                ctx.results.note(row, "copy verified (SHA-256)")
+        finally:
+            dest.unlink(missing_ok=True)
+
+
+def cache_cycle(ctx: Context, peer: Peer[Reader], rows: tuple[str, str, str]) -> None:
+    """Fresh cache: cold copy, warm copy in the same session, then unmount, remount
+    on the same cache and copy again (page cache dropped before each cold read)."""
+    cold, warm, remount = rows
+    size = ctx.workload.size
+    for _ in ctx.repeats():
+        with peer.cache() as cache:
+            with peer.session(cache) as reader:
+                ctx.results.add(cold, cold_copy(reader, MAIN_KEY, size))
+                ctx.results.add(warm, reader.copy(MAIN_KEY, size))
+                peer.settle()
+            with peer.session(cache) as reader:
+                ctx.results.add(remount, cold_copy(reader, MAIN_KEY, size))
+
+
+@contextlib.contextmanager
+def counting_proxy(endpoint: str) -> Iterator[Any]:
+    """Counts what the server sends; stopped with Ctrl-C held back until it is."""
+    from tests.support.proxy import CountingProxy
+
+    proxy = CountingProxy(endpoint)
+    try:
+        yield proxy
+    finally:
+        with deferred_sigint():
+            proxy.stop()
+
+
+def counted_cycle(ctx: Context, peer: Peer[Reader], rows: tuple[str, str, str]) -> None:
+    """The cache cycle once more, through the counting proxy: the object bytes and
+    GETs the server sent for the cold read, the warm read and the read after remount."""
+    counts: list[tuple[int, int]] = []
+    size = ctx.workload.size
+    try:
+        with counting_proxy(ctx.endpoint) as proxy, peer.cache() as cache:
+
+            def copy(reader: Reader, cold: bool) -> None:
+                if cold:
+                    reader.lookup(MAIN_KEY)
+                    drop_caches()
+                proxy.reset()
+                reader.copy(MAIN_KEY, size)
+                time.sleep(0.5)  # let background fetches show up
+                counts.append(
+                    (
+                        proxy.bytes_sent(MAIN_KEY, bucket=BUCKET),
+                        proxy.count("GET", MAIN_KEY, bucket=BUCKET),
+                    )
+                )
+
+            with peer.session(cache, proxy.url) as reader:
+                copy(reader, cold=True)
+                copy(reader, cold=False)
+                peer.settle()
+            with peer.session(cache, proxy.url) as reader:
+                copy(reader, cold=True)
+    finally:
+        for row_key, (nbytes, gets) in zip(rows, counts, strict=False):
+            row = ctx.results.rows[row_key]
+            row.server_bytes, row.gets = nbytes, gets
+
+
+def concurrent_readers(ctx: Context, peer: MountPeer, row: str) -> None:
+    """``cp`` of the eight concurrent objects at once, cold; the daemon's CPU and RSS."""
+    nbytes = ctx.workload.conc_size * CONC_READERS
+    for _ in ctx.repeats():
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            with peer.fresh() as m:
+                paths = [m.path / conc_key(i) for i in range(CONC_READERS)]
+                for i in range(CONC_READERS):
+                    m.lookup(conc_key(i))
+                drop_caches()
+                cpu0 = m.cpu()
+                start = time.monotonic()
+                procs = [
+                    subprocess.Popen(
+                        ["cp", str(p), "/dev/null"],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    )
+                    for p in paths
+                ]
+                deadline = start + timeout_for(nbytes)
+                for p in procs:
+                    try:
+                        p.wait(timeout=max(1.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        raise BenchError("concurrent cp timed out") from None
+                    if p.returncode != 0:
+                        err = p.stderr.read().decode() if p.stderr else ""
+                        raise BenchError(f"cp exited {p.returncode}: {one_line(err)}")
+                seconds = time.monotonic() - start
+                cpu = m.cpu_since(cpu0)
+                ctx.results.add(
+                    row, Sample(seconds=seconds, nbytes=nbytes, peak_rss=m.hwm(), cpu=cpu)
+                )
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(timeout=10)
+                if p.stderr:
+                    p.stderr.close()
+
+
+def fio_random_reads(ctx: Context, peer: MountPeer, row: str) -> None:
+    """fio random 64 KiB reads of the main object for ``--fio-runtime`` s, cold start."""
+    if shutil.which("fio") is None:
+        raise BenchError("fio not installed (apt-get install fio)")
+    runtime = ctx.fio_runtime
+    for _ in ctx.repeats():
+        with peer.fresh() as m:
+            m.lookup(MAIN_KEY)
+            drop_caches()
+            cpu0 = m.cpu()
+            proc = run(
+                [
+                    "fio",
+                    "--name=rand",
+                    f"--filename={m.path / MAIN_KEY}",
+                    "--rw=randread",
+                    "--bs=64k",
+                    f"--size={ctx.workload.size}",
+                    f"--runtime={runtime}",
+                    "--time_based",
+                    "--direct=0",
+                    "--ioengine=psync",
+                    "--numjobs=1",
+                    "--readonly",
+                    "--randseed=42",
+                    "--output-format=json",
+                ],
+                timeout=runtime + 120,
+            )
+            cpu = m.cpu_since(cpu0)
+            text = proc.stdout[proc.stdout.find("{") :]
+            read = json.loads(text)["jobs"][0]["read"]
+            seconds = read["runtime"] / 1000 if read.get("runtime") else float(runtime)
+            ctx.results.add(
+                row,
+                Sample(
+                    seconds=seconds,
+                    nbytes=int(read["io_bytes"]),
+                    peak_rss=m.hwm(),
+                    cpu=cpu,
+                    extra={"iops": float(read["iops"])},
+                ),
+            )
+
+
+def media_seeks(ctx: Context, peer: MountPeer, probe_row: str, seek_row: str) -> None:
+    """ffprobe and ffmpeg -ss on the MP4, each on a fresh mount and cache, counted."""
+    middle = f"{ctx.workload.video_seconds / 2:.1f}"
+    commands = {
+        probe_row: lambda path: (
+            ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", path]
+        ),
+        seek_row: lambda path: [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-ss",
+            middle,
+            "-i",
+            path,
+            "-frames:v",
+            "1",
+            "-f",
+            "null",
+            "-",
+        ],
+    }
+    for _ in ctx.repeats():
+        for row, command in commands.items():
+            with counting_proxy(ctx.endpoint) as proxy, peer.fresh(proxy.url) as m:
+                m.lookup(VIDEO_KEY)
+                drop_caches()
+                proxy.reset()
+                cpu0 = m.cpu()
+                start = time.monotonic()
+                run(command(str(m.path / VIDEO_KEY)), timeout=180)
+                seconds = time.monotonic() - start
+                cpu = m.cpu_since(cpu0)
+                # Read-ahead may go on after the command: count it too.
+                time.sleep(1.0)
+                records = proxy.matching("GET", VIDEO_KEY, bucket=BUCKET)
+                ctx.results.add(
+                    row,
+                    Sample(
+                        seconds=seconds,
+                        peak_rss=m.hwm(),
+                        cpu=cpu,
+                        server_bytes=sum(r.body_bytes for r in records),
+                        gets=len(records),
+                    ),
+                )
+
+
+@contextlib.contextmanager
+def wan_proxy(endpoint: str, stats: dict[str, int]) -> Iterator[str]:
+    """A slow-link proxy in its own process (the in-process one would share
+    this interpreter's GIL); ``stats`` gets its counters when it stops."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.support.proxy",
+        "--upstream",
+        endpoint,
+        "--latency",
+        str(WAN_LATENCY),
+        "--bandwidth",
+        str(WAN_BANDWIDTH),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        url = proc.stdout.readline().strip() if ready and proc.stdout else ""
+        if not url.startswith("http://"):
+            raise BenchError(f"WAN proxy did not start: {url!r}")
+        yield url
+    finally:
+        with deferred_sigint():
+            proc.send_signal(signal.SIGTERM)
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate(timeout=10)
+            for word in (err or "").split():
+                name, _, value = word.partition("=")
+                if value.isdigit():
+                    stats[name] = int(value)
+
+
+def wan_copy(ctx: Context, peer: Peer[Reader], row: str) -> None:
+    """A cold read of the WAN object through the slow-link proxy; the proxy counts the
+    bytes the server sent."""
+    for _ in ctx.repeats():
+        stats: dict[str, int] = {}
+        with peer.cache() as cache:
+            with wan_proxy(ctx.endpoint, stats) as url, peer.session(cache, url) as reader:
+                sample = cold_copy(reader, WAN_KEY, ctx.workload.wan_size)
+            sample.server_bytes = stats.get("get_bytes")
+            ctx.results.add(row, sample)
