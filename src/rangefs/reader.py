@@ -327,6 +327,11 @@ class ChunkReader:
         self.peak_bytes = max(self.peak_bytes, self._memory_bytes + self.stats.bytes_in_flight)
 
     @property
+    def pending_fetches(self) -> int:
+        """Chunks being fetched or waiting to be read ahead now (0: nothing on its way)."""
+        return len(self._inflight.keys() | self._readahead_pending)
+
+    @property
     def memory_bytes(self) -> int:
         """Chunk bytes held in memory now (in-flight bytes are in ``stats.bytes_in_flight``)."""
         return self._memory_bytes
