@@ -77,8 +77,8 @@ class Gate:
 
 @dataclass
 class _Fault:
-    key: str
-    kind: str  # "error", "short", "cut", "hold"
+    key: str  # an object key, or for "list" faults the listed prefix
+    kind: str  # "error", "short", "cut", "hold", "list"
     at: int | None
     times: int | None
     error: ErrorSpec | None = None
@@ -161,6 +161,10 @@ class FakeStore:
         """GETs of ``key`` fail as a 503 would: worth a retry."""
         self.fail(key, lambda: Transient(f"injected {cause}", cause), times=times, at=at)
 
+    def fail_list(self, prefix: str, error: ErrorSpec, *, times: int | None = None) -> None:
+        """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``."""
+        self._add(_Fault(prefix, "list", None, times, error=error))
+
     def short_body(self, key: str, *, times: int | None = None, at: int | None = None) -> None:
         """GETs of ``key`` return one byte less than asked, as if the store's own length
         check were missing: the reader must notice."""
@@ -234,7 +238,15 @@ class FakeStore:
 
     def list_dir(self, prefix: str) -> Listing:
         def attempt() -> Listing:
-            self._count("list_dir")
+            with self._state.lock:
+                self._state.calls["list_dir"] += 1
+                faults = [f for f in self._state.faults if f.kind == "list"]
+                fault = next((f for f in faults if f.matches(prefix, None, None)), None)
+                if fault is not None and fault.times is not None:
+                    fault.times -= 1
+            if fault is not None:
+                assert fault.error is not None
+                raise fault.error() if callable(fault.error) else fault.error
             objects: list[ObjectInfo] = []
             prefixes: set[str] = set()
             marker = None
@@ -276,7 +288,9 @@ class FakeStore:
         with self._state.lock:
             self._state.calls["get_range"] += 1
             self._state.gets.append(GetCall(key, start, end, etag))
-            faults = [f for f in self._state.faults if f.matches(key, start, end)]
+            faults = [
+                f for f in self._state.faults if f.kind != "list" and f.matches(key, start, end)
+            ]
             for f in faults:
                 if f.times is not None:
                     f.times -= 1

@@ -1,9 +1,13 @@
 """The read path: bytes, the GETs behind them, coalescing, read-ahead, the memory budget,
 the disk cache as a checkpoint, and the chunk arithmetic at the edges."""
 
+import bisect
+
+import pytest
 import trio
 import trio.testing
 
+from rangefs.stats import LATENCY_BUCKETS
 from tests.core.conftest import CHUNK, gate_reached, open_path, read_all, settle
 
 
@@ -377,3 +381,63 @@ async def test_a_truncated_cache_chunk_is_a_miss(env):
         assert bytes(await core.fs.read(fh, CHUNK - 10, 10)) == data[-10:]
         assert env.store.get_count("f") == 2
         assert core.stats.bad_chunks == 1
+
+
+# -- time ------------------------------------------------------------------------------------
+
+
+@pytest.mark.mock_clock
+async def test_read_latency_is_measured_on_the_trio_clock(env):
+    data = env.store.put("f", size=CHUNK, seed=24)
+    gate = env.store.hold("f")
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        clock = trio.lowlevel.current_clock()
+        got = {}
+
+        async def slow_read():
+            got["data"] = bytes(await core.fs.read(fh, 0, 10))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_read)
+            await gate_reached(gate)
+            clock.jump(2.0)  # the GET takes two (virtual) seconds
+            gate.release()
+        assert got["data"] == data[:10]
+        assert bytes(await core.fs.read(fh, 0, 10)) == data[:10]  # from memory: no time
+        counts = core.stats.read_latency_counts
+        assert counts[0] == 1
+        assert counts[bisect.bisect_left(LATENCY_BUCKETS, 2.0)] == 1
+        assert sum(counts) == 2
+        assert core.stats.read_latency_sum == 2.0
+
+
+async def test_read_ahead_never_takes_the_last_fetch_slot(env):
+    env.store.put("seq", size=16 * CHUNK, seed=25)
+    other = env.store.put("other", size=CHUNK, seed=26)
+    gates = [env.store.hold("seq", at=i * CHUNK) for i in range(2, 16)]
+    async with env.core(parallel=2, memory_limit=16 * CHUNK) as core:
+        seq = await open_path(core.fs, "seq")
+        await core.fs.read(seq, 0, CHUNK)
+        await settle(core)  # chunk 1 read ahead
+        await core.fs.read(seq, CHUNK, CHUNK)  # a window of two: chunks 2 and 3, which hang
+        await gate_reached(gates[0])
+        await trio.testing.wait_all_tasks_blocked()
+        assert core.stats.bytes_in_flight == CHUNK  # one slot for read-ahead, one kept
+        fh = await open_path(core.fs, "other")
+        with trio.fail_after(5):  # served by the slot read-ahead may not use
+            assert bytes(await core.fs.read(fh, 0, 100)) == other[:100]
+        for gate in gates:
+            gate.release()
+
+
+async def test_a_failed_read_ahead_is_not_remembered(env):
+    data = env.store.put("f", size=4 * CHUNK, seed=27)
+    env.store.fail_transient("f", at=CHUNK, times=3)  # exactly one fetch's attempts
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        await core.fs.read(fh, 0, CHUNK)  # read-ahead of chunk 1 fails in the background
+        await settle(core)
+        assert core.stats.read_errors == 1
+        assert bytes(await core.fs.read(fh, CHUNK, CHUNK)) == data[CHUNK : 2 * CHUNK]
+        assert env.store.get_count("f", start=CHUNK) == 4
