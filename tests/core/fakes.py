@@ -83,10 +83,13 @@ class _Fault:
     times: int | None
     error: ErrorSpec | None = None
     gate: Gate | None = None
+    beyond: int | None = None  # only GETs starting at this byte or later
     hits: int = 0
 
     def matches(self, key: str, start: int | None, end: int | None) -> bool:
         if key != self.key or self.times == 0:
+            return False
+        if self.beyond is not None and (start is None or start < self.beyond):
             return False
         if self.at is None:
             return True
@@ -165,6 +168,12 @@ class FakeStore:
         """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``."""
         self._add(_Fault(prefix, "list", None, times, error=error))
 
+    def hold_list(self, prefix: str) -> Gate:
+        """Listings of ``prefix`` wait until the returned gate is released."""
+        gate = Gate()
+        self._add(_Fault(prefix, "list", None, None, gate=gate))
+        return gate
+
     def short_body(self, key: str, *, times: int | None = None, at: int | None = None) -> None:
         """GETs of ``key`` return one byte less than asked, as if the store's own length
         check were missing: the reader must notice."""
@@ -174,10 +183,11 @@ class FakeStore:
         """GETs of ``key`` send half the body, then the connection breaks (a Transient)."""
         self._add(_Fault(key, "cut", at, times))
 
-    def hold(self, key: str, *, at: int | None = None) -> Gate:
-        """GETs of ``key`` wait until the returned gate is released."""
+    def hold(self, key: str, *, at: int | None = None, beyond: int | None = None) -> Gate:
+        """GETs of ``key`` (those holding byte ``at``, or starting at ``beyond`` or later)
+        wait until the returned gate is released."""
         gate = Gate()
-        self._add(_Fault(key, "hold", at, None, gate=gate))
+        self._add(_Fault(key, "hold", at, None, gate=gate, beyond=beyond))
         return gate
 
     def clear_faults(self) -> None:
@@ -244,7 +254,9 @@ class FakeStore:
                 fault = next((f for f in faults if f.matches(prefix, None, None)), None)
                 if fault is not None and fault.times is not None:
                     fault.times -= 1
-            if fault is not None:
+            if fault is not None and fault.gate is not None:
+                fault.gate._pass()
+            elif fault is not None:
                 assert fault.error is not None
                 raise fault.error() if callable(fault.error) else fault.error
             objects: list[ObjectInfo] = []

@@ -4,12 +4,15 @@
 import errno
 
 import pytest
+import trio
+import trio.testing
 
 from rangefs import xattrs
+from rangefs.core import META_THREADS
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
 from rangefs.filesystem import IO_BLOCK_SIZE
 from rangefs.inodes import ROOT_INODE
-from tests.core.conftest import CHUNK, lookup_path, open_path, settle
+from tests.core.conftest import CHUNK, gate_reached, lookup_path, open_path, settle
 from tests.core.fakes import FIRST_MTIME
 
 
@@ -277,3 +280,56 @@ async def test_mtime_of_files_comes_from_the_store(env):
     async with env.core() as core:
         f = await lookup_path(core.fs, "f")
         assert f.mtime_ns >= int(FIRST_MTIME * 1e9)
+
+
+async def test_concurrent_lookups_share_one_listing(env):
+    env.store.put("d/f", b"x")
+    gate = env.store.hold_list("")
+    async with env.core() as core:
+        results = []
+
+        async def lookup():
+            results.append((await core.fs.lookup(ROOT_INODE, "d")).ino)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(lookup)
+            await gate_reached(gate)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.release()
+        assert len(set(results)) == 1 and len(results) == 5
+        assert env.store.calls["list_dir"] == 1
+
+
+async def test_a_cancelled_lookup_does_not_fail_the_others_waiting_for_its_listing(env):
+    for i in range(META_THREADS):
+        env.store.put(f"busy{i}/f", b"x")
+    env.store.put("d/f", b"x")
+    env.store.put("d/g", b"y")
+    gates = [env.store.hold_list(f"busy{i}/") for i in range(META_THREADS)]
+    async with env.core() as core:
+        await core.fs.lookup(ROOT_INODE, "d")  # the root listing is cached
+        d = await core.fs.lookup(ROOT_INODE, "d")
+        got = []
+
+        async def first(task_status=trio.TASK_STATUS_IGNORED):
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                await core.fs.lookup(d.ino, "f")
+
+        async def second():
+            got.append((await core.fs.lookup(d.ino, "g")).size)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(META_THREADS):  # every listing thread is busy
+                nursery.start_soon(lookup_path, core.fs, f"busy{i}/f")
+            for gate in gates:
+                await gate_reached(gate)
+            scope = await nursery.start(first)  # it will list d/ when a thread is free
+            nursery.start_soon(second)  # and this one waits for that listing
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()  # the first lookup is interrupted before its listing ran
+            await trio.testing.wait_all_tasks_blocked()
+            for gate in gates:
+                gate.release()
+        assert got == [1]
