@@ -21,14 +21,12 @@ import trio
 import trio.testing
 
 from rangefs.chunk_cache import ChunkCache
-from rangefs.config import Config, KiB
+from rangefs.config import Config
 from rangefs.core import Core, build_core
-from rangefs.filesystem import Attributes, Filesystem
-from rangefs.inodes import ROOT_INODE
 from rangefs.stats import Stats
 from tests.core.fakes import FakeStore
+from tests.core.helpers import CHUNK
 
-CHUNK = 64 * KiB  # the smallest chunk Config allows: many chunks, little data
 TEST_DEADLINE = 20.0  # seconds; pytest's own timeout is a backstop
 
 
@@ -100,54 +98,3 @@ class Env:
 @pytest.fixture
 def env(tmp_path: Path) -> Env:
     return Env(tmp_path)
-
-
-# -- helpers the tests share -----------------------------------------------------------------
-
-
-async def settle(core: Core) -> None:
-    """Waits until nothing is being fetched or read ahead and every chunk fetched from the
-    store has been written to the disk cache (or failed to be)."""
-    stats = core.stats
-    while True:
-        await trio.testing.wait_all_tasks_blocked()
-        if core.reader.pending_fetches == 0 and stats.gets == (
-            stats.chunks_stored + stats.store_failures
-        ):
-            return
-        await trio.sleep(0.001)  # a worker thread is still busy: poll, not a timing guess
-
-
-async def gate_reached(gate: object) -> None:
-    """Waits (without blocking trio) until a held GET has reached the store."""
-    arrived = gate.arrived  # type: ignore[attr-defined]
-    assert await trio.to_thread.run_sync(arrived.wait, 10.0), "the GET never reached the store"
-
-
-async def lookup_path(fs: Filesystem, path: str) -> Attributes:
-    """Looks a slash-separated path up from the root, one component at a time (as the kernel)."""
-    ino = ROOT_INODE
-    attr = await fs.getattr(ino)
-    for name in path.split("/"):
-        attr = await fs.lookup(ino, name)
-        ino = attr.ino
-    return attr
-
-
-async def open_path(fs: Filesystem, path: str) -> int:
-    attr = await lookup_path(fs, path)
-    fh, _ = await fs.open(attr.ino)
-    return fh
-
-
-async def read_all(fs: Filesystem, fh: int, size: int, request: int = 128 * KiB) -> bytes:
-    """Reads a file from start to end in ``request``-sized reads, as ``cat`` does."""
-    out = bytearray()
-    offset = 0
-    while True:
-        data = await fs.read(fh, offset, request)
-        if not data:
-            return bytes(out)
-        out += data
-        offset += len(data)
-        assert offset <= size

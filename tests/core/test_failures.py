@@ -16,8 +16,8 @@ from rangefs.errors import (
     RemoteError,
     Transient,
 )
-from tests.core.conftest import CHUNK, gate_reached, lookup_path, open_path, read_all, settle
 from tests.core.fakes import etag_of
+from tests.core.helpers import CHUNK, gate_reached, lookup_path, open_path, read_all, settle
 
 # -- ETag pinning ------------------------------------------------------------------------------
 

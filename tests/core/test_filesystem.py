@@ -12,8 +12,8 @@ from rangefs.core import META_THREADS
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
 from rangefs.filesystem import IO_BLOCK_SIZE
 from rangefs.inodes import ROOT_INODE
-from tests.core.conftest import CHUNK, gate_reached, lookup_path, open_path, settle
 from tests.core.fakes import FIRST_MTIME
+from tests.core.helpers import CHUNK, gate_reached, lookup_path, open_path, settle
 
 
 async def readdir_names(fs, path=""):

@@ -17,7 +17,7 @@ from rangefs import xattrs
 from rangefs.errors import Transient
 from rangefs.fuse_ops import FuseOperations
 from rangefs.inodes import ROOT_INODE
-from tests.core.conftest import CHUNK, settle
+from tests.core.helpers import CHUNK, settle
 
 CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
 

@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from rangefs.stats import LATENCY_BUCKETS
-from tests.core.conftest import CHUNK, gate_reached, open_path, read_all, settle
+from tests.core.helpers import CHUNK, gate_reached, open_path, read_all, settle
 
 
 def value_files(env):
