@@ -82,29 +82,34 @@ class Namespace:
         return listing is not None and time.monotonic() - listing.fetched < self.ttl
 
     async def listing(self, path: str) -> DirListing:
-        """The entries of directory ``path``; concurrent callers share one listing request."""
-        cached = self._dirs.get(path)
-        if self._fresh(cached):
-            assert cached is not None
-            return cached
-        pending = self._pending.get(path)
-        if pending is None:
-            pending = _Pending()
-            self._pending[path] = pending
-            try:
-                pending.result = await self._list(path)
-                self._dirs[path] = pending.result
-            except Exception as exc:
-                pending.error = exc
-            finally:
-                del self._pending[path]
-                pending.done.set()
-        else:
-            await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+        """The entries of directory ``path``; concurrent callers share one listing request.
+
+        If the caller that went to list is cancelled before it got an answer, the others
+        waiting for it try again (one of them lists) rather than fail with nothing.
+        """
+        while True:
+            cached = self._dirs.get(path)
+            if self._fresh(cached):
+                assert cached is not None
+                return cached
+            pending = self._pending.get(path)
+            if pending is None:
+                pending = _Pending()
+                self._pending[path] = pending
+                try:
+                    pending.result = await self._list(path)
+                    self._dirs[path] = pending.result
+                except Exception as exc:
+                    pending.error = exc
+                finally:
+                    del self._pending[path]
+                    pending.done.set()
+            else:
+                await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            if pending.result is not None:
+                return pending.result
 
     async def _list(self, path: str) -> DirListing:
         raw = await self.store.list_dir(self.dir_prefix(path))

@@ -224,6 +224,7 @@ class ChunkReader:
         try:
             async with self.fetch_slots:
                 self.stats.bytes_in_flight += end - start
+                self._evict()  # the chunk on its way counts against the budget from now on
                 self._note_peak()
                 try:
                     data: ChunkData | None = None
@@ -310,7 +311,11 @@ class ChunkReader:
             self._memory_bytes -= len(old)
         self._memory[key] = data
         self._memory_bytes += len(data)
+        self._evict(keep=key)
         self._note_peak()
+
+    def _evict(self, keep: ChunkKey | None = None) -> None:
+        """Drops chunks from memory until they and the chunks in flight fit the budget."""
         limit = self.memory_limit - self.stats.bytes_in_flight
         if self._memory_bytes <= limit:
             return
@@ -320,13 +325,18 @@ class ChunkReader:
         for victim in [*read_first, *(k for k in self._memory if k in self._unread)]:
             if self._memory_bytes <= limit or len(self._memory) <= 1:
                 break
-            if victim == key:
+            if victim == keep:
                 continue
             self._memory_bytes -= len(self._memory.pop(victim))
             self._unread.discard(victim)
 
     def _note_peak(self) -> None:
         self.peak_bytes = max(self.peak_bytes, self._memory_bytes + self.stats.bytes_in_flight)
+
+    @property
+    def pending_fetches(self) -> int:
+        """Chunks being fetched or waiting to be read ahead now (0: nothing on its way)."""
+        return len(self._inflight.keys() | self._readahead_pending)
 
     @property
     def memory_bytes(self) -> int:

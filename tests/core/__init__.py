@@ -1,0 +1,1 @@
+"""The core tier: Filesystem, ChunkReader and the pyfuse3 adapter over an in-memory store."""

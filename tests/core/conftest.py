@@ -1,0 +1,100 @@
+"""The core tier: :class:`~rangefs.filesystem.Filesystem` and the pyfuse3 adapter driven
+directly, over the in-memory store (:mod:`tests.core.fakes`) and a real chunk cache in
+``tmp_path``. No kernel, no server, no sleeps for timing.
+
+``async def`` tests run under ``trio.run`` (a ten-line stand-in for pytest-trio, which is
+not a dependency) inside a deadline, so a hang fails one test quickly. A test marked
+``@pytest.mark.mock_clock`` runs on ``trio.testing.MockClock(autojump_threshold=0)`` instead
+(and without the deadline, which the clock would jump to).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from rangefs.chunk_cache import ChunkCache
+from rangefs.config import Config
+from rangefs.core import Core, build_core
+from rangefs.stats import Stats
+from tests.core.fakes import FakeStore
+from tests.core.helpers import CHUNK
+
+TEST_DEADLINE = 20.0  # seconds; pytest's own timeout is a backstop
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mock_clock: run the trio test on a MockClock")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    fn = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(fn):
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in inspect.signature(fn).parameters}
+    if pyfuncitem.get_closest_marker("mock_clock"):
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        trio.run(functools.partial(fn, **kwargs), clock=clock)
+        return True
+
+    async def bounded() -> None:
+        with trio.fail_after(TEST_DEADLINE):
+            await fn(**kwargs)
+
+    trio.run(bounded)
+    return True
+
+
+class Env:
+    """One bucket (``store``), one cache directory, and cores built over them on demand."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.store = FakeStore("bucket")
+        self.cache_dir = tmp_path / "cache"
+
+    def config(self, **overrides: object) -> Config:
+        settings: dict[str, object] = {
+            "bucket": "bucket",
+            "prefix": "",
+            "mountpoint": self.tmp_path / "mnt",
+            "cache_dir": self.cache_dir,
+            "cache_size": 1024 * CHUNK,
+            "chunk_size": CHUNK,
+            "memory_limit": 16 * CHUNK,
+            "max_readahead": 8 * CHUNK,
+            "parallel": 4,
+            "metadata_ttl": 60.0,
+        }
+        settings.update(overrides)
+        return Config(**settings)  # type: ignore[arg-type]
+
+    @contextlib.asynccontextmanager
+    async def core(self, **overrides: object) -> AsyncIterator[Core]:
+        """A started core (fresh stats, fresh cache object over the same directory); on exit
+        its tasks are cancelled and the cache is closed, with every chunk write finished."""
+        config = self.config(**overrides)
+        stats = Stats()
+        self.store.use_stats(stats)
+        cache = ChunkCache(config.cache_dir, config.cache_size, stats)
+        try:
+            core = build_core(config, self.store, cache, stats)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(core.run)
+                yield core
+                nursery.cancel_scope.cancel()
+        finally:
+            cache.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)

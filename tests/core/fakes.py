@@ -1,0 +1,337 @@
+"""An in-memory :class:`~rangefs.store.ObjectStore` for the core tier: no server, no network.
+
+It behaves like the S3 store where the core can tell the difference:
+
+* ListObjectsV2 with delimiter ``/``: objects directly under a prefix, common prefixes, and
+  the "directory marker" (the key equal to the prefix) in ``Listing.marker``;
+* quoted MD5 ETags; ``get_range`` compares the If-Match ETag with the current object and
+  raises :class:`~rangefs.errors.ObjectChanged` (the 412) when they differ, on its own;
+* every attempt runs under :class:`rangefs.retry.Retrier`, as :class:`rangefs.s3.S3Store`
+  does, so injected :class:`~rangefs.errors.Transient` failures are retried, counted in the
+  stats, and turn into :class:`~rangefs.errors.RemoteError` when the budget is spent.
+
+Its methods block and are called from worker threads (by :class:`~rangefs.store.AsyncStore`),
+so everything it shares is guarded by one lock and "hold this GET" is a
+:class:`threading.Event` gate that the test releases; nothing here sleeps for timing.
+
+Faults are injected per key and, optionally, per byte (``at``: the fault hits the GETs whose
+range holds that byte), for ``times`` attempts (None: every attempt).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rangefs.errors import BadResponse, NotFound, ObjectChanged, Transient
+from rangefs.retry import Retrier, RetryPolicy
+from rangefs.stats import Stats
+from rangefs.store import Listing, ObjectInfo
+from tests.support.patterns import pattern_bytes
+
+# Tiny backoff: three attempts cost a few milliseconds, yet the code path is the real one.
+FAST_RETRIES = RetryPolicy(attempts=3, max_seconds=5.0, initial_backoff=0.001, max_backoff=0.002)
+GATE_TIMEOUT = 10.0  # a held GET never outlives a broken test by more than this
+FIRST_MTIME = 1_700_000_000.0
+
+ErrorSpec = Exception | Callable[[], Exception]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    data: bytes
+    etag: str
+    mtime: float
+
+
+@dataclass(frozen=True)
+class GetCall:
+    """One ranged GET attempt as the store received it: bytes ``[start, end)``."""
+
+    key: str
+    start: int
+    end: int
+    etag: str
+
+
+class Gate:
+    """Holds the GETs it matches until :meth:`release`; :attr:`arrived` is set by the first."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.released = threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def _pass(self) -> None:
+        self.arrived.set()
+        if not self.released.wait(GATE_TIMEOUT):
+            raise RuntimeError("test gate never released")  # not retried: fails the read
+
+
+@dataclass
+class _Fault:
+    key: str  # an object key, or for "list" faults the listed prefix
+    kind: str  # "error", "short", "cut", "hold", "list"
+    at: int | None
+    times: int | None
+    error: ErrorSpec | None = None
+    gate: Gate | None = None
+    beyond: int | None = None  # only GETs starting at this byte or later
+    hits: int = 0
+
+    def matches(self, key: str, start: int | None, end: int | None) -> bool:
+        if key != self.key or self.times == 0:
+            return False
+        if self.beyond is not None and (start is None or start < self.beyond):
+            return False
+        if self.at is None:
+            return True
+        return start is not None and end is not None and start <= self.at < end
+
+
+@dataclass
+class _State:
+    objects: dict[str, StoredObject] = field(default_factory=dict)
+    faults: list[_Fault] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+    gets: list[GetCall] = field(default_factory=list)
+    bytes_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    clock: itertools.count = field(default_factory=lambda: itertools.count())
+
+
+def etag_of(data: bytes) -> str:
+    return f'"{hashlib.md5(data).hexdigest()}"'
+
+
+class FakeStore:
+    """One bucket held in memory. Thread-safe."""
+
+    def __init__(
+        self, bucket: str = "bucket", stats: Stats | None = None, policy: RetryPolicy = FAST_RETRIES
+    ) -> None:
+        self.bucket = bucket
+        self._state = _State()
+        self.retrier = Retrier(policy, stats)
+
+    # -- what tests set up -------------------------------------------------------------------
+
+    @property
+    def stats(self) -> Stats:
+        return self.retrier.stats
+
+    def use_stats(self, stats: Stats) -> None:
+        """Counts retries and errors in ``stats`` (a new core's) from now on."""
+        self.retrier = Retrier(self.retrier.policy, stats)
+
+    def put(self, key: str, data: bytes | None = None, *, size: int = 0, seed: int = 0) -> bytes:
+        """Stores ``data``, or a pattern object of ``size`` bytes; returns the bytes stored.
+
+        The ETag is the MD5 of the bytes (as S3's for a single-part upload), so putting other
+        bytes changes it; every put gets a later mtime.
+        """
+        if data is None:
+            data = pattern_bytes(0, size, seed)
+        with self._state.lock:
+            mtime = FIRST_MTIME + next(self._state.clock)
+            self._state.objects[key] = StoredObject(bytes(data), etag_of(data), mtime)
+        return data
+
+    def delete(self, key: str) -> None:
+        with self._state.lock:
+            del self._state.objects[key]
+
+    def object(self, key: str) -> StoredObject:
+        with self._state.lock:
+            return self._state.objects[key]
+
+    def fail(
+        self, key: str, error: ErrorSpec, *, times: int | None = None, at: int | None = None
+    ) -> None:
+        """GETs of ``key`` raise ``error`` (an exception, or a factory of one)."""
+        self._add(_Fault(key, "error", at, times, error=error))
+
+    def fail_transient(
+        self, key: str, *, times: int | None = None, at: int | None = None, cause: str = "http_503"
+    ) -> None:
+        """GETs of ``key`` fail as a 503 would: worth a retry."""
+        self.fail(key, lambda: Transient(f"injected {cause}", cause), times=times, at=at)
+
+    def fail_list(self, prefix: str, error: ErrorSpec, *, times: int | None = None) -> None:
+        """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``."""
+        self._add(_Fault(prefix, "list", None, times, error=error))
+
+    def hold_list(self, prefix: str) -> Gate:
+        """Listings of ``prefix`` wait until the returned gate is released."""
+        gate = Gate()
+        self._add(_Fault(prefix, "list", None, None, gate=gate))
+        return gate
+
+    def short_body(self, key: str, *, times: int | None = None, at: int | None = None) -> None:
+        """GETs of ``key`` return one byte less than asked, as if the store's own length
+        check were missing: the reader must notice."""
+        self._add(_Fault(key, "short", at, times))
+
+    def cut_body(self, key: str, *, times: int | None = None, at: int | None = None) -> None:
+        """GETs of ``key`` send half the body, then the connection breaks (a Transient)."""
+        self._add(_Fault(key, "cut", at, times))
+
+    def hold(self, key: str, *, at: int | None = None, beyond: int | None = None) -> Gate:
+        """GETs of ``key`` (those holding byte ``at``, or starting at ``beyond`` or later)
+        wait until the returned gate is released."""
+        gate = Gate()
+        self._add(_Fault(key, "hold", at, None, gate=gate, beyond=beyond))
+        return gate
+
+    def clear_faults(self) -> None:
+        with self._state.lock:
+            self._state.faults.clear()
+
+    def _add(self, fault: _Fault) -> None:
+        with self._state.lock:
+            self._state.faults.append(fault)
+
+    # -- what tests check --------------------------------------------------------------------
+
+    @property
+    def calls(self) -> Counter[str]:
+        """Attempts per method name (``list_dir``, ``get_range``, ...)."""
+        return self._state.calls
+
+    @property
+    def gets(self) -> list[GetCall]:
+        """Every GET attempt so far, in order."""
+        with self._state.lock:
+            return list(self._state.gets)
+
+    def get_count(self, key: str | None = None, start: int | None = None) -> int:
+        """GET attempts, optionally of one key and one range start."""
+        return sum(
+            1
+            for g in self.gets
+            if (key is None or g.key == key) and (start is None or g.start == start)
+        )
+
+    def chunks_fetched(self, key: str, chunk_size: int) -> list[int]:
+        """The chunk indexes of every GET of ``key``, in order (repeats included)."""
+        return [g.start // chunk_size for g in self.gets if g.key == key]
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._state.bytes_sent
+
+    # -- the ObjectStore protocol ------------------------------------------------------------
+
+    def with_retries(self, policy: RetryPolicy) -> FakeStore:
+        clone = copy.copy(self)  # shares the objects, faults and counters
+        clone.retrier = Retrier(policy, self.stats)
+        return clone
+
+    def _count(self, method: str) -> None:
+        with self._state.lock:
+            self._state.calls[method] += 1
+
+    def check_access(self, prefix: str) -> bool:
+        self._count("check_access")
+        with self._state.lock:
+            return any(k.startswith(prefix) for k in self._state.objects)
+
+    def _info(self, key: str, obj: StoredObject) -> ObjectInfo:
+        return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime)
+
+    def list_dir(self, prefix: str) -> Listing:
+        def attempt() -> Listing:
+            with self._state.lock:
+                self._state.calls["list_dir"] += 1
+                faults = [f for f in self._state.faults if f.kind == "list"]
+                fault = next((f for f in faults if f.matches(prefix, None, None)), None)
+                if fault is not None and fault.times is not None:
+                    fault.times -= 1
+            if fault is not None and fault.gate is not None:
+                fault.gate._pass()
+            elif fault is not None:
+                assert fault.error is not None
+                raise fault.error() if callable(fault.error) else fault.error
+            objects: list[ObjectInfo] = []
+            prefixes: set[str] = set()
+            marker = None
+            with self._state.lock:
+                items = sorted(self._state.objects.items())
+            for key, obj in items:
+                if not key.startswith(prefix):
+                    continue
+                rest = key[len(prefix) :]
+                if rest == "":
+                    marker = self._info(key, obj)
+                elif "/" in rest:
+                    prefixes.add(prefix + rest[: rest.index("/") + 1])
+                else:
+                    objects.append(self._info(key, obj))
+            return Listing(objects, sorted(prefixes), marker)
+
+        return self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
+
+    def list_all(self, prefix: str) -> list[ObjectInfo]:
+        self._count("list_all")
+        with self._state.lock:
+            items = sorted(self._state.objects.items())
+        return [self._info(k, o) for k, o in items if k.startswith(prefix) and not k.endswith("/")]
+
+    def head(self, key: str) -> ObjectInfo:
+        self._count("head")
+        with self._state.lock:
+            obj = self._state.objects.get(key)
+        if obj is None:
+            raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
+        return self._info(key, obj)
+
+    def get_range(self, key: str, start: int, end: int, etag: str, size: int) -> bytes:
+        what = f"GET s3://{self.bucket}/{key} bytes={start}-{end - 1}"
+        return self.retrier.call(what, lambda: self._get_once(what, key, start, end, etag, size))
+
+    def _get_once(self, what: str, key: str, start: int, end: int, etag: str, size: int) -> bytes:
+        with self._state.lock:
+            self._state.calls["get_range"] += 1
+            self._state.gets.append(GetCall(key, start, end, etag))
+            faults = [
+                f for f in self._state.faults if f.kind != "list" and f.matches(key, start, end)
+            ]
+            for f in faults:
+                if f.times is not None:
+                    f.times -= 1
+                f.hits += 1
+        for f in faults:
+            if f.kind == "hold":
+                assert f.gate is not None
+                f.gate._pass()
+        with self._state.lock:
+            obj = self._state.objects.get(key)
+        if obj is None:
+            raise NotFound(f"{what}: NoSuchKey")
+        if etag and etag != obj.etag:
+            raise ObjectChanged(f"{what}: object changed (412 Precondition Failed)")
+        if not 0 <= start < end <= len(obj.data) or size != len(obj.data):
+            raise BadResponse(f"{what}: range not satisfiable for {len(obj.data)} bytes")
+        data = obj.data[start:end]
+        for f in faults:
+            if f.kind == "error":
+                assert f.error is not None
+                raise f.error() if callable(f.error) else f.error
+            if f.kind == "cut":
+                self._sent(len(data) // 2)
+                raise Transient(f"{what}: connection reset after {len(data) // 2} bytes", "cut")
+            if f.kind == "short":
+                data = data[:-1]
+        self._sent(len(data))
+        return data
+
+    def _sent(self, n: int) -> None:
+        with self._state.lock:
+            self._state.bytes_sent += n

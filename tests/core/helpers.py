@@ -1,0 +1,62 @@
+"""Helpers the core tests share: waiting without sleeping for timing, and path-level calls."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from rangefs.config import KiB
+from rangefs.core import Core
+from rangefs.filesystem import Attributes, Filesystem
+from rangefs.inodes import ROOT_INODE
+from tests.core.fakes import Gate
+
+CHUNK = 64 * KiB  # the smallest chunk Config allows: many chunks, little data
+
+
+async def settle(core: Core) -> None:
+    """Waits until nothing is being fetched or read ahead and every chunk fetched from the
+    store has been written to the disk cache (or failed to be)."""
+    stats = core.stats
+    while True:
+        await trio.testing.wait_all_tasks_blocked()
+        if core.reader.pending_fetches == 0 and stats.gets == (
+            stats.chunks_stored + stats.store_failures
+        ):
+            return
+        await trio.sleep(0.001)  # a worker thread is still busy: poll, not a timing guess
+
+
+async def gate_reached(gate: Gate) -> None:
+    """Waits (without blocking trio) until a held GET has reached the store."""
+    reached = await trio.to_thread.run_sync(gate.arrived.wait, 10.0)
+    assert reached, "the held request never reached the store"
+
+
+async def lookup_path(fs: Filesystem, path: str) -> Attributes:
+    """Looks a slash-separated path up from the root, one component at a time (as the kernel)."""
+    ino = ROOT_INODE
+    attr = await fs.getattr(ino)
+    for name in path.split("/"):
+        attr = await fs.lookup(ino, name)
+        ino = attr.ino
+    return attr
+
+
+async def open_path(fs: Filesystem, path: str) -> int:
+    attr = await lookup_path(fs, path)
+    fh, _ = await fs.open(attr.ino)
+    return fh
+
+
+async def read_all(fs: Filesystem, fh: int, size: int, request: int = 128 * KiB) -> bytes:
+    """Reads a file from start to end in ``request``-sized reads, as ``cat`` does."""
+    out = bytearray()
+    offset = 0
+    while True:
+        data = await fs.read(fh, offset, request)
+        if not data:
+            return bytes(out)
+        out += data
+        offset += len(data)
+        assert offset <= size

@@ -1,0 +1,202 @@
+"""The pyfuse3 adapter without a kernel: handlers called directly with a duck-typed ctx.
+
+What is checked is what the kernel would get back: entry attributes, file info, bytes, and
+``FUSEError`` with the right errno for every failure (an exception of another type escaping
+a handler would end the mount).
+"""
+
+import errno
+import os
+import stat
+from types import SimpleNamespace
+
+import pyfuse3
+import pytest
+
+from rangefs import xattrs
+from rangefs.errors import Transient
+from rangefs.fuse_ops import FuseOperations
+from rangefs.inodes import ROOT_INODE
+from tests.core.helpers import CHUNK, settle
+
+CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
+
+
+def ops_for(core):
+    return FuseOperations(core.fs)
+
+
+async def fuse_errno(call):
+    with pytest.raises(pyfuse3.FUSEError) as exc:
+        await call
+    return exc.value.errno
+
+
+async def test_lookup_and_getattr_fill_entry_attributes(env):
+    data = env.store.put("d/f", size=CHUNK + 3, seed=50)
+    async with env.core(metadata_ttl=7.5) as core:
+        ops = ops_for(core)
+        d = await ops.lookup(ROOT_INODE, b"d", CTX)
+        assert stat.S_ISDIR(d.st_mode) and d.st_nlink == 2
+        f = await ops.lookup(d.st_ino, b"f", CTX)
+        assert stat.S_ISREG(f.st_mode) and stat.S_IMODE(f.st_mode) == 0o444
+        assert f.st_size == len(data) and f.st_blocks == -(-len(data) // 512)
+        assert f.entry_timeout == f.attr_timeout == 7.5
+        assert f.st_uid == CTX.uid and f.st_gid == CTX.gid
+        again = await ops.getattr(f.st_ino, CTX)
+        assert (again.st_ino, again.st_size, again.st_mtime_ns) == (
+            f.st_ino,
+            f.st_size,
+            f.st_mtime_ns,
+        )
+
+
+async def test_lookup_errors(env):
+    env.store.put("f", b"file")
+    async with env.core() as core:
+        ops = ops_for(core)
+        assert await fuse_errno(ops.lookup(ROOT_INODE, b"missing", CTX)) == errno.ENOENT
+        f = await ops.lookup(ROOT_INODE, b"f", CTX)
+        assert await fuse_errno(ops.lookup(f.st_ino, b"x", CTX)) == errno.ENOTDIR
+        assert await fuse_errno(ops.getattr(424242, CTX)) == errno.ENOENT
+        assert await fuse_errno(ops.opendir(f.st_ino, CTX)) == errno.ENOTDIR
+
+
+async def test_open_read_release(env):
+    data = env.store.put("f", size=3 * CHUNK, seed=51)
+    async with env.core() as core:
+        ops = ops_for(core)
+        f = await ops.lookup(ROOT_INODE, b"f", CTX)
+        info = await ops.open(f.st_ino, os.O_RDONLY, CTX)
+        assert isinstance(info, pyfuse3.FileInfo) and not info.keep_cache
+        got = await ops.read(info.fh, CHUNK - 5, 10)
+        assert bytes(got) == data[CHUNK - 5 : CHUNK + 5]
+        await ops.flush(info.fh)
+        await ops.release(info.fh)
+        assert await fuse_errno(ops.read(info.fh, 0, 10)) == errno.ENOENT
+        second = await ops.open(f.st_ino, os.O_RDONLY, CTX)
+        assert second.keep_cache  # unchanged object: the page cache stays valid
+
+
+@pytest.mark.parametrize(
+    "flags", [os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND]
+)
+async def test_open_for_writing_is_erofs(env, flags):
+    env.store.put("f", b"x")
+    async with env.core() as core:
+        ops = ops_for(core)
+        f = await ops.lookup(ROOT_INODE, b"f", CTX)
+        assert await fuse_errno(ops.open(f.st_ino, flags, CTX)) == errno.EROFS
+
+
+async def test_open_a_directory_is_eisdir(env):
+    env.store.put("d/f", b"x")
+    async with env.core() as core:
+        ops = ops_for(core)
+        d = await ops.lookup(ROOT_INODE, b"d", CTX)
+        assert await fuse_errno(ops.open(d.st_ino, os.O_RDONLY, CTX)) == errno.EISDIR
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        "setattr",
+        "create",
+        "write",
+        "unlink",
+        "rmdir",
+        "mkdir",
+        "mknod",
+        "rename",
+        "symlink",
+        "link",
+        "setxattr",
+        "removexattr",
+    ],
+)
+async def test_every_write_handler_is_erofs(env, handler):
+    async with env.core() as core:
+        ops = ops_for(core)
+        assert await fuse_errno(getattr(ops, handler)(ROOT_INODE, b"name", CTX)) == errno.EROFS
+
+
+async def test_xattrs_through_the_adapter(env):
+    env.store.put("f", size=CHUNK, seed=52)
+    async with env.core() as core:
+        ops = ops_for(core)
+        f = await ops.lookup(ROOT_INODE, b"f", CTX)
+        names = await ops.listxattr(f.st_ino, CTX)
+        assert names == [n.encode() for n in xattrs.FILE_NAMES]
+        assert await ops.getxattr(f.st_ino, xattrs.URI.encode(), CTX) == b"s3://bucket/f"
+        etag = await ops.getxattr(f.st_ino, xattrs.ETAG.encode(), CTX)
+        assert etag == env.store.object("f").etag.encode()
+        assert await fuse_errno(ops.getxattr(f.st_ino, b"user.nope", CTX)) == errno.ENODATA
+        assert await fuse_errno(ops.getxattr(ROOT_INODE, b"security.selinux", CTX)) == (
+            errno.ENODATA
+        )
+
+
+async def test_statfs_through_the_adapter(env):
+    async with env.core() as core:
+        st = await ops_for(core).statfs(CTX)
+        assert st.f_bsize == st.f_frsize == core.fs.statfs().block_size
+        assert st.f_namemax == 255 and st.f_bfree == st.f_bavail == 0
+
+
+async def test_estale_and_eio_reach_the_kernel_as_errno(env):
+    data = env.store.put("f", size=2 * CHUNK, seed=53)
+    async with env.core(metadata_ttl=0) as core:
+        ops = ops_for(core)
+        f = await ops.lookup(ROOT_INODE, b"f", CTX)
+        info = await ops.open(f.st_ino, os.O_RDONLY, CTX)
+        assert bytes(await ops.read(info.fh, 0, 10)) == data[:10]
+        await settle(core)
+        env.store.put("f", size=2 * CHUNK, seed=54)
+        assert await fuse_errno(ops.read(info.fh, CHUNK, 10)) == errno.ESTALE
+        fresh = await ops.open(f.st_ino, os.O_RDONLY, CTX)
+        env.store.fail_transient("f", at=CHUNK)
+        assert await fuse_errno(ops.read(fresh.fh, CHUNK, 10)) == errno.EIO
+
+
+async def test_an_unexpected_exception_is_eio_and_the_adapter_keeps_serving(env):
+    env.store.put("d/f", b"fine")
+    env.store.fail_list("d/", lambda: KeyError("a bug in listing"), times=1)
+    async with env.core() as core:
+        ops = ops_for(core)
+        d = await ops.lookup(ROOT_INODE, b"d", CTX)
+        assert await fuse_errno(ops.lookup(d.st_ino, b"f", CTX)) == errno.EIO
+        f = await ops.lookup(d.st_ino, b"f", CTX)  # the next request is served
+        assert f.st_size == 4
+
+
+async def test_a_transient_listing_error_is_retried_below_the_adapter(env):
+    env.store.put("f", b"x")
+    env.store.fail_list("", lambda: Transient("injected", "http_503"), times=1)
+    async with env.core() as core:
+        f = await ops_for(core).lookup(ROOT_INODE, b"f", CTX)
+        assert f.st_size == 1
+
+
+async def test_forget_through_the_adapter_drops_the_inode(env):
+    env.store.put("f", b"x")
+    async with env.core() as core:
+        ops = ops_for(core)
+        f = await ops.lookup(ROOT_INODE, b"f", CTX)
+        await ops.lookup(ROOT_INODE, b"f", CTX)
+        await ops.forget([(f.st_ino, 1)])
+        assert (await ops.getattr(f.st_ino, CTX)).st_size == 1  # one lookup still held
+        await ops.forget([(f.st_ino, 1)])
+        assert await fuse_errno(ops.getattr(f.st_ino, CTX)) == errno.ENOENT
+
+
+async def test_opendir_and_releasedir_through_the_adapter(env):
+    env.store.put("d/a", b"1")
+    env.store.put("d/b", b"2")
+    async with env.core() as core:
+        ops = ops_for(core)
+        d = await ops.lookup(ROOT_INODE, b"d", CTX)
+        fh = await ops.opendir(d.st_ino, CTX)
+        # readdir needs the kernel's token; the listing behind it is the Filesystem's.
+        assert [e.name for e in core.fs.readdir(fh, 0)] == ["a", "b"]
+        await ops.releasedir(fh)
+        assert core.fs.readdir(fh, 0) == []

@@ -1,0 +1,441 @@
+"""The read path: bytes, the GETs behind them, coalescing, read-ahead, the memory budget,
+the disk cache as a checkpoint, and the chunk arithmetic at the edges."""
+
+import bisect
+
+import pytest
+import trio
+import trio.testing
+
+from rangefs.stats import LATENCY_BUCKETS
+from tests.core.helpers import CHUNK, gate_reached, open_path, read_all, settle
+
+
+def value_files(env):
+    return sorted(env.cache_dir.rglob("*.val"))
+
+
+# -- bytes and chunk arithmetic ---------------------------------------------------------------
+
+
+async def test_whole_file_reads_back_exactly_with_one_get_per_chunk(env):
+    data = env.store.put("f", size=5 * CHUNK + 123, seed=11)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data), request=40_000) == data
+        await settle(core)
+        assert sorted(env.store.chunks_fetched("f", CHUNK)) == list(range(6))
+        assert core.stats.bytes_fetched == len(data)
+        assert core.stats.bytes_read == len(data)
+
+
+async def test_read_spanning_chunk_boundaries(env):
+    data = env.store.put("f", size=4 * CHUNK, seed=2)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        got = await core.fs.read(fh, CHUNK - 10, 2 * CHUNK + 20)  # 3 chunks, 2 boundaries
+        assert bytes(got) == data[CHUNK - 10 : 3 * CHUNK + 10]
+        assert {0, CHUNK, 2 * CHUNK} <= {g.start for g in env.store.gets}
+
+
+async def test_last_short_chunk_is_asked_for_exactly(env):
+    data = env.store.put("f", size=2 * CHUNK + 1000, seed=3)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        got = await core.fs.read(fh, 2 * CHUNK + 500, 4096)
+        assert bytes(got) == data[2 * CHUNK + 500 :]
+        (get,) = env.store.gets
+        assert (get.start, get.end) == (2 * CHUNK, len(data))
+
+
+async def test_reads_at_and_past_eof_and_of_zero_length(env):
+    data = env.store.put("f", size=CHUNK + 7, seed=4)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        assert await core.fs.read(fh, len(data), 4096) == b""
+        assert await core.fs.read(fh, len(data) + CHUNK * 10, 4096) == b""
+        assert await core.fs.read(fh, 100, 0) == b""
+        assert env.store.gets == []
+        tail = await core.fs.read(fh, len(data) - 3, 4096)  # clipped at EOF
+        assert bytes(tail) == data[-3:]
+
+
+async def test_empty_object_reads_empty_without_a_get(env):
+    env.store.put("empty", b"")
+    async with env.core() as core:
+        fh = await open_path(core.fs, "empty")
+        assert await core.fs.read(fh, 0, 4096) == b""
+        assert env.store.gets == []
+
+
+async def test_unknown_file_handle_is_not_found(env):
+    async with env.core() as core:
+        try:
+            await core.fs.read(12345, 0, 10)
+        except Exception as exc:
+            assert exc.errno == 2  # type: ignore[attr-defined]
+        else:
+            raise AssertionError("read of an unknown handle succeeded")
+
+
+# -- coalescing ------------------------------------------------------------------------------
+
+
+async def test_concurrent_readers_of_one_missing_chunk_make_one_get(env):
+    data = env.store.put("f", size=4 * CHUNK, seed=5)
+    gate = env.store.hold("f", at=CHUNK)
+    async with env.core() as core:
+        handles = [await open_path(core.fs, "f") for _ in range(10)]
+        results: dict[int, bytes] = {}
+
+        async def reader(i, fh):
+            results[i] = bytes(await core.fs.read(fh, CHUNK + 1000 * i, 4096))
+
+        async with trio.open_nursery() as nursery:
+            for i, fh in enumerate(handles):
+                nursery.start_soon(reader, i, fh)
+            await gate_reached(gate)
+            await trio.testing.wait_all_tasks_blocked()
+            assert results == {}  # everyone waits for the one GET
+            gate.release()
+        assert env.store.get_count("f") == 1
+        assert env.store.get_count("f", start=CHUNK) == 1
+        for i in range(10):
+            assert results[i] == data[CHUNK + 1000 * i : CHUNK + 1000 * i + 4096]
+
+
+async def test_a_reader_that_goes_away_does_not_cancel_the_shared_get(env):
+    data = env.store.put("f", size=2 * CHUNK, seed=6)
+    gate = env.store.hold("f", at=0)
+    async with env.core() as core:
+        fh1 = await open_path(core.fs, "f")
+        fh2 = await open_path(core.fs, "f")
+        got = {}
+
+        async def impatient(task_status=trio.TASK_STATUS_IGNORED):
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                await core.fs.read(fh1, 0, 100)
+                got["impatient"] = True
+
+        async def patient():
+            got["data"] = bytes(await core.fs.read(fh2, 0, 100))
+
+        async with trio.open_nursery() as nursery:
+            scope = await nursery.start(impatient)  # its read starts the GET
+            await gate_reached(gate)
+            nursery.start_soon(patient)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()  # the first reader is interrupted (^C)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.release()
+        assert got == {"data": data[:100]}
+        await settle(core)
+        assert env.store.get_count("f") == 1
+        assert core.stats.chunks_stored == 1  # the fetch finished and reached the disk
+
+
+# -- read-ahead ------------------------------------------------------------------------------
+
+
+async def test_sequential_reader_window_doubles_up_to_the_maximum(env):
+    env.store.put("f", size=64 * CHUNK, seed=7)
+    async with env.core(memory_limit=16 * CHUNK, max_readahead=8 * CHUNK) as core:
+        fh = await open_path(core.fs, "f")
+        stream = core.fs._handles[fh].stream
+        windows = []
+        for i in range(6):
+            await core.fs.read(fh, i * CHUNK, CHUNK)
+            await settle(core)
+            windows.append(stream.window // CHUNK)
+        assert windows == [1, 2, 4, 8, 8, 8]
+        # Read-ahead fetched up to a full window past the last chunk read, each chunk once.
+        fetched = env.store.chunks_fetched("f", CHUNK)
+        assert sorted(fetched) == list(range(5 + 1 + 8))
+        assert core.stats.memory_hits >= 5  # the chunks read were already there
+
+
+async def test_a_seek_resets_the_window(env):
+    env.store.put("f", size=64 * CHUNK, seed=8)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        stream = core.fs._handles[fh].stream
+        for i in range(4):
+            await core.fs.read(fh, i * CHUNK, CHUNK)
+        await settle(core)
+        assert stream.window == 8 * CHUNK
+        before = len(env.store.gets)
+        await core.fs.read(fh, 40 * CHUNK, CHUNK)  # a seek
+        await settle(core)
+        assert stream.window == 0
+        assert env.store.chunks_fetched("f", CHUNK)[before:] == [40]  # nothing ahead
+        await core.fs.read(fh, 41 * CHUNK, CHUNK)  # sequential again: starts over small
+        await settle(core)
+        assert stream.window == CHUNK
+        assert sorted(env.store.chunks_fetched("f", CHUNK)[before:]) == [40, 41, 42]
+
+
+async def test_a_single_random_read_triggers_no_read_ahead(env):
+    data = env.store.put("f", size=64 * CHUNK, seed=9)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        got = await core.fs.read(fh, 20 * CHUNK + 5, 128 * 1024)  # a big read, after a seek
+        await settle(core)
+        assert bytes(got) == data[20 * CHUNK + 5 : 20 * CHUNK + 5 + 128 * 1024]
+        assert sorted(env.store.chunks_fetched("f", CHUNK)) == [20, 21, 22]
+        assert core.fs._handles[fh].stream.window == 0
+
+
+async def test_read_ahead_waits_for_half_a_chunk_in_sequence(env):
+    env.store.put("f", size=8 * CHUNK, seed=10)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        await core.fs.read(fh, 0, CHUNK // 4)  # a media player's first small read
+        await settle(core)
+        assert env.store.chunks_fetched("f", CHUNK) == [0]
+        await core.fs.read(fh, CHUNK // 4, CHUNK // 4)  # half a chunk in sequence now
+        await settle(core)
+        assert env.store.chunks_fetched("f", CHUNK) == [0, 1]
+
+
+async def test_read_ahead_stops_at_eof(env):
+    data = env.store.put("f", size=3 * CHUNK + 1, seed=12)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data), request=CHUNK) == data
+        await settle(core)
+        assert sorted(env.store.chunks_fetched("f", CHUNK)) == [0, 1, 2, 3]
+
+
+# -- the memory budget -----------------------------------------------------------------------
+
+
+async def test_memory_budget_holds_for_one_sequential_reader(env):
+    data = env.store.put("f", size=32 * CHUNK, seed=13)
+    async with env.core(memory_limit=4 * CHUNK, parallel=8, max_readahead=64 * CHUNK) as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data), request=CHUNK) == data
+        await settle(core)
+        assert core.reader.memory_limit == 4 * CHUNK
+        assert 0 < core.reader.peak_bytes <= core.reader.memory_limit
+        assert core.reader.memory_bytes <= core.reader.memory_limit
+
+
+async def test_memory_budget_holds_for_concurrent_readers_of_several_files(env):
+    files = {f"f{i}": env.store.put(f"f{i}", size=12 * CHUNK + i, seed=20 + i) for i in range(5)}
+    async with env.core(memory_limit=6 * CHUNK, parallel=4, max_readahead=64 * CHUNK) as core:
+        results = {}
+
+        async def cat(name):
+            fh = await open_path(core.fs, name)
+            results[name] = await read_all(core.fs, fh, len(files[name]), request=48 * 1024)
+
+        async with trio.open_nursery() as nursery:
+            for name in files:
+                nursery.start_soon(cat, name)
+        await settle(core)
+        assert results == files
+        assert core.reader.peak_bytes <= core.reader.memory_limit == 6 * CHUNK
+
+
+async def test_memory_budget_holds_while_read_ahead_runs_ahead(env):
+    data = env.store.put("f", size=40 * CHUNK, seed=14)
+    gate = env.store.hold("f", beyond=2 * CHUNK)
+    async with env.core(memory_limit=8 * CHUNK, parallel=8, max_readahead=64 * CHUNK) as core:
+        fh = await open_path(core.fs, "f")
+        for i in range(2):
+            await core.fs.read(fh, i * CHUNK, CHUNK)
+        await trio.testing.wait_all_tasks_blocked()
+        # Read-ahead may not take more than the budget less two chunks, nor the last slot.
+        assert core.reader.pending_fetches <= 8 - 2
+        assert core.stats.bytes_in_flight <= (8 - 2) * CHUNK
+        gate.release()
+        offset = 2 * CHUNK
+        rest = await read_all_from(core, fh, offset, len(data))
+        assert data[:offset] + rest == data[: offset + len(rest)]
+        await settle(core)
+        assert core.reader.peak_bytes <= core.reader.memory_limit
+
+
+async def read_all_from(core, fh, offset, size):
+    out = bytearray()
+    while offset < size:
+        piece = await core.fs.read(fh, offset, CHUNK)
+        out += piece
+        offset += len(piece)
+    return bytes(out)
+
+
+async def test_read_ahead_chunks_not_yet_read_are_evicted_last(env):
+    env.store.put("seq", size=16 * CHUNK, seed=15)
+    rand = env.store.put("rand", size=32 * CHUNK, seed=16)
+    async with env.core(memory_limit=8 * CHUNK, parallel=2, max_readahead=64 * CHUNK) as core:
+        seq = await open_path(core.fs, "seq")
+        for i in range(2):
+            await core.fs.read(seq, i * CHUNK, CHUNK)
+        await settle(core)
+        ahead = sorted(set(env.store.chunks_fetched("seq", CHUNK)) - {0, 1})
+        assert ahead  # some chunks were read ahead and are not read yet
+        # A random reader now streams chunks through memory: what it read goes first.
+        rnd = await open_path(core.fs, "rand")
+        for i in range(0, 32, 3):
+            got = await core.fs.read(rnd, i * CHUNK, 1000)
+            assert bytes(got) == rand[i * CHUNK : i * CHUNK + 1000]
+        await settle(core)
+        hits, gets = core.stats.memory_hits, len(env.store.gets)
+        range_hits = core.stats.range_hits
+        for i in ahead:
+            await core.fs.read(seq, i * CHUNK, 100)
+        assert core.stats.memory_hits - hits == len(ahead)  # all still in memory
+        assert core.stats.range_hits == range_hits  # none had to come from disk
+        assert len(env.store.gets) >= gets  # (read-ahead may go on; nothing refetched)
+        assert env.store.chunks_fetched("seq", CHUNK).count(ahead[0]) == 1
+
+
+# -- caching and the checkpoint ----------------------------------------------------------------
+
+
+async def test_second_read_is_served_from_memory_without_a_get(env):
+    data = env.store.put("f", size=2 * CHUNK, seed=17)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        first = bytes(await core.fs.read(fh, 100, 1000))
+        hits = core.stats.memory_hits
+        second = bytes(await core.fs.read(fh, 100, 1000))
+        assert first == second == data[100:1100]
+        assert env.store.get_count("f") == 1
+        assert core.stats.memory_hits == hits + 1
+
+
+async def test_chunk_evicted_from_memory_is_served_from_disk_without_a_get(env):
+    data = env.store.put("f", size=CHUNK, seed=18)
+    env.store.put("other", size=12 * CHUNK, seed=19)
+    async with env.core(memory_limit=4 * CHUNK) as core:
+        fh = await open_path(core.fs, "f")
+        await core.fs.read(fh, 0, 10)
+        other = await open_path(core.fs, "other")
+        for i in range(0, 12, 2):  # random reads: no read-ahead, six chunks through memory
+            await core.fs.read(other, i * CHUNK, 10)
+        await settle(core)
+        gets = len(env.store.gets)
+        got = await core.fs.read(fh, 5000, 3000)
+        assert bytes(got) == data[5000:8000]
+        assert len(env.store.gets) == gets
+        assert core.stats.range_hits == 1
+
+
+async def test_a_fresh_core_over_the_same_cache_reads_with_zero_gets(env):
+    data = env.store.put("dir/f", size=6 * CHUNK + 99, seed=21)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "dir/f")
+        assert await read_all(core.fs, fh, len(data)) == data
+        await settle(core)
+        assert core.stats.chunks_stored == 7
+    gets = len(env.store.gets)
+    async with env.core() as core:  # a restart: new memory, same cache directory
+        fh = await open_path(core.fs, "dir/f")
+        assert await read_all(core.fs, fh, len(data)) == data
+        await settle(core)
+        assert len(env.store.gets) == gets
+        assert core.stats.gets == 0 and core.stats.misses == 0
+        assert core.stats.disk_hits + core.stats.range_hits >= 7
+
+
+async def test_a_damaged_cache_chunk_is_a_miss_and_is_fetched_again(env):
+    data = env.store.put("f", size=4 * CHUNK, seed=22)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data)) == data
+        await settle(core)
+    files = value_files(env)
+    assert len(files) == 4
+    victim = files[1]
+    raw = bytearray(victim.read_bytes())
+    raw[-100] ^= 0xFF  # one flipped bit in the data, as a crash or a bad disk would leave
+    victim.write_bytes(bytes(raw))
+    gets = len(env.store.gets)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data)) == data  # never the damaged bytes
+        await settle(core)
+        assert len(env.store.gets) == gets + 1
+        assert core.stats.bad_chunks == 1
+        assert core.stats.chunks_stored == 1  # the good copy replaced it
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data)) == data
+        assert len(env.store.gets) == gets + 1
+
+
+async def test_a_truncated_cache_chunk_is_a_miss(env):
+    data = env.store.put("f", size=CHUNK, seed=23)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        await read_all(core.fs, fh, len(data))
+        await settle(core)
+    (victim,) = value_files(env)
+    victim.write_bytes(victim.read_bytes()[: CHUNK // 2])
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        assert bytes(await core.fs.read(fh, CHUNK - 10, 10)) == data[-10:]
+        assert env.store.get_count("f") == 2
+        assert core.stats.bad_chunks == 1
+
+
+# -- time ------------------------------------------------------------------------------------
+
+
+@pytest.mark.mock_clock
+async def test_read_latency_is_measured_on_the_trio_clock(env):
+    data = env.store.put("f", size=CHUNK, seed=24)
+    gate = env.store.hold("f")
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        clock = trio.lowlevel.current_clock()
+        got = {}
+
+        async def slow_read():
+            got["data"] = bytes(await core.fs.read(fh, 0, 10))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_read)
+            await gate_reached(gate)
+            clock.jump(2.0)  # the GET takes two (virtual) seconds
+            gate.release()
+        assert got["data"] == data[:10]
+        assert bytes(await core.fs.read(fh, 0, 10)) == data[:10]  # from memory: no time
+        counts = core.stats.read_latency_counts
+        assert counts[0] == 1
+        assert counts[bisect.bisect_left(LATENCY_BUCKETS, 2.0)] == 1
+        assert sum(counts) == 2
+        assert core.stats.read_latency_sum == 2.0
+
+
+async def test_read_ahead_never_takes_the_last_fetch_slot(env):
+    env.store.put("seq", size=16 * CHUNK, seed=25)
+    other = env.store.put("other", size=CHUNK, seed=26)
+    gate = env.store.hold("seq", beyond=2 * CHUNK)
+    async with env.core(parallel=2, memory_limit=16 * CHUNK) as core:
+        seq = await open_path(core.fs, "seq")
+        await core.fs.read(seq, 0, CHUNK)
+        await settle(core)  # chunk 1 read ahead
+        await core.fs.read(seq, CHUNK, CHUNK)  # a window of two: chunks 2 and 3, which hang
+        await gate_reached(gate)  # chunk 2 or 3, whichever trio scheduled first
+        await trio.testing.wait_all_tasks_blocked()
+        assert core.stats.bytes_in_flight == CHUNK  # one slot for read-ahead, one kept
+        fh = await open_path(core.fs, "other")
+        with trio.fail_after(5):  # served by the slot read-ahead may not use
+            assert bytes(await core.fs.read(fh, 0, 100)) == other[:100]
+        gate.release()
+
+
+async def test_a_failed_read_ahead_is_not_remembered(env):
+    data = env.store.put("f", size=4 * CHUNK, seed=27)
+    env.store.fail_transient("f", at=CHUNK, times=3)  # exactly one fetch's attempts
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        await core.fs.read(fh, 0, CHUNK)  # read-ahead of chunk 1 fails in the background
+        await settle(core)
+        assert core.stats.read_errors == 1
+        assert bytes(await core.fs.read(fh, CHUNK, CHUNK)) == data[CHUNK : 2 * CHUNK]
+        assert env.store.get_count("f", start=CHUNK) == 4
