@@ -37,6 +37,7 @@ class RetryPolicy:
     max_seconds: float
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
+    jitter: float = 1.0  # seconds of random extra wait, so retries of many GETs spread out
 
 
 MOUNT_CHECK = RetryPolicy(attempts=3, max_seconds=20.0, initial_backoff=0.5)
@@ -60,7 +61,9 @@ class Retrier:
         retrying = Retrying(
             retry=retry_if_exception_type(Transient),
             stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_seconds),
-            wait=wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff),
+            wait=wait_exponential_jitter(
+                multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.jitter
+            ),
             before_sleep=before_sleep,
             reraise=True,
         )

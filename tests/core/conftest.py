@@ -11,18 +11,22 @@ not a dependency) inside a deadline, so a hang fails one test quickly. A test ma
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+from rangefs import options
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.core import Core, build_core
+from rangefs.options import MOUNT
 from rangefs.stats import Stats
 from tests.core.fakes import FakeStore
 from tests.core.helpers import CHUNK
@@ -61,11 +65,10 @@ class Env:
         self.store = FakeStore("bucket")
         self.cache_dir = tmp_path / "cache"
 
-    def config(self, **overrides: object) -> Config:
-        settings: dict[str, object] = {
-            "bucket": "bucket",
-            "prefix": "",
-            "mountpoint": self.tmp_path / "mnt",
+    def config(self, **overrides: Any) -> Config:
+        """The mount defaults of the option table, with small chunks and these overrides."""
+        base = options.make_config("bucket", self.tmp_path / "mnt", options.defaults(MOUNT))
+        settings: dict[str, Any] = {
             "cache_dir": self.cache_dir,
             "cache_size": 1024 * CHUNK,
             "chunk_size": CHUNK,
@@ -75,7 +78,7 @@ class Env:
             "metadata_ttl": 60.0,
         }
         settings.update(overrides)
-        return Config(**settings)  # type: ignore[arg-type]
+        return dataclasses.replace(base, **settings)
 
     @contextlib.asynccontextmanager
     async def core(self, **overrides: object) -> AsyncIterator[Core]:

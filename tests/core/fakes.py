@@ -35,7 +35,9 @@ from rangefs.store import Listing, ObjectInfo
 from tests.support.patterns import pattern_bytes
 
 # Tiny backoff: three attempts cost a few milliseconds, yet the code path is the real one.
-FAST_RETRIES = RetryPolicy(attempts=3, max_seconds=5.0, initial_backoff=0.001, max_backoff=0.002)
+FAST_RETRIES = RetryPolicy(
+    attempts=3, max_seconds=5.0, initial_backoff=0.001, max_backoff=0.002, jitter=0.001
+)
 GATE_TIMEOUT = 10.0  # a held GET never outlives a broken test by more than this
 FIRST_MTIME = 1_700_000_000.0
 

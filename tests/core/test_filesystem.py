@@ -17,12 +17,16 @@ from tests.core.helpers import CHUNK, gate_reached, lookup_path, open_path, sett
 
 
 async def readdir_names(fs, path=""):
+    """The directory's entries past ``.`` and ``..``, which always come first (their inodes
+    are tested in tests/unit/test_readdir.py)."""
     ino = ROOT_INODE if not path else (await lookup_path(fs, path)).ino
     fh = await fs.opendir(ino)
     try:
-        return {e.name: e.attributes for e in fs.readdir(fh, 0)}
+        entries = list(fs.readdir(fh, 0))
     finally:
         fs.releasedir(fh)
+    assert [e.name for e in entries[:2]] == [".", ".."]
+    return {e.name: e.attributes for e in entries[2:]}
 
 
 async def test_lookup_and_getattr_of_a_file(env):
@@ -97,12 +101,12 @@ async def test_readdir_pages_from_a_stable_snapshot(env):
     async with env.core(metadata_ttl=0) as core:
         d = await lookup_path(core.fs, "d")
         fh = await core.fs.opendir(d.ino)
-        first = core.fs.readdir(fh, 0)[:4]
+        first = list(core.fs.readdir(fh, 0))[:6]
         env.store.put("d/f00-new", b"y")  # appears in the bucket mid-listing
-        rest = core.fs.readdir(fh, first[-1].next_id)
+        rest = list(core.fs.readdir(fh, first[-1].next_id))
         names = [e.name for e in first + rest]
-        assert names == [f"f{i:02d}" for i in range(10)]
-        assert [e.next_id for e in first + rest] == list(range(1, 11))
+        assert names == [".", "..", *(f"f{i:02d}" for i in range(10))]
+        assert [e.next_id for e in first + rest] == list(range(1, 13))
         core.fs.releasedir(fh)
         assert "f00-new" in await readdir_names(core.fs, "d")  # the next opendir sees it
 
