@@ -51,6 +51,13 @@ DENIED_CODES = {
 CHANGED_CODES = {"PreconditionFailed", "412"}
 SSE_C_CODES = {"InvalidArgument", "InvalidRequest"}  # with a message about encryption keys
 SSE_C_WORDS = ("customer", "server side encryption", "encryption parameters")
+CREDENTIAL_ERRORS = (
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.SSOError,
+    botocore.exceptions.RefreshWithMFAUnsupportedError,
+)
 AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 
 
@@ -88,6 +95,8 @@ def classify(exc: BaseException, what: str) -> BaseException:
         return RemoteError(f"{what}: {code} (HTTP {status})")
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AccessDenied(f"{what}: no AWS credentials found")
+    if isinstance(exc, CREDENTIAL_ERRORS):  # e.g. a credential_process failing at a renewal
+        return AccessDenied(f"{what}: could not get AWS credentials: {' '.join(str(exc).split())}")
     if isinstance(
         exc,
         botocore.exceptions.ConnectionError

@@ -11,8 +11,9 @@ import pytest
 
 from rangefs import cli, options
 from rangefs.config import CustomerKey, S3Settings, load_customer_key
+from rangefs.errors import AccessDenied
 from rangefs.retry import Retrier, RetryPolicy
-from rangefs.s3 import RequestArgs, S3Store, make_client
+from rangefs.s3 import RequestArgs, S3Store, classify, make_client
 
 KEY = bytes(range(100, 132))  # 32 bytes
 KEY_B64 = base64.b64encode(KEY).decode()
@@ -189,3 +190,14 @@ def test_a_bad_key_file_is_a_one_line_usage_error(tmp_path, capsys, content, why
         if isinstance(content, bytes):
             for secret in secret_forms(content):
                 assert secret.strip() not in err
+
+
+def test_a_failed_credential_renewal_is_access_denied_in_one_line():
+    import botocore.exceptions
+
+    exc = botocore.exceptions.CredentialRetrievalError(
+        provider="custom-process", error_msg="token service down\ntry later"
+    )
+    mapped = classify(exc, "GET s3://b/k bytes=0-9")
+    assert isinstance(mapped, AccessDenied)
+    assert "\n" not in str(mapped) and "token service down try later" in str(mapped)
