@@ -4,9 +4,10 @@ The options that fill these records, with their defaults, units and limits, are 
 in :mod:`rangefs.options`; build a :class:`Config` with ``options.make_config``.
 """
 
+import base64
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from rangefs.errors import UsageError
@@ -19,6 +20,8 @@ TiB = 1024 * GiB
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": TiB}
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
+SSE_C_KEY_BYTES = 32  # SSE-C is AES-256: the key is 32 bytes
+SSE_C_KEY_BASE64 = 44  # characters of those 32 bytes in base64
 
 
 def parse_size(text: str) -> int:
@@ -72,17 +75,54 @@ def default_cache_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerKey:
+    """An SSE-C key and the file it came from. Its repr (hence any log line or message that
+    formats a Config or S3Settings) shows the path, never the key."""
+
+    path: Path
+    key: bytes = field(repr=False)
+
+
+def load_customer_key(text: str) -> CustomerKey:
+    """The SSE-C key in file ``text``: exactly 32 raw bytes (``openssl rand 32``), or those
+    32 bytes in base64 (``openssl rand -base64 32``; surrounding whitespace is ignored).
+
+    A file that cannot be read or holds anything else is a ValueError that names the file and
+    its length, never its content.
+    """
+    path = Path(text).absolute()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(data) == SSE_C_KEY_BYTES:
+        return CustomerKey(path, data)
+    try:
+        key = base64.b64decode(data.strip(), validate=True)
+    except ValueError:  # binascii.Error
+        key = b""
+    if len(key) != SSE_C_KEY_BYTES:
+        raise ValueError(
+            f"{path} must hold a {SSE_C_KEY_BYTES}-byte key, raw or in base64 "
+            f"({SSE_C_KEY_BASE64} characters); it holds {len(data)} bytes"
+        )
+    return CustomerKey(path, key)
+
+
+@dataclass(frozen=True, slots=True)
 class S3Settings:
     """How to reach S3 and how hard to try: shared by the mount and ``prefetch s3://``."""
 
     endpoint_url: str | None
     region: str | None
     profile: str | None
-    addressing_style: str
+    addressing_style: str | None  # None: virtual-hosted for AWS, path-style for an endpoint
     connect_timeout: float
     read_timeout: float
     retries: int
     retry_seconds: float
+    requester_pays: bool
+    sse_c_key: CustomerKey | None
 
 
 @dataclass(frozen=True)
@@ -117,8 +157,10 @@ class Config:
     retry_seconds: float
     mount_timeout: float
     metrics_addr: str | None
-    addressing_style: str
+    addressing_style: str | None
     kernel_readahead_kb: int
+    requester_pays: bool
+    sse_c_key: CustomerKey | None
 
     @property
     def s3(self) -> S3Settings:

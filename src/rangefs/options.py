@@ -23,6 +23,7 @@ from rangefs.config import (
     S3Settings,
     compact_size,
     default_cache_dir,
+    load_customer_key,
     parse_size,
     parse_source,
     split_host_port,
@@ -89,6 +90,7 @@ UMASK = Kind("OCTAL", _octal, lambda mode: f"{mode:03o}")
 PATH = Kind("PATH", lambda text: Path(text).absolute())
 TEXT = Kind("TEXT", str)
 FLAG = Kind("", _flag, lambda on: "on" if on else "off")
+KEY_FILE = Kind("FILE", load_customer_key, lambda key: str(key.path))  # read when parsed
 
 
 def _url(value: str) -> str | None:
@@ -200,7 +202,7 @@ FILESYSTEM = "filesystem"
 PERFORMANCE = "performance"
 PROCESS = "process"
 PREFETCH_GROUP = "prefetch"
-GROUP_NOTES = {S3: "credentials come from the standard AWS chain"}
+GROUP_NOTES = {S3: "credentials come from the standard AWS chain, refreshed as they expire"}
 
 DEFAULT_PARALLEL = 8  # Range GETs in flight at once: --parallel of a mount, --jobs of prefetch
 WITH_S3 = (MOUNT, PREFETCH)
@@ -215,10 +217,17 @@ OPTIONS: tuple[Option, ...] = (
            default_text="from the AWS config/environment", metavar="REGION"),
     Option("profile", TEXT, None, "profile from ~/.aws/credentials and ~/.aws/config", S3,
            WITH_S3, default_text="the credential chain", metavar="NAME"),
-    Option("addressing-style", choice("path", "virtual", "auto"), "path",
+    Option("addressing-style", choice("path", "virtual", "auto"), None,
            "path: http://host/BUCKET/key (MinIO, Ceph, SeaweedFS); virtual: "
            "http://BUCKET.host/key (AWS, Aliyun OSS requires it); auto: botocore chooses",
+           S3, WITH_S3, default_text="virtual for AWS, path with --endpoint-url or an "
+           "AWS_ENDPOINT_URL"),
+    Option("requester-pays", FLAG, False, "send every request as requester pays "
+           "(x-amz-request-payer): needed to read a bucket whose owner bills the reader",
            S3, WITH_S3),
+    Option("sse-c-key-file", KEY_FILE, None, "read objects encrypted with this customer key "
+           "(SSE-C); the file holds the 32-byte key, raw or in base64", S3, WITH_S3,
+           field="sse_c_key", default_text="none: objects are not SSE-C encrypted"),
     Option("connect-timeout", SECONDS, 5.0, "TCP connect timeout per request", S3, WITH_S3,
            above=0.0),
     Option("read-timeout", SECONDS, 30.0, "socket read timeout per request", S3, WITH_S3,

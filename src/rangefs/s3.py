@@ -10,7 +10,9 @@ the budget.
 import base64
 import hashlib
 import logging
+import urllib.parse
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import boto3
@@ -47,6 +49,16 @@ DENIED_CODES = {
     "AllAccessDisabled",
 }
 CHANGED_CODES = {"PreconditionFailed", "412"}
+SSE_C_CODES = {"InvalidArgument", "InvalidRequest"}  # with a message about encryption keys
+SSE_C_WORDS = ("customer", "server side encryption", "encryption parameters")
+CREDENTIAL_ERRORS = (
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.SSOError,
+    botocore.exceptions.RefreshWithMFAUnsupportedError,
+)
+AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 
 
 T = TypeVar("T")
@@ -68,11 +80,23 @@ def classify(exc: BaseException, what: str) -> BaseException:
             return NotFound(f"{what}: {code}")
         if code in DENIED_CODES or status == 403:
             return AccessDenied(f"{what}: {code}")
+        message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+        if code in SSE_C_CODES and any(word in message for word in SSE_C_WORDS):
+            return AccessDenied(
+                f"{what}: {code}: the object is encrypted with a customer key (SSE-C) and "
+                "needs --sse-c-key-file, or is not and must be read without it"
+            )
+        if status == 400 and code == "400":  # a HEAD error has no body to say more
+            return RemoteError(
+                f"{what}: 400 Bad Request (an SSE-C object read without --sse-c-key-file?)"
+            )
         if status >= 500 or status == 429 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
             return Transient(f"{code} (HTTP {status})", f"http_{status}")
         return RemoteError(f"{what}: {code} (HTTP {status})")
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return AccessDenied(f"{what}: no AWS credentials found")
+    if isinstance(exc, CREDENTIAL_ERRORS):  # e.g. a credential_process failing at a renewal
+        return AccessDenied(f"{what}: could not get AWS credentials: {' '.join(str(exc).split())}")
     if isinstance(
         exc,
         botocore.exceptions.ConnectionError
@@ -104,19 +128,60 @@ def make_boto_config(
     )
 
 
+def is_aws_endpoint(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host.endswith(AWS_DOMAINS)
+
+
 def make_client(settings: S3Settings, pool: int) -> Any:
-    """A boto3 S3 client from the standard credential chain; profile errors are user errors."""
+    """A boto3 S3 client from the standard credential chain; profile errors are user errors.
+
+    The client is built from a session and given no keys, so botocore keeps the chain's
+    refreshable credentials (assume-role, SSO, web identity, ``credential_process`` with an
+    ``Expiration``) and renews them before they expire, for as long as the mount runs.
+    Nothing here may read the credentials once and pass them on frozen.
+
+    Without ``--addressing-style``, AWS gets virtual-hosted requests (what AWS wants; botocore
+    still falls back to path-style where a bucket name cannot be a host name) and any other
+    endpoint, from ``--endpoint-url`` or the AWS config/environment, gets path-style ones
+    (what MinIO, Ceph and SeaweedFS serve without DNS set up for buckets).
+    """
     try:
         session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
     except botocore.exceptions.ProfileNotFound as exc:
         raise UsageError(f"AWS profile not found: {settings.profile}") from exc
-    config = make_boto_config(
-        settings.connect_timeout, settings.read_timeout, pool, settings.addressing_style
-    )
-    try:
-        return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
-    except ValueError as exc:
-        raise UsageError(f"invalid endpoint URL {settings.endpoint_url!r}: {exc}") from exc
+
+    def build(style: str) -> Any:
+        config = make_boto_config(settings.connect_timeout, settings.read_timeout, pool, style)
+        try:
+            return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        except ValueError as exc:
+            raise UsageError(f"invalid endpoint URL {settings.endpoint_url!r}: {exc}") from exc
+
+    if settings.addressing_style:
+        return build(settings.addressing_style)
+    client = build("path" if settings.endpoint_url else "virtual")
+    if not settings.endpoint_url and not is_aws_endpoint(client.meta.endpoint_url):
+        client = build("path")  # an endpoint from AWS_ENDPOINT_URL or the config file
+    return client
+
+
+@dataclass(frozen=True)
+class RequestArgs:
+    """What every request of a kind carries besides its own parameters: who pays
+    (``--requester-pays``) and, for object reads, the SSE-C key. The repr leaves the key out."""
+
+    listing: dict[str, Any] = field(default_factory=dict)
+    reading: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, settings: S3Settings) -> "RequestArgs":
+        payer = {"RequestPayer": "requester"} if settings.requester_pays else {}
+        sse_c: dict[str, Any] = {}
+        if settings.sse_c_key is not None:
+            # botocore base64-encodes the key and adds its MD5 (the ...-customer-key-MD5 header)
+            sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": settings.sse_c_key.key}
+        return cls(listing=payer, reading={**payer, **sse_c})
 
 
 def store_factory(
@@ -126,20 +191,24 @@ def store_factory(
     say: the mount and ``prefetch s3://`` build their stores this one way."""
     client = make_client(settings, pool)
     retrier = Retrier(RetryPolicy(settings.retries, settings.retry_seconds), stats)
-    return lambda bucket: S3Store(client, bucket, retrier)
+    args = RequestArgs.of(settings)
+    return lambda bucket: S3Store(client, bucket, retrier, args)
 
 
 class S3Store:
     """Blocking S3 access for one bucket. Thread-safe (boto3 clients are)."""
 
-    def __init__(self, client: Any, bucket: str, retrier: Retrier) -> None:
+    def __init__(
+        self, client: Any, bucket: str, retrier: Retrier, args: RequestArgs | None = None
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.retrier = retrier
+        self.args = args or RequestArgs()
 
     def with_retries(self, policy: RetryPolicy) -> "S3Store":
         """The same client and bucket under another retry policy (the mount's first check)."""
-        return S3Store(self.client, self.bucket, Retrier(policy, self.retrier.stats))
+        return S3Store(self.client, self.bucket, Retrier(policy, self.retrier.stats), self.args)
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def attempt() -> T:
@@ -164,13 +233,19 @@ class S3Store:
             Bucket=self.bucket,
             Prefix=prefix,
             MaxKeys=1,
+            **self.args.listing,
         )
         return bool(page.get("KeyCount") or page.get("Contents"))
 
     def _pages(self, prefix: str, **extra: Any) -> Iterator[dict[str, Any]]:
         """Every ListObjectsV2 page under ``prefix``, past the 1000-key limit."""
         what = f"list s3://{self.bucket}/{prefix}"
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, **extra}
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            **extra,
+            **self.args.listing,
+        }
         while True:
             page = self._call(what, self.client.list_objects_v2, **kwargs)
             yield page
@@ -213,7 +288,11 @@ class S3Store:
 
     def head(self, key: str) -> ObjectInfo:
         resp = self._call(
-            f"head s3://{self.bucket}/{key}", self.client.head_object, Bucket=self.bucket, Key=key
+            f"head s3://{self.bucket}/{key}",
+            self.client.head_object,
+            Bucket=self.bucket,
+            Key=key,
+            **self.args.reading,
         )
         return ObjectInfo(
             key=key,
@@ -233,7 +312,12 @@ class S3Store:
         what = f"GET s3://{self.bucket}/{key} {rng}"
 
         def fetch() -> bytes:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Range": rng}
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": key,
+                "Range": rng,
+                **self.args.reading,
+            }
             if etag:
                 kwargs["IfMatch"] = etag
             resp = self.client.get_object(**kwargs)

@@ -4,8 +4,8 @@ rangefs runs as a separate daemon, so the only place a test can observe and
 disturb what it sends to S3 is the wire. The proxy sits between the daemon and
 the real server and
 
-* records every request (method, bucket, key, Range, If-Match, status, body
-  bytes actually delivered), so tests can assert "one ranged GET per chunk",
+* records every request (method, bucket, key, Range, If-Match, the request
+  headers, status, body bytes actually delivered), so tests can assert "one ranged GET per chunk",
   "nothing re-downloaded after remount", ...;
 * injects the failures S3 clients meet in production: throttling errors,
   bodies cut short, stalled responses, slow links, an unreachable endpoint.
@@ -64,7 +64,8 @@ class RequestRecord:
     handed to the client socket; it is updated while the body streams, so it
     is exact as soon as the client has read the last byte. Synthetic error
     bodies are not counted: they carry no object data. ``status`` is 0 when
-    the connection was dropped without an answer.
+    the connection was dropped without an answer. ``headers`` holds every
+    request header as sent, names in lower case.
     """
 
     method: str
@@ -78,6 +79,7 @@ class RequestRecord:
     fault: str | None = None
     started: float = 0.0
     finished: float | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -289,6 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             range=self.headers.get("Range"),
             if_match=self.headers.get("If-Match"),
             started=time.monotonic(),
+            headers={name.lower(): value for name, value in self.headers.items()},
         )
         proxy._add(record)
         try:

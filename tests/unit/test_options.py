@@ -10,6 +10,7 @@ from rangefs.config import Config, S3Settings
 from rangefs.options import FLAG, OPTIONS, Option
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md"
+KEY_FILE = Path(__file__).resolve().parent / "sse-c-sample.key"  # a test key, in base64
 
 # A value other than the default for every option a user can give (None: a flag).
 SAMPLES = {
@@ -21,12 +22,13 @@ SAMPLES = {
     "kernel_readahead": "512K", "foreground": None, "log_level": "debug",
     "log_file": "/var/log/r.log", "pid_file": "/run/r.pid", "mount_timeout": "5",
     "metrics_addr": "127.0.0.1:9100", "jobs": "3", "no_progress": None, "shared_cache": None,
+    "requester_pays": None, "sse_c_key_file": str(KEY_FILE),
 }  # fmt: skip
 # Options that only make sense with another one (a Rule): given together in the samples.
 COMPANIONS = {"shared_cache": ("--allow-other",)}
 
 # Text each kind cannot read, and for bounded options a value out of bounds.
-UNREADABLE = {"SIZE": "lots", "SECONDS": "soon", "N": "x", "OCTAL": "9"}
+UNREADABLE = {"SIZE": "lots", "SECONDS": "soon", "N": "x", "OCTAL": "9", "FILE": "/nonexistent"}
 OUT_OF_BOUNDS = {
     "connect_timeout": "0", "read_timeout": "0", "retries": "0", "retry_seconds": "-1",
     "chunk_size": "1K", "metadata_ttl": "-1", "uid": "-1", "gid": "-1", "umask": "1000",
