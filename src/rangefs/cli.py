@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rangefs import __version__, options
-from rangefs.config import Config
+from rangefs.config import Config, format_timestamp
 from rangefs.errors import UsageError, UserError
 from rangefs.options import expand_fstab_options
 from rangefs.readiness import Notifier
@@ -105,7 +105,7 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
     if ready_fd is None:
         mount.check_mountpoint(config.mountpoint, heal=False)
         if not config.foreground:
-            for warning in mount.spawn_daemon(argv, config):
+            for warning in mount.spawn_daemon(pin_version_at(argv, config), config):
                 print(f"rangefs: warning: {warning}", file=sys.stderr)
             return 0
     try:
@@ -113,6 +113,16 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
     except UserError as exc:
         return exit_status(exc)  # logged, and told to the waiting parent
     return 0
+
+
+def pin_version_at(argv: list[str], config: Config) -> list[str]:
+    """The daemon's argv with ``--version-at`` as the absolute time this command read: a
+    duration such as ``2h`` must not be read again, later, by the daemon."""
+    if config.version_at is None:
+        return argv
+    end = argv.index("--") if "--" in argv else len(argv)
+    pinned = ["--version-at", format_timestamp(config.version_at)]
+    return [*argv[:end], *pinned, *argv[end:]]
 
 
 def exit_status(exc: UserError) -> int:

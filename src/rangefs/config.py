@@ -7,7 +7,9 @@ in :mod:`rangefs.options`; build a :class:`Config` with ``options.make_config``.
 import base64
 import os
 import re
+import time
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rangefs.errors import UsageError
@@ -20,6 +22,9 @@ TiB = 1024 * GiB
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": TiB}
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$")
 SSE_C_KEY_BYTES = 32  # SSE-C is AES-256: the key is 32 bytes
 SSE_C_KEY_BASE64 = 44  # characters of those 32 bytes in base64
 
@@ -47,6 +52,40 @@ def format_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def parse_duration(text: str) -> float:
+    """``1h30m`` -> 5400.0 seconds; ValueError if it is not a duration."""
+    if not _DURATION.match(text):
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def parse_timestamp(text: str, now: float | None = None) -> float:
+    """An RFC 3339 time or a duration back from ``now`` (default: the clock) -> epoch seconds.
+
+    A time without a zone offset is refused rather than guessed (local time or UTC?).
+    ValueError says what the text is not.
+    """
+    text = text.strip()
+    if _DURATION.match(text):
+        return (time.time() if now is None else now) - parse_duration(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(
+            f"not an RFC 3339 time or a duration: {text!r} "
+            "(use e.g. 2026-11-27T16:45:54Z or 2h, 30m, 1d)"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone (add Z or an offset such as +01:00)")
+    return moment.timestamp()
+
+
+def format_timestamp(when: float) -> str:
+    """Epoch seconds as RFC 3339 in UTC; :func:`parse_timestamp` reads it back (to the
+    microsecond)."""
+    return datetime.fromtimestamp(when, UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_source(text: str) -> tuple[str, str]:
@@ -161,6 +200,7 @@ class Config:
     kernel_readahead_kb: int
     requester_pays: bool
     sse_c_key: CustomerKey | None
+    version_at: float | None = None  # epoch seconds: the bucket as it was then (versioned)
 
     @property
     def s3(self) -> S3Settings:

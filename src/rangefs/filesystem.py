@@ -95,7 +95,7 @@ class Filesystem:
         self._handles: dict[int, OpenFile] = {}
         self._dir_handles: dict[int, DirHandle] = {}
         self._fh = itertools.count(1)
-        self._last_etag: dict[str, str] = {}
+        self._last_version: dict[str, ObjectVersion] = {}  # per key, the last version opened
 
     def _attributes(self, ino: int, entry: Entry) -> Attributes:
         cfg = self.config
@@ -131,7 +131,11 @@ class Filesystem:
 
     def _version(self, path: str, entry: Entry) -> ObjectVersion:
         return ObjectVersion(
-            self.namespace.store.bucket, self.namespace.key_of(path), entry.etag, entry.size
+            self.namespace.store.bucket,
+            self.namespace.key_of(path),
+            entry.etag,
+            entry.size,
+            entry.version_id,
         )
 
     def _open_handle(self, ino: int) -> OpenFile | None:
@@ -196,23 +200,24 @@ class Filesystem:
     async def open(self, ino: int) -> tuple[int, bool]:
         """Opens a file at its current version; returns (fh, keep_cache).
 
-        ``keep_cache`` is true only when the ETag is the one the previous open saw, so the
-        kernel's page cache is reused for an unchanged object and dropped for a changed one.
+        ``keep_cache`` is true only when the version (ETag, or versionId on a ``--version-at``
+        mount) is the one the previous open saw, so the kernel's page cache is reused for an
+        unchanged object and dropped for a changed one. A versionId names bytes that never
+        change: its chunks are never bound to an ETag nor dropped for a newer one.
         """
         path = self.inodes.path_of(ino)
         entry = await self.namespace.entry(path)
         if entry.is_dir:
             raise IsADirectory(path)
         version = self._version(path, entry)
-        previous = self._last_etag.get(version.key)
-        keep_cache = previous == version.etag
+        previous = self._last_version.get(version.key)
+        keep_cache = previous is not None and previous.id == version.id
         if not keep_cache:
-            self._last_etag[version.key] = version.etag
-            await self.cache.bind_etag(version.id)
+            self._last_version[version.key] = version
+            if not version.version_id:
+                await self.cache.bind_etag(version.id)
             if previous is not None:
-                self.reader.forget_version(
-                    ObjectVersion(version.bucket, version.key, previous, entry.size)
-                )
+                self.reader.forget_version(previous)
         fh = next(self._fh)
         self._handles[fh] = OpenFile(ino, path, version)
         self.inodes.opened(ino)
@@ -246,7 +251,9 @@ class Filesystem:
         if ino == 1:
             return list(xattrs.ROOT_NAMES)
         version = await self._version_of(ino)
-        return list(xattrs.DIR_NAMES if version is None else xattrs.FILE_NAMES)
+        if version is None:
+            return list(xattrs.DIR_NAMES)
+        return list(xattrs.VERSIONED_FILE_NAMES if version.version_id else xattrs.FILE_NAMES)
 
     async def getxattr(self, ino: int, name: str) -> bytes:
         if name not in await self.listxattr(ino):
@@ -263,6 +270,8 @@ class Filesystem:
         assert version is not None
         if name == xattrs.ETAG:
             return version.etag.encode()
+        if name == xattrs.VERSION:
+            return version.version_id.encode()
         chunk_size = self.config.chunk_size
         count = chunks.chunk_count(version.size, chunk_size)
         cached = await self.cache.cached_map(version.id, chunk_size, count)

@@ -17,13 +17,14 @@ import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import cast
 
 import pyfuse3
 import trio
 
 from rangefs import sdnotify
 from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
-from rangefs.config import Config
+from rangefs.config import Config, format_timestamp
 from rangefs.core import META_THREADS, Core, build_core
 from rangefs.errors import AccessDenied, NotFound, RemoteError, UserError
 from rangefs.fuse_ops import FuseOperations
@@ -33,6 +34,7 @@ from rangefs.retry import MOUNT_CHECK
 from rangefs.s3 import store_factory
 from rangefs.stats import Stats
 from rangefs.store import ObjectStore
+from rangefs.versions import NotVersioned, VersionedStore, VersionSource
 
 log = logging.getLogger("rangefs")
 
@@ -106,6 +108,11 @@ def check_bucket(store: ObjectStore, config: Config) -> bool:
     where = f" at {config.endpoint_url}" if config.endpoint_url else ""
     try:
         return store.check_access(config.prefix)
+    except NotVersioned:
+        raise UserError(
+            f"bucket {config.bucket!r}{where} has no versioning: --version-at needs a bucket "
+            "whose versioning is enabled (or suspended)"
+        ) from None
     except NotFound:
         raise UserError(f"bucket {config.bucket!r} does not exist{where}") from None
     except AccessDenied as exc:
@@ -216,6 +223,9 @@ def _start(
     cache = open_cache(config, stats)
     stack.callback(cache.close)
     store = make_store(config, stats)
+    if config.version_at is not None:
+        store = VersionedStore(cast(VersionSource, store), config.version_at)
+        log.info("showing s3://%s as of %s", config.bucket, format_timestamp(config.version_at))
     if not check_bucket(store.with_retries(MOUNT_CHECK), config):
         message = f"{config.source} holds no object yet (a typo in the prefix?); mounting it empty"
         log.warning("%s", message)

@@ -29,6 +29,7 @@ class Entry:
     size: int = 0
     mtime: float = 0.0
     etag: str = ""
+    version_id: str = ""  # on a --version-at mount: the S3 version this entry shows
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Namespace:
                     "s3://%s/%s hidden: a directory has the same name", self.store.bucket, obj.key
                 )
             else:
-                entries[name] = Entry(name, False, obj.size, obj.mtime, obj.etag)
+                entries[name] = Entry(name, False, obj.size, obj.mtime, obj.etag, obj.version_id)
         if hidden:
             log.info(
                 "listing s3://%s/%s: %d keys hidden (invalid names or shadowed by a directory)",

@@ -23,9 +23,11 @@ from rangefs.config import (
     S3Settings,
     compact_size,
     default_cache_dir,
+    format_timestamp,
     load_customer_key,
     parse_size,
     parse_source,
+    parse_timestamp,
     split_host_port,
 )
 from rangefs.errors import UsageError
@@ -90,6 +92,7 @@ UMASK = Kind("OCTAL", _octal, lambda mode: f"{mode:03o}")
 PATH = Kind("PATH", lambda text: Path(text).absolute())
 TEXT = Kind("TEXT", str)
 FLAG = Kind("", _flag, lambda on: "on" if on else "off")
+TIMESTAMP = Kind("TIME", parse_timestamp, format_timestamp)  # RFC 3339, or 2h back from now
 KEY_FILE = Kind("FILE", load_customer_key, lambda key: str(key.path))  # read when parsed
 
 
@@ -260,6 +263,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("allow-other", FLAG, False, "let other users access the mount (needs "
            "user_allow_other in /etc/fuse.conf for non-root); permissions are then checked by "
            "the kernel", FILESYSTEM, (MOUNT,)),
+    Option("version-at", TIMESTAMP, None, "show a versioned bucket as it was at TIME: an RFC "
+           "3339 time (2026-11-27T16:45:54Z) or a duration back from now (2h, 30m, 1d); each key "
+           "at its newest version not newer than TIME, keys deleted by then hidden",
+           FILESYSTEM, (MOUNT,), default_text="off: the current version of each key"),
     # performance
     Option("parallel", COUNT, DEFAULT_PARALLEL, "Range GETs in flight at once, all files",
            PERFORMANCE, (MOUNT,), minimum=1),

@@ -234,7 +234,7 @@ class ChunkReader:
                     if fetched:
                         self.stats.misses += 1
                         body = await self.store.get_range(
-                            version.key, start, end, version.etag, version.size
+                            version.key, start, end, version.etag, version.size, version.version_id
                         )
                         if len(body) != end - start:
                             raise BadResponse(f"store returned {len(body)} bytes for {end - start}")

@@ -34,6 +34,7 @@ from rangefs.errors import (
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
 from rangefs.store import Listing, ObjectInfo
+from rangefs.versions import VersionEntry
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,71 @@ class S3Store:
             if not item["Key"].endswith("/")
         ]
 
+    # -- versions (--version-at; see rangefs.versions.VersionedStore) ------------------------
+
+    def versioning(self) -> str:
+        """``Enabled``, ``Suspended``, or ``""`` for a bucket never versioned."""
+        resp = self._call(
+            f"get versioning of s3://{self.bucket}",
+            self.client.get_bucket_versioning,
+            Bucket=self.bucket,
+            **self.args.listing,
+        )
+        return str(resp.get("Status") or "")
+
+    def check_versions_access(self, prefix: str) -> bool:
+        page = self._call(
+            f"list versions s3://{self.bucket}/{prefix}",
+            self.client.list_object_versions,
+            Bucket=self.bucket,
+            Prefix=prefix,
+            MaxKeys=1,
+            **self.args.listing,
+        )
+        return bool(page.get("Versions") or page.get("DeleteMarkers"))
+
+    def list_versions(
+        self, prefix: str, delimiter: bool = True
+    ) -> tuple[list[VersionEntry], list[str]]:
+        """Every version and delete marker under ``prefix`` (ListObjectVersions, all pages:
+        KeyMarker + VersionIdMarker), in listing order, and the common prefixes."""
+        what = f"list versions s3://{self.bucket}/{prefix}"
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, **self.args.listing}
+        if delimiter:
+            kwargs["Delimiter"] = "/"
+        entries: list[VersionEntry] = []
+        prefixes: list[str] = []
+        while True:
+            page = self._call(what, self.client.list_object_versions, **kwargs)
+            for item in page.get("Versions", []):
+                entries.append(
+                    VersionEntry(
+                        key=item["Key"],
+                        version_id=str(item.get("VersionId") or "null"),
+                        mtime=item["LastModified"].timestamp(),
+                        is_latest=bool(item.get("IsLatest")),
+                        size=int(item.get("Size", 0)),
+                        etag=str(item.get("ETag", "")),
+                    )
+                )
+            for item in page.get("DeleteMarkers", []):
+                entries.append(
+                    VersionEntry(
+                        key=item["Key"],
+                        version_id=str(item.get("VersionId") or "null"),
+                        mtime=item["LastModified"].timestamp(),
+                        deleted=True,
+                        is_latest=bool(item.get("IsLatest")),
+                    )
+                )
+            prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes") or [])
+            if not page.get("IsTruncated"):
+                return entries, prefixes
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+            if not kwargs["KeyMarker"]:
+                raise BadResponse(f"{what}: truncated listing without a key marker")
+
     def head(self, key: str) -> ObjectInfo:
         resp = self._call(
             f"head s3://{self.bucket}/{key}",
@@ -301,8 +367,11 @@ class S3Store:
             mtime=resp["LastModified"].timestamp(),
         )
 
-    def get_range(self, key: str, start: int, end: int, etag: str, size: int) -> bytes:
-        """Bytes ``[start, end)`` of the object version ``etag``, checked before returning.
+    def get_range(
+        self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
+    ) -> bytes:
+        """Bytes ``[start, end)`` of the object version ``etag`` (and ``version_id``, sent as
+        ``VersionId=``, when given), checked before returning.
 
         The status must be 206 with the exact ``Content-Range`` asked for and the body must
         have the asked length; a body cut short is retried, a server that ignores ``Range``
@@ -320,6 +389,8 @@ class S3Store:
             }
             if etag:
                 kwargs["IfMatch"] = etag
+            if version_id:
+                kwargs["VersionId"] = version_id
             resp = self.client.get_object(**kwargs)
             body = resp["Body"]
             try:

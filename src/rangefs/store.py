@@ -22,6 +22,7 @@ class ObjectInfo:
     size: int
     etag: str
     mtime: float
+    version_id: str = ""  # set by a versioned listing (--version-at) only
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +36,19 @@ class Listing:
 
 @dataclass(frozen=True, slots=True)
 class ObjectVersion:
-    """What a reader reads: an object identified by (bucket, key, ETag), and its size."""
+    """What a reader reads: an object identified by (bucket, key, ETag), and its size; on a
+    ``--version-at`` mount also by its S3 versionId, which then names it in the cache."""
 
     bucket: str
     key: str
     etag: str
     size: int
+    version_id: str = ""
 
     @property
     def id(self) -> ObjectId:
+        if self.version_id:
+            return ObjectId(self.bucket, self.key, "", self.version_id)
         return ObjectId(self.bucket, self.key, self.etag)
 
     def chunk(self, chunk_size: int, index: int) -> ChunkKey:
@@ -70,7 +75,12 @@ class ObjectStore(Protocol):
 
     def head(self, key: str) -> ObjectInfo: ...
 
-    def get_range(self, key: str, start: int, end: int, etag: str, size: int) -> bytes: ...
+    def get_range(
+        self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
+    ) -> bytes:
+        """Bytes ``[start, end)`` of ``key`` at ``etag`` (If-Match), and of the version
+        ``version_id`` when one is given."""
+        ...
 
 
 class AsyncStore:
@@ -90,7 +100,9 @@ class AsyncStore:
     async def list_dir(self, prefix: str) -> Listing:
         return await trio.to_thread.run_sync(self.store.list_dir, prefix, limiter=self._meta)
 
-    async def get_range(self, key: str, start: int, end: int, etag: str, size: int) -> bytes:
+    async def get_range(
+        self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
+    ) -> bytes:
         return await trio.to_thread.run_sync(
-            self.store.get_range, key, start, end, etag, size, limiter=self._fetch
+            self.store.get_range, key, start, end, etag, size, version_id, limiter=self._fetch
         )

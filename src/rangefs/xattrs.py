@@ -6,6 +6,7 @@ documented in docs/OPERATIONS.md, read by people with ``getfattr``):
 
 * ``user.rangefs.uri``     ``s3://BUCKET/KEY`` (directories end in ``/``)
 * ``user.rangefs.etag``    the ETag the file is read at
+* ``user.rangefs.version`` the S3 versionId the file is read at (``--version-at`` mounts only)
 * ``user.rangefs.cached``  ``CACHED_BYTES SIZE``
 * ``user.rangefs.chunks``  ``CHUNK_SIZE MAP``, one character per chunk: ``#`` cached, ``.`` not
 * ``user.rangefs.stats``   (root only) the daemon's counters as JSON
@@ -24,10 +25,12 @@ ETAG = PREFIX + "etag"
 CACHED = PREFIX + "cached"
 CHUNKS = PREFIX + "chunks"
 STATS = PREFIX + "stats"
+VERSION = PREFIX + "version"
 
 ROOT_NAMES = (URI, STATS)
 DIR_NAMES = (URI,)
 FILE_NAMES = (URI, ETAG, CACHED, CHUNKS)
+VERSIONED_FILE_NAMES = (*FILE_NAMES, VERSION)
 CACHED_MARK, MISSING_MARK = "#", "."
 
 
@@ -56,6 +59,11 @@ def read_uri(path: Path | str) -> str:
 
 def read_etag(path: Path | str) -> str:
     return _get(path, ETAG)
+
+
+def read_version(path: Path | str) -> str:
+    """The versionId a file on a ``--version-at`` mount is read at."""
+    return _get(path, VERSION)
 
 
 def read_chunks(path: Path | str) -> tuple[int, list[bool]]:

@@ -16,6 +16,11 @@ so everything it shares is guarded by one lock and "hold this GET" is a
 
 Faults are injected per key and, optionally, per byte (``at``: the fault hits the GETs whose
 range holds that byte), for ``times`` attempts (None: every attempt).
+
+Versions: every put and delete is also kept in a per-key history (versionIds ``v1``, ``v2``...
+in order, a delete adds a delete marker), listed by ``list_versions`` newest first as
+ListObjectVersions does and read by ``get_range(..., version_id)``. ``versioning`` is what
+GetBucketVersioning answers (``""`` until :meth:`FakeStore.enable_versioning`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from rangefs.errors import BadResponse, NotFound, ObjectChanged, Transient
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
 from rangefs.store import Listing, ObjectInfo
+from rangefs.versions import VersionEntry
 from tests.support.patterns import pattern_bytes
 
 # Tiny backoff: three attempts cost a few milliseconds, yet the code path is the real one.
@@ -52,6 +58,15 @@ class StoredObject:
 
 
 @dataclass(frozen=True)
+class StoredVersion:
+    """One entry of a key's history: a version, or a delete marker (``obj`` None)."""
+
+    version_id: str
+    obj: StoredObject | None
+    mtime: float
+
+
+@dataclass(frozen=True)
 class GetCall:
     """One ranged GET attempt as the store received it: bytes ``[start, end)``."""
 
@@ -59,6 +74,7 @@ class GetCall:
     start: int
     end: int
     etag: str
+    version_id: str = ""
 
 
 class Gate:
@@ -101,6 +117,8 @@ class _Fault:
 @dataclass
 class _State:
     objects: dict[str, StoredObject] = field(default_factory=dict)
+    history: dict[str, list[StoredVersion]] = field(default_factory=dict)  # oldest first
+    versioning: str = ""
     faults: list[_Fault] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     gets: list[GetCall] = field(default_factory=list)
@@ -143,12 +161,30 @@ class FakeStore:
             data = pattern_bytes(0, size, seed)
         with self._state.lock:
             mtime = FIRST_MTIME + next(self._state.clock)
-            self._state.objects[key] = StoredObject(bytes(data), etag_of(data), mtime)
+            obj = StoredObject(bytes(data), etag_of(data), mtime)
+            self._state.objects[key] = obj
+            self._record(key, obj, mtime)
         return data
 
     def delete(self, key: str) -> None:
+        """Deletes ``key``; its history gets a delete marker."""
         with self._state.lock:
             del self._state.objects[key]
+            self._record(key, None, FIRST_MTIME + next(self._state.clock))
+
+    def _record(self, key: str, obj: StoredObject | None, mtime: float) -> None:
+        count = sum(len(h) for h in self._state.history.values())
+        entry = StoredVersion(f"v{count + 1}", obj, mtime)
+        self._state.history.setdefault(key, []).append(entry)
+
+    def enable_versioning(self, status: str = "Enabled") -> None:
+        with self._state.lock:
+            self._state.versioning = status
+
+    def versions(self, key: str) -> list[StoredVersion]:
+        """The history of ``key``, oldest first."""
+        with self._state.lock:
+            return list(self._state.history.get(key, []))
 
     def object(self, key: str) -> StoredObject:
         with self._state.lock:
@@ -248,19 +284,23 @@ class FakeStore:
     def _info(self, key: str, obj: StoredObject) -> ObjectInfo:
         return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime)
 
+    def _list_fault(self, method: str, prefix: str) -> None:
+        """Counts a listing attempt and plays the listing fault of ``prefix``, if any."""
+        with self._state.lock:
+            self._state.calls[method] += 1
+            faults = [f for f in self._state.faults if f.kind == "list"]
+            fault = next((f for f in faults if f.matches(prefix, None, None)), None)
+            if fault is not None and fault.times is not None:
+                fault.times -= 1
+        if fault is not None and fault.gate is not None:
+            fault.gate._pass()
+        elif fault is not None:
+            assert fault.error is not None
+            raise fault.error() if callable(fault.error) else fault.error
+
     def list_dir(self, prefix: str) -> Listing:
         def attempt() -> Listing:
-            with self._state.lock:
-                self._state.calls["list_dir"] += 1
-                faults = [f for f in self._state.faults if f.kind == "list"]
-                fault = next((f for f in faults if f.matches(prefix, None, None)), None)
-                if fault is not None and fault.times is not None:
-                    fault.times -= 1
-            if fault is not None and fault.gate is not None:
-                fault.gate._pass()
-            elif fault is not None:
-                assert fault.error is not None
-                raise fault.error() if callable(fault.error) else fault.error
+            self._list_fault("list_dir", prefix)
             objects: list[ObjectInfo] = []
             prefixes: set[str] = set()
             marker = None
@@ -294,14 +334,64 @@ class FakeStore:
             raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
         return self._info(key, obj)
 
-    def get_range(self, key: str, start: int, end: int, etag: str, size: int) -> bytes:
-        what = f"GET s3://{self.bucket}/{key} bytes={start}-{end - 1}"
-        return self.retrier.call(what, lambda: self._get_once(what, key, start, end, etag, size))
+    def versioning(self) -> str:
+        self._count("versioning")
+        with self._state.lock:
+            return self._state.versioning
 
-    def _get_once(self, what: str, key: str, start: int, end: int, etag: str, size: int) -> bytes:
+    def check_versions_access(self, prefix: str) -> bool:
+        self._list_fault("check_versions_access", prefix)
+        with self._state.lock:
+            return any(k.startswith(prefix) for k in self._state.history)
+
+    def list_versions(
+        self, prefix: str, delimiter: bool = True
+    ) -> tuple[list[VersionEntry], list[str]]:
+        """As ListObjectVersions: keys in order, each key's entries newest first."""
+
+        def attempt() -> tuple[list[VersionEntry], list[str]]:
+            self._list_fault("list_versions", prefix)
+            entries: list[VersionEntry] = []
+            prefixes: set[str] = set()
+            with self._state.lock:
+                history = sorted((k, list(h)) for k, h in self._state.history.items())
+            for key, versions in history:
+                if not key.startswith(prefix):
+                    continue
+                rest = key[len(prefix) :]
+                if delimiter and "/" in rest:
+                    prefixes.add(prefix + rest[: rest.index("/") + 1])
+                    continue
+                for i, v in enumerate(reversed(versions)):
+                    entries.append(
+                        VersionEntry(
+                            key,
+                            v.version_id,
+                            v.mtime,
+                            deleted=v.obj is None,
+                            is_latest=i == 0,
+                            size=len(v.obj.data) if v.obj else 0,
+                            etag=v.obj.etag if v.obj else "",
+                        )
+                    )
+            return entries, sorted(prefixes)
+
+        return self.retrier.call(f"list versions s3://{self.bucket}/{prefix}", attempt)
+
+    def get_range(
+        self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
+    ) -> bytes:
+        what = f"GET s3://{self.bucket}/{key} bytes={start}-{end - 1}"
+        return self.retrier.call(
+            what, lambda: self._get_once(what, key, start, end, etag, size, version_id)
+        )
+
+    def _get_once(
+        self, what: str, key: str, start: int, end: int, etag: str, size: int, version_id: str
+    ) -> bytes:
         with self._state.lock:
             self._state.calls["get_range"] += 1
-            self._state.gets.append(GetCall(key, start, end, etag))
+            self._state.gets.append(GetCall(key, start, end, etag, version_id))
             faults = [
                 f for f in self._state.faults if f.kind != "list" and f.matches(key, start, end)
             ]
@@ -315,6 +405,9 @@ class FakeStore:
                 f.gate._pass()
         with self._state.lock:
             obj = self._state.objects.get(key)
+            if version_id:
+                found = [v for v in self._state.history.get(key, []) if v.version_id == version_id]
+                obj = found[0].obj if found else None
         if obj is None:
             raise NotFound(f"{what}: NoSuchKey")
         if etag and etag != obj.etag:

@@ -23,12 +23,20 @@ SAMPLES = {
     "log_file": "/var/log/r.log", "pid_file": "/run/r.pid", "mount_timeout": "5",
     "metrics_addr": "127.0.0.1:9100", "jobs": "3", "no_progress": None, "shared_cache": None,
     "requester_pays": None, "sse_c_key_file": str(KEY_FILE),
+    "version_at": "2026-11-27T16:45:54Z",
 }  # fmt: skip
 # Options that only make sense with another one (a Rule): given together in the samples.
 COMPANIONS = {"shared_cache": ("--allow-other",)}
 
 # Text each kind cannot read, and for bounded options a value out of bounds.
-UNREADABLE = {"SIZE": "lots", "SECONDS": "soon", "N": "x", "OCTAL": "9", "FILE": "/nonexistent"}
+UNREADABLE = {
+    "SIZE": "lots",
+    "SECONDS": "soon",
+    "N": "x",
+    "OCTAL": "9",
+    "FILE": "/nonexistent",
+    "TIME": "yesterday",
+}
 OUT_OF_BOUNDS = {
     "connect_timeout": "0", "read_timeout": "0", "retries": "0", "retry_seconds": "-1",
     "chunk_size": "1K", "metadata_ttl": "-1", "uid": "-1", "gid": "-1", "umask": "1000",
