@@ -28,6 +28,8 @@ from rangefs.config import Config
 from rangefs.core import Core, build_core
 from rangefs.options import MOUNT
 from rangefs.stats import Stats
+from rangefs.store import ObjectStore
+from rangefs.versions import VersionedStore
 from tests.core.fakes import FakeStore
 from tests.core.helpers import CHUNK
 
@@ -83,13 +85,17 @@ class Env:
     @contextlib.asynccontextmanager
     async def core(self, **overrides: object) -> AsyncIterator[Core]:
         """A started core (fresh stats, fresh cache object over the same directory); on exit
-        its tasks are cancelled and the cache is closed, with every chunk write finished."""
+        its tasks are cancelled and the cache is closed, with every chunk write finished.
+        With ``version_at``, the store is seen as of that time (as a ``--version-at`` mount)."""
         config = self.config(**overrides)
         stats = Stats()
         self.store.use_stats(stats)
         cache = ChunkCache(config.cache_dir, config.cache_size, stats)
         try:
-            core = build_core(config, self.store, cache, stats)
+            store: ObjectStore = self.store
+            if config.version_at is not None:  # as the daemon does for --version-at
+                store = VersionedStore(self.store, config.version_at)
+            core = build_core(config, store, cache, stats)
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.run)
                 yield core

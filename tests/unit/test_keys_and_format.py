@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rangefs import cache_format
-from rangefs.keys import ChunkKey, ObjectId
+from rangefs.keys import VERSION_MARK, ChunkKey, ObjectId
+from rangefs.store import ObjectVersion
 
 texts = st.text(min_size=0, max_size=40)
 
@@ -12,7 +13,9 @@ texts = st.text(min_size=0, max_size=40)
 @given(
     bucket=st.from_regex(r"[a-z0-9][a-z0-9.-]{1,20}[a-z0-9]", fullmatch=True),
     key=texts,
-    etag=st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=40),
+    etag=st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=40).filter(
+        lambda etag: not etag.startswith(VERSION_MARK)  # an ETag is quoted: never starts so
+    ),
     chunk_size=st.integers(1, 2**40),
     index=st.integers(0, 2**40),
 )
@@ -29,6 +32,25 @@ def test_keys_of_rangefs_0_1_still_parse():
         "\0".join(("c2", "bkt", "dir/a.bin", '"e1"', "8388608", "3"))
     ) == ChunkKey(ObjectId("bkt", "dir/a.bin", '"e1"'), 8388608, 3)
     assert ObjectId("bkt", "dir/a.bin", '"e1"').tag() == 'bkt\0dir/a.bin\0"e1"'
+
+
+@given(
+    key=texts,
+    version_id=st.text(alphabet=st.characters(blacklist_characters="\0"), min_size=1, max_size=40),
+    index=st.integers(0, 2**40),
+)
+def test_versioned_chunk_keys_round_trip(key, version_id, index):
+    chunk = ObjectVersion("bkt", key, '"e1"', 10, version_id).chunk(8388608, index)
+    assert chunk.obj == ObjectId("bkt", key, "", version_id)
+    assert ChunkKey.parse(chunk.encode()) == chunk
+
+
+def test_a_versioned_key_never_meets_the_etag_key_of_the_same_object():
+    plain = ObjectVersion("bkt", "a", '"e1"', 10)
+    versioned = ObjectVersion("bkt", "a", '"e1"', 10, "v1")
+    assert plain.chunk(8, 0).encode() == "\0".join(("c2", "bkt", "a", '"e1"', "8", "0"))
+    assert versioned.chunk(8, 0).encode() == "\0".join(("c2", "bkt", "a", "versionId=v1", "8", "0"))
+    assert plain.id.tag() != versioned.id.tag()
 
 
 def test_foreign_keys_are_not_chunk_keys():
