@@ -53,7 +53,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
             report = cache.verify()
             print(f"verified {report.checked} chunks: {report.bad} bad (dropped)")
             for key in report.bad_keys:
-                print(f"  bad: {key.obj.uri} ETag {key.obj.etag} chunk {key.index} "
+                o = key.obj
+                named = f"version {o.version_id}" if o.version_id else f"ETag {o.etag}"
+                print(f"  bad: {o.uri} {named} chunk {key.index} "
                       f"({key.chunk_size} B chunks)")  # fmt: skip
             return 1 if report.bad else 0
         else:
