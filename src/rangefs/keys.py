@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 KEY_VERSION = "c2"  # chunk keys: bump when the value format or key meaning changes
 ETAG_RECORD = "etag1"  # the per-object record of the last ETag seen
+PROOF_RECORD = "proof1"  # the per-version record: S3's proof (the ETag) checked these bytes
 SEP = "\0"  # cannot occur in a bucket name, an ETag or a number; keys are split around it
 
 
@@ -31,6 +32,11 @@ class ObjectId:
     def etag_record(self) -> str:
         """The key under which the last ETag seen for this object is recorded."""
         return SEP.join((ETAG_RECORD, self.bucket, self.key))
+
+    def proof_record(self) -> str:
+        """The key under which "this version's cached bytes passed S3's proof" is recorded
+        (tagged like the chunks, so it goes when the version's chunks are evicted)."""
+        return SEP.join((PROOF_RECORD, self.bucket, self.key, self.etag))
 
 
 @dataclass(frozen=True, slots=True)
