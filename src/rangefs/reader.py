@@ -276,6 +276,8 @@ class ChunkReader:
                 finally:
                     self.stats.bytes_in_flight -= end - start
                 assert data is not None
+                if fetched:
+                    self.verifier.fetched(version, index, data)
                 self._publish(key, fetch, data)
                 if fetched:
                     stored = await self.cache.put(key, data)
@@ -283,7 +285,7 @@ class ChunkReader:
                         self.stats.chunks_stored += 1
                     else:
                         self.stats.store_failures += 1
-                await self._arrived(version, index, data, fetched)
+                await self._arrived(version, index, data)
         except ObjectChanged as exc:
             log.warning(
                 "object changed while open: s3://%s/%s bytes=%d-%d (ETag %s): %s",
@@ -314,13 +316,11 @@ class ChunkReader:
             if not fetch.done.is_set():
                 self._fail(key, fetch, RemoteError("fetch cancelled"))
 
-    async def _arrived(
-        self, version: ObjectVersion, index: int, data: ChunkData, fetched: bool
-    ) -> None:
+    async def _arrived(self, version: ObjectVersion, index: int, data: ChunkData) -> None:
         """Hands a chunk its waiters already have to the verifier; its trouble is not theirs
         (the proof is completed at the last read anyway)."""
         try:
-            await self.verifier.arrived(version, index, data, self, fetched=fetched)
+            await self.verifier.arrived(version, index, data, self)
         except Exception:
             log.exception("verifier failed on chunk %d of %s", index, version.id.uri)
 

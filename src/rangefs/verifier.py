@@ -87,6 +87,8 @@ class _State:
     proof: proofs.Proof
     parts: list[_Part]
     proven: bool = False
+    record_stale: bool = False  # a proof record in the cache must go (new bytes came)
+    refetching: bool = False  # the verifier's own GETs feed it; arrivals are ignored
     record_checked: bool = False
     fingerprints: dict[int, int] = field(default_factory=dict)
     served: set[int] = field(default_factory=set)
@@ -119,20 +121,31 @@ class Verifier:
             version.etag, version.size, self.chunk_size, self._part_size(version)
         )
 
-    async def arrived(
-        self, version: ObjectVersion, index: int, data: ChunkData, source: ChunkSource, *,
-        fetched: bool,
-    ) -> None:  # fmt: skip
-        """A whole chunk reached the reader (``fetched``: from S3, else from the disk)."""
-        state = await self._checked_state(version)
+    def fetched(self, version: ObjectVersion, index: int, data: ChunkData) -> None:
+        """Chunk ``index`` came from S3 (called before its waiters get it): a proof that did
+        not hash these very bytes does not cover them any more."""
+        state = self._state(version)
         if not state.proof.verifiable:
             return
         if state.proven:
-            if not fetched:
-                return
-            # New bytes from the wire: the recorded proof does not cover them.
+            if state.fingerprints.get(index) == xxhash.xxh3_64_intdigest(data):
+                return  # hashed for the proof already (the proof's own chunk, late)
             state = self._restart(version, keep_served=True)
-            await self.cache.forget_proof(version.id)
+            state.record_stale = True
+        elif not state.record_checked:
+            state.record_checked = True  # whatever a record says, it is not about these bytes
+            state.record_stale = True
+
+    async def arrived(
+        self, version: ObjectVersion, index: int, data: ChunkData, source: ChunkSource
+    ) -> None:
+        """A whole chunk reached the reader (from S3 or the disk) and its waiters."""
+        state = await self._checked_state(version)
+        if not state.proof.verifiable or state.refetching or state.proven:
+            return
+        await self._forget_stale_record(state)
+        if source.in_memory(version.chunk(self.chunk_size, index)) is not data:
+            return  # dropped meanwhile (a failed proof) or evicted: settle() reads it again
         await self._feed(state, index, data)
         await self._advance(state, state.parts[self._part_index(state, index)], source)
 
@@ -273,10 +286,15 @@ class Verifier:
 
     # -- outcomes ----------------------------------------------------------------------------
 
+    async def _forget_stale_record(self, state: _State) -> None:
+        if state.record_stale:
+            state.record_stale = False
+            await self.cache.forget_proof(state.version.id)
+
     async def _passed(self, state: _State) -> None:
+        await self._forget_stale_record(state)
         state.proven = True
         state.served.clear()
-        state.fingerprints.clear()
         self.stats.proofs_passed += 1
         await self.cache.record_proof(state.version.id, state.proof.kind)
         log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
@@ -302,12 +320,14 @@ class Verifier:
         first = dict(state.fingerprints)
         await self._drop(state, source)
         fresh = self._restart(version, keep_served=True)
+        fresh.refetching = True
         try:
             again = await self._complete(fresh, source, fresh=True)
         except BaseException:
             await self._drop(fresh, source)
             self._restart(version, keep_served=False)
             raise
+        fresh.refetching = False
         if again != state.proof.expected:
             self.stats.proofs_failed += 1
             await self._drop(fresh, source)
