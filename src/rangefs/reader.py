@@ -115,6 +115,8 @@ class ChunkReader:
             return b""
         if stream is not None:
             self._follow(stream, version, offset, length, parts[-1].index)
+        first, last = parts[0].index, parts[-1].index
+        self.verifier.reading(version, first, last)
         out: list[memoryview] = []
         for part in parts:
             key = version.chunk(self.chunk_size, part.index)
@@ -136,17 +138,16 @@ class ChunkReader:
             got = self._lookup_or_start(key, version, check_disk=not checked_disk)
             data = got if not isinstance(got, _Fetch) else await self._wait(got)
             out.append(memoryview(data)[part.start : part.end])
-        if offset + length >= version.size and (stream is None or stream.run >= version.size):
+        if offset + length >= version.size and self.verifier.read_whole(version):
             # The last bytes of a whole-file read: not returned before the proof holds.
             try:
-                replaced = await self.verifier.settle(version, self)
+                replaced = await self.verifier.settle(version, self, first, last)
             except ProofFailed as exc:
                 if stream is not None:
                     stream.failed = exc
                 raise
             if replaced:
                 return await self.read(version, offset, length)
-        self.verifier.served(version, parts[0].index, parts[-1].index)
         self.stats.reads += 1
         self.stats.bytes_read += sum(len(v) for v in out)
         self.stats.observe_read(trio.current_time() - started)
@@ -380,6 +381,14 @@ class ChunkReader:
     def in_memory(self, key: ChunkKey) -> ChunkData | None:
         """The chunk if held in memory now (for the verifier; not an LRU touch)."""
         return self._memory.get(key)
+
+    async def pending(self, key: ChunkKey) -> ChunkData | None:
+        """The chunk a fetch already running brings, else None (for the verifier)."""
+        fetch = self._inflight.get(key)
+        if fetch is None:
+            return None
+        await fetch.done.wait()
+        return fetch.data if fetch.error is None else None
 
     def forget_version(self, version: ObjectVersion) -> None:
         """Drops in-memory chunks of a version no longer current."""

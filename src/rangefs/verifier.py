@@ -3,7 +3,8 @@
 The reader hands every whole chunk it obtains to :meth:`Verifier.arrived` (after its
 waiters got it: a streaming reader is never held back) and calls :meth:`Verifier.settle`
 before it returns the object's last bytes to a reader that read the whole file; only that
-read waits. The integration surface with the reader is these calls plus :meth:`served`, and
+read waits. The integration surface with the reader is these calls plus :meth:`fetched`
+(a chunk came from S3), :meth:`reading` and :meth:`read_whole` (which chunks were read), and
 :class:`ChunkSource` (what the verifier needs back: chunks still in memory, and forgetting a
 version's chunks).
 
@@ -30,7 +31,7 @@ one version runs once at a time.
 
 import hashlib
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,6 +58,10 @@ class ChunkSource(Protocol):
 
     def in_memory(self, key: ChunkKey) -> ChunkData | None:
         """The chunk if the reader holds it in memory now (no I/O)."""
+        ...
+
+    async def pending(self, key: ChunkKey) -> ChunkData | None:
+        """The chunk a fetch already running brings (awaited), else None."""
         ...
 
     def forget_version(self, version: ObjectVersion) -> None:
@@ -91,7 +96,7 @@ class _State:
     refetching: bool = False  # the verifier's own GETs feed it; arrivals are ignored
     record_checked: bool = False
     fingerprints: dict[int, int] = field(default_factory=dict)
-    served: set[int] = field(default_factory=set)
+    served: Counter[int] = field(default_factory=Counter)  # reads started, per chunk
     settling: trio.Lock = field(default_factory=trio.Lock)
 
 
@@ -149,17 +154,31 @@ class Verifier:
         await self._feed(state, index, data)
         await self._advance(state, state.parts[self._part_index(state, index)], source)
 
-    def served(self, version: ObjectVersion, first: int, last: int) -> None:
-        """Chunks ``first..last`` of ``version`` were returned to a reader."""
+    def reading(self, version: ObjectVersion, first: int, last: int) -> None:
+        """A read of chunks ``first..last`` of ``version`` starts (its bytes will be returned
+        unless it fails). Called when the read starts: the kernel sends a file's requests in
+        order but they finish in any order."""
         state = self._state(version)
         if state.proof.verifiable and not state.proven:
             state.served.update(range(first, last + 1))
 
-    async def settle(self, version: ObjectVersion, source: ChunkSource) -> bool:
+    def read_whole(self, version: ObjectVersion) -> bool:
+        """Whether every chunk of ``version`` has been read (since the last proof failure):
+        the read of its last bytes then waits for :meth:`settle`. A reader that jumped to
+        the end (a trailer, an index) does not make the verifier fetch the rest."""
+        state = self._state(version)
+        if not state.proof.verifiable or state.proven:
+            return False
+        return len(state.served) == chunks.chunk_count(version.size, self.chunk_size)
+
+    async def settle(
+        self, version: ObjectVersion, source: ChunkSource, first: int, last: int
+    ) -> bool:
         """Waits until ``version`` is proven (hashing, from memory, disk or S3, the chunks
-        not hashed yet). True if its chunks were replaced by a refetch (the caller reads
-        again); raises :class:`ProofFailed` if it cannot be proven or a reader already got
-        wrong bytes. Returns False at once for a version with no proof."""
+        not hashed yet), for the read of chunks ``first..last`` (its bytes not returned
+        yet). True if its chunks were replaced by a refetch (the caller reads again); raises
+        :class:`ProofFailed` if it cannot be proven or another read already returned wrong
+        bytes. Returns False at once for a version with no proof."""
         state = await self._checked_state(version)
         if not state.proof.verifiable or state.proven:
             return False
@@ -171,7 +190,7 @@ class Verifier:
             if got == state.proof.expected:
                 await self._passed(state)
                 return False
-            return await self._refetch_after(state, got, source)
+            return await self._refetch_after(state, got, source, range(first, last + 1))
 
     def take_suspect(self, obj: ObjectId) -> bool:
         """True once after wrong bytes of ``obj`` may have reached the page cache: the next
@@ -261,6 +280,8 @@ class Verifier:
                 key = version.chunk(self.chunk_size, index)
                 data = None if fresh else source.in_memory(key)
                 if data is None and not fresh:
+                    data = await source.pending(key)
+                if data is None and not fresh:
                     data = await self.cache.get(key, self._length(version, index))
                 if data is None:
                     data = await self._fetch(version, index)
@@ -305,7 +326,9 @@ class Verifier:
         count = chunks.chunk_count(version.size, self.chunk_size)
         await self.cache.discard(version.id, self.chunk_size, count)
 
-    async def _refetch_after(self, state: _State, got: str, source: ChunkSource) -> bool:
+    async def _refetch_after(
+        self, state: _State, got: str, source: ChunkSource, current: range
+    ) -> bool:
         version = state.version
         uri = version.id.uri
         what = f"{uri} bytes=0-{version.size - 1}"
@@ -343,7 +366,7 @@ class Verifier:
             raise ProofFailed(f"{what}: {state.proof.kind} expected {state.proof.expected} "
                               f"got {again}")  # fmt: skip
         changed = {i for i, fp in first.items() if fresh.fingerprints.get(i) != fp} or set(first)
-        wrong_served = sorted(changed & fresh.served)
+        wrong_served = sorted(i for i in changed if fresh.served[i] > (1 if i in current else 0))
         await self._passed(fresh)
         if wrong_served:
             self._suspect.add(version.id)
