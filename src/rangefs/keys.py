@@ -1,4 +1,4 @@
-"""Typed names for what the cache stores: an object version and one chunk of it.
+"""Typed names for what the cache stores: an object version, one chunk of it, its records.
 
 The encoded forms are the diskcache keys and tags (``c2``/``etag1`` formats of rangefs 0.1,
 unchanged, so existing caches stay valid). They are built and parsed here and nowhere else:

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from rangefs import xattrs
-from tests.support import run, sha256_file
+from tests.support import rangefs_cli, run, sha256_file
 from tests.support.patterns import pattern_bytes
 
 MiB = 1024 * 1024
@@ -73,6 +73,9 @@ def test_a_one_shot_flip_is_refetched_and_cp_gets_the_right_bytes(flip_setup, pr
     assert proxy.count("GET", "f.bin", ranged_only=True) == 2 * chunks  # one refetch each
     assert verified(mount).startswith(f"{proof} verified")
     assert "proof failed" in mount.log()
+    status = rangefs_cli("status", str(mount.path / "f.bin"), env=mount.env)
+    assert status.returncode == 0, status.stderr
+    assert f"proof   {proof}, verified" in status.stdout
 
 
 @pytest.mark.parametrize("flip_setup", list(KINDS), indirect=True)
