@@ -96,6 +96,7 @@ class ChunkReader:
         self._readahead_pending: set[ChunkKey] = set()
         self._unread: set[ChunkKey] = set()  # chunks read ahead that no reader has touched yet
         self._nursery: trio.Nursery | None = None
+        self._writing: dict[ChunkKey, trio.Event] = {}  # chunks being written to the disk
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hosts the fetch tasks; runs until cancelled."""
@@ -281,7 +282,12 @@ class ChunkReader:
                     self.verifier.fetched(version, index, data)
                 self._publish(key, fetch, data)
                 if fetched:
-                    stored = await self.cache.put(key, data)
+                    written = self._writing[key] = trio.Event()
+                    try:
+                        stored = await self.cache.put(key, data)
+                    finally:
+                        del self._writing[key]
+                        written.set()
                     if stored:
                         self.stats.chunks_stored += 1
                     else:
@@ -389,6 +395,13 @@ class ChunkReader:
             return None
         await fetch.done.wait()
         return fetch.data if fetch.error is None else None
+
+    async def writes_done(self, version: ObjectVersion) -> None:
+        """Waits until no chunk of ``version`` is being written to the disk cache (so the
+        verifier's drop is not undone by a write that finishes after it)."""
+        for key, written in list(self._writing.items()):
+            if key.obj == version.id:
+                await written.wait()
 
     def forget_version(self, version: ObjectVersion) -> None:
         """Drops in-memory chunks of a version no longer current."""

@@ -64,6 +64,10 @@ class ChunkSource(Protocol):
         """The chunk a fetch already running brings (awaited), else None."""
         ...
 
+    async def writes_done(self, version: ObjectVersion) -> None:
+        """Waits until no chunk of the version is being written to the disk cache."""
+        ...
+
     def forget_version(self, version: ObjectVersion) -> None:
         """Drops the version's chunks from memory."""
         ...
@@ -159,7 +163,7 @@ class Verifier:
         unless it fails). Called when the read starts: the kernel sends a file's requests in
         order but they finish in any order."""
         state = self._state(version)
-        if state.proof.verifiable and not state.proven:
+        if state.proof.verifiable:  # proven too: a chunk fetched again may un-prove it
             state.served.update(range(first, last + 1))
 
     def read_whole(self, version: ObjectVersion) -> bool:
@@ -315,13 +319,13 @@ class Verifier:
     async def _passed(self, state: _State) -> None:
         await self._forget_stale_record(state)
         state.proven = True
-        state.served.clear()
         self.stats.proofs_passed += 1
         await self.cache.record_proof(state.version.id, state.proof.kind)
         log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
 
     async def _drop(self, state: _State, source: ChunkSource) -> None:
         version = state.version
+        await source.writes_done(version)
         source.forget_version(version)
         count = chunks.chunk_count(version.size, self.chunk_size)
         await self.cache.discard(version.id, self.chunk_size, count)
