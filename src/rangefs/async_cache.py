@@ -34,3 +34,17 @@ class AsyncChunkCache:
         return await trio.to_thread.run_sync(
             self.cache.cached_map, obj, chunk_size, count, limiter=self._limiter
         )
+
+    async def proof(self, obj: ObjectId) -> str | None:
+        return await trio.to_thread.run_sync(self.cache.proof, obj, limiter=self._limiter)
+
+    async def record_proof(self, obj: ObjectId, proof: str) -> None:
+        await trio.to_thread.run_sync(self.cache.record_proof, obj, proof, limiter=self._limiter)
+
+    async def forget_proof(self, obj: ObjectId) -> None:
+        await trio.to_thread.run_sync(self.cache.forget_proof, obj, limiter=self._limiter)
+
+    async def discard(self, obj: ObjectId, chunk_size: int, count: int) -> int:
+        return await trio.to_thread.run_sync(
+            self.cache.discard, obj, chunk_size, count, limiter=self._limiter
+        )

@@ -325,6 +325,39 @@ class ChunkCache:
         except (OSError, sqlite3.Error) as exc:
             log.warning("cache: could not record ETag of %s: %s", obj.uri, exc)
 
+    def proof(self, obj: ObjectId) -> str | None:
+        """The proof recorded for ``obj`` (:meth:`record_proof`), or None."""
+        try:
+            value = self._cache.get(obj.proof_record(), default=None, retry=True)
+        except (OSError, sqlite3.Error):
+            return None
+        return value if isinstance(value, str) else None
+
+    def record_proof(self, obj: ObjectId, proof: str) -> None:
+        """Records that the cached chunks of ``obj`` passed S3's proof (part of the
+        checkpoint: a remount does not hash them again)."""
+        try:
+            self._cache.set(obj.proof_record(), proof, tag=obj.tag(), retry=True)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("cache: could not record the proof of %s: %s", obj.uri, exc)
+
+    def forget_proof(self, obj: ObjectId) -> None:
+        with contextlib.suppress(Exception):
+            self._cache.delete(obj.proof_record(), retry=True)
+
+    def discard(self, obj: ObjectId, chunk_size: int, count: int) -> int:
+        """Deletes the chunks ``0..count-1`` of ``obj`` and its proof record (bytes that
+        failed S3's proof are never kept); returns how many chunks were there."""
+        self.forget_proof(obj)
+        dropped = 0
+        for index in range(count):
+            key = ChunkKey(obj, chunk_size, index)
+            with self._lock:
+                self._forget_open(key)
+            with contextlib.suppress(Exception):
+                dropped += bool(self._cache.delete(key.encode(), retry=True))
+        return dropped
+
     def cached_map(self, obj: ObjectId, chunk_size: int, count: int) -> list[bool]:
         return [self.contains(ChunkKey(obj, chunk_size, i)) for i in range(count)]
 

@@ -19,6 +19,7 @@ from rangefs.namespace import Namespace
 from rangefs.reader import ChunkReader
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectStore
+from rangefs.verifier import Verifier
 
 CACHE_THREADS = 4  # disk cache reads/writes at once
 META_THREADS = 8  # listings and HEADs at once
@@ -41,6 +42,7 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
         store, trio.CapacityLimiter(META_THREADS), trio.CapacityLimiter(config.parallel)
     )
     async_cache = AsyncChunkCache(cache, trio.CapacityLimiter(CACHE_THREADS))
+    verifier = Verifier(async_store, async_cache, chunk_size=config.chunk_size, stats=stats)
     reader = ChunkReader(
         async_store,
         async_cache,
@@ -49,6 +51,7 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
         max_readahead=config.max_readahead,
         parallel=config.parallel,
         stats=stats,
+        verifier=verifier,
     )
     namespace = Namespace(async_store, config.prefix, config.metadata_ttl)
     fs = Filesystem(config, namespace, reader, async_cache, stats)

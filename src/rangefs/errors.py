@@ -50,6 +50,11 @@ class BadResponse(RemoteError):
     """The server answered something other than what was asked (status, range, length)."""
 
 
+class ProofFailed(RemoteError):
+    """The bytes of an object version failed S3's proof (its ETag), or bytes already
+    returned to this reader were found wrong by it: EIO rather than wrong bytes."""
+
+
 class NotADirectory(RangefsError):
     errno = errno.ENOTDIR
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rangefs import chunks, xattrs
+from rangefs import chunks, proofs, xattrs
 from rangefs.async_cache import AsyncChunkCache
 from rangefs.config import Config
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
@@ -211,13 +211,16 @@ class Filesystem:
             raise IsADirectory(path)
         version = self._version(path, entry)
         previous = self._last_version.get(version.key)
-        keep_cache = previous is not None and previous.id == version.id
-        if not keep_cache:
+        # Wrong bytes may sit in the page cache after a failed proof: drop it on this open.
+        suspect = self.reader.verifier.take_suspect(version.id)
+        same = previous is not None and previous.id == version.id
+        if not same:
             self._last_version[version.key] = version
             if not version.version_id:
                 await self.cache.bind_etag(version.id)
             if previous is not None:
                 self.reader.forget_version(previous)
+        keep_cache = same and not suspect
         fh = next(self._fh)
         self._handles[fh] = OpenFile(ino, path, version)
         self.inodes.opened(ino)
@@ -272,6 +275,12 @@ class Filesystem:
             return version.etag.encode()
         if name == xattrs.VERSION:
             return version.version_id.encode()
+        if name == xattrs.VERIFIED:
+            proof, proven = await self.reader.verifier.status(version)
+            detail = proof.reason and f"{proofs.NO_CHECKSUM}: {proof.reason}"
+            if proof.kind == proofs.MULTIPART:
+                detail = f"{proof.parts} parts of {proof.part_size} B"
+            return xattrs.encode_verified(proof.kind, proven, detail)
         chunk_size = self.config.chunk_size
         count = chunks.chunk_count(version.size, chunk_size)
         cached = await self.cache.cached_map(version.id, chunk_size, count)

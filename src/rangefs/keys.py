@@ -1,4 +1,4 @@
-"""Typed names for what the cache stores: an object version and one chunk of it.
+"""Typed names for what the cache stores: an object version, one chunk of it, its records.
 
 The encoded forms are the diskcache keys and tags (``c2``/``etag1`` formats of rangefs 0.1,
 unchanged, so existing caches stay valid). They are built and parsed here and nowhere else:
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 KEY_VERSION = "c2"  # chunk keys: bump when the value format or key meaning changes
 ETAG_RECORD = "etag1"  # the per-object record of the last ETag seen
+PROOF_RECORD = "proof1"  # the per-version record: S3's proof (the ETag) checked these bytes
 SEP = "\0"  # cannot occur in a bucket name, an ETag or a number; keys are split around it
 # In the ETag's place, a versionId (--version-at mounts) is written after this mark; an ETag
 # is quoted hex (or W/"..."), so it never starts with it and old keys parse as before.
@@ -48,6 +49,11 @@ class ObjectId:
     def etag_record(self) -> str:
         """The key under which the last ETag seen for this object is recorded."""
         return SEP.join((ETAG_RECORD, self.bucket, self.key))
+
+    def proof_record(self) -> str:
+        """The key under which "this version's cached bytes passed S3's proof" is recorded
+        (tagged like the chunks, so it goes when the version's chunks are evicted)."""
+        return SEP.join((PROOF_RECORD, self.bucket, self.key, self.etag))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,12 @@ What it guarantees:
   chunks being served or read ahead) stay within ``memory_limit``; the read-ahead window
   never exceeds that budget less two chunks, so read-ahead does not evict what it fetched
   before the reader gets there; read-ahead never takes the last fetch slot, so a
-  reader waiting for its chunk is not starved by read-ahead.
+  reader waiting for its chunk is not starved by read-ahead;
+* bytes are checked against S3's proof by a :class:`~rangefs.verifier.Verifier`: each whole
+  chunk obtained is handed to it after its waiters got it, and the read that returns an
+  object's last bytes to a reader that read the whole file waits until the version is
+  proven (only that read waits); a refetch by the verifier makes that read start over, a
+  failed proof fails it and every later read of that open file (EIO).
 """
 
 import logging
@@ -27,10 +32,11 @@ import trio
 
 from rangefs import chunks
 from rangefs.async_cache import AsyncChunkCache
-from rangefs.errors import BadResponse, ObjectChanged, RangefsError, RemoteError
+from rangefs.errors import BadResponse, ObjectChanged, ProofFailed, RangefsError, RemoteError
 from rangefs.keys import ChunkKey
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectVersion
+from rangefs.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +48,14 @@ DEMAND_RESERVE = 1  # fetch slots read-ahead may never use
 class ReadStream:
     """Per open file: where the next sequential read would start, the bytes read in sequence
     since the last seek, the read-ahead window, and the last chunk read-ahead was started for
-    (each chunk is scheduled once a run)."""
+    (each chunk is scheduled once a run); ``failed``: the proof error every later read of
+    this file raises (bytes it returned before may be wrong)."""
 
     next_offset: int = 0
     window: int = 0
     ahead_until: int = -1
     run: int = 0
+    failed: ProofFailed | None = None
 
 
 @dataclass
@@ -68,11 +76,13 @@ class ChunkReader:
         max_readahead: int,
         parallel: int,
         stats: Stats | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.chunk_size = chunk_size
         self.stats = stats or Stats()
+        self.verifier = verifier or Verifier(store, cache, chunk_size=chunk_size, stats=self.stats)
         budget = max(3, memory_limit // chunk_size)
         slots = max(1, min(parallel, budget - 2))
         self.fetch_slots = trio.CapacityLimiter(slots)
@@ -86,6 +96,7 @@ class ChunkReader:
         self._readahead_pending: set[ChunkKey] = set()
         self._unread: set[ChunkKey] = set()  # chunks read ahead that no reader has touched yet
         self._nursery: trio.Nursery | None = None
+        self._writing: dict[ChunkKey, trio.Event] = {}  # chunks being written to the disk
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hosts the fetch tasks; runs until cancelled."""
@@ -98,11 +109,15 @@ class ChunkReader:
         self, version: ObjectVersion, offset: int, length: int, stream: ReadStream | None = None
     ) -> bytes | memoryview:
         started = trio.current_time()
+        if stream is not None and stream.failed is not None:
+            raise stream.failed
         parts = chunks.pieces(offset, length, version.size, self.chunk_size)
         if not parts:
             return b""
         if stream is not None:
             self._follow(stream, version, offset, length, parts[-1].index)
+        first, last = parts[0].index, parts[-1].index
+        self.verifier.reading(version, first, last)
         out: list[memoryview] = []
         for part in parts:
             key = version.chunk(self.chunk_size, part.index)
@@ -124,6 +139,16 @@ class ChunkReader:
             got = self._lookup_or_start(key, version, check_disk=not checked_disk)
             data = got if not isinstance(got, _Fetch) else await self._wait(got)
             out.append(memoryview(data)[part.start : part.end])
+        if offset + length >= version.size and self.verifier.read_whole(version):
+            # The last bytes of a whole-file read: not returned before the proof holds.
+            try:
+                replaced = await self.verifier.settle(version, self, first, last)
+            except ProofFailed as exc:
+                if stream is not None:
+                    stream.failed = exc
+                raise
+            if replaced:
+                return await self.read(version, offset, length)
         self.stats.reads += 1
         self.stats.bytes_read += sum(len(v) for v in out)
         self.stats.observe_read(trio.current_time() - started)
@@ -253,13 +278,21 @@ class ChunkReader:
                 finally:
                     self.stats.bytes_in_flight -= end - start
                 assert data is not None
+                if fetched:
+                    self.verifier.fetched(version, index, data)
                 self._publish(key, fetch, data)
                 if fetched:
-                    stored = await self.cache.put(key, data)
+                    written = self._writing[key] = trio.Event()
+                    try:
+                        stored = await self.cache.put(key, data)
+                    finally:
+                        del self._writing[key]
+                        written.set()
                     if stored:
                         self.stats.chunks_stored += 1
                     else:
                         self.stats.store_failures += 1
+                await self._arrived(version, index, data)
         except ObjectChanged as exc:
             log.warning(
                 "object changed while open: s3://%s/%s bytes=%d-%d (ETag %s): %s",
@@ -289,6 +322,14 @@ class ChunkReader:
         finally:
             if not fetch.done.is_set():
                 self._fail(key, fetch, RemoteError("fetch cancelled"))
+
+    async def _arrived(self, version: ObjectVersion, index: int, data: ChunkData) -> None:
+        """Hands a chunk its waiters already have to the verifier; its trouble is not theirs
+        (the proof is completed at the last read anyway)."""
+        try:
+            await self.verifier.arrived(version, index, data, self)
+        except Exception:
+            log.exception("verifier failed on chunk %d of %s", index, version.id.uri)
 
     def _publish(self, key: ChunkKey, fetch: _Fetch, data: ChunkData) -> None:
         fetch.data = data
@@ -342,6 +383,25 @@ class ChunkReader:
     def memory_bytes(self) -> int:
         """Chunk bytes held in memory now (in-flight bytes are in ``stats.bytes_in_flight``)."""
         return self._memory_bytes
+
+    def in_memory(self, key: ChunkKey) -> ChunkData | None:
+        """The chunk if held in memory now (for the verifier; not an LRU touch)."""
+        return self._memory.get(key)
+
+    async def pending(self, key: ChunkKey) -> ChunkData | None:
+        """The chunk a fetch already running brings, else None (for the verifier)."""
+        fetch = self._inflight.get(key)
+        if fetch is None:
+            return None
+        await fetch.done.wait()
+        return fetch.data if fetch.error is None else None
+
+    async def writes_done(self, version: ObjectVersion) -> None:
+        """Waits until no chunk of ``version`` is being written to the disk cache (so the
+        verifier's drop is not undone by a write that finishes after it)."""
+        for key, written in list(self._writing.items()):
+            if key.obj == version.id:
+                await written.wait()
 
     def forget_version(self, version: ObjectVersion) -> None:
         """Drops in-memory chunks of a version no longer current."""

@@ -26,6 +26,8 @@ class Stats:
     reads: int = 0
     bytes_read: int = 0
     bytes_in_flight: int = 0
+    proofs_passed: int = 0  # object versions whose bytes matched S3's proof
+    proofs_failed: int = 0  # mismatches (each is followed by one refetch of the chunks)
     retries: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     read_latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
@@ -50,6 +52,8 @@ class Stats:
             "read_errors": self.read_errors,
             "reads": self.reads,
             "bytes_read": self.bytes_read,
+            "proofs_passed": self.proofs_passed,
+            "proofs_failed": self.proofs_failed,
             "retries": dict(self.retries),
             "errors": dict(self.errors),
         }

@@ -74,6 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             uri = xattrs.read_uri(path)
             etag = xattrs.read_etag(path)
             cached_bytes, size = xattrs.read_cached(path)
+            kind, proven, detail = xattrs.read_verified(path)
         except UserError as exc:
             print(f"rangefs: {exc}", file=sys.stderr)
             status = 1
@@ -89,6 +90,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  cached  {format_size(cached_bytes)} of {format_size(size)} ({percent:.0f}%), "
               f"{sum(cached)} of {len(cached)} chunks of {format_size(chunk_size)}")  # fmt: skip
         print(f"  map     [{render_map(cached)}]")
+        if kind == "none":
+            print(f"  proof   none ({detail})")
+        else:
+            state = "verified" if proven else "not verified yet"
+            print(f"  proof   {kind}, {state}{f' ({detail})' if detail else ''}")
     return status
 
 

@@ -9,6 +9,9 @@ documented in docs/OPERATIONS.md, read by people with ``getfattr``):
 * ``user.rangefs.version`` the S3 versionId the file is read at (``--version-at`` mounts only)
 * ``user.rangefs.cached``  ``CACHED_BYTES SIZE``
 * ``user.rangefs.chunks``  ``CHUNK_SIZE MAP``, one character per chunk: ``#`` cached, ``.`` not
+* ``user.rangefs.verified`` the proof S3 gives for the file's bytes and whether they passed
+  it yet: ``etag-md5 verified``, ``etag-multipart-md5 pending (3 parts of 8388608 B)``, or
+  ``none (unverified: S3 gave no checksum rangefs can use for this object: REASON)``
 * ``user.rangefs.stats``   (root only) the daemon's counters as JSON
 """
 
@@ -26,12 +29,14 @@ CACHED = PREFIX + "cached"
 CHUNKS = PREFIX + "chunks"
 STATS = PREFIX + "stats"
 VERSION = PREFIX + "version"
+VERIFIED = PREFIX + "verified"
 
 ROOT_NAMES = (URI, STATS)
 DIR_NAMES = (URI,)
-FILE_NAMES = (URI, ETAG, CACHED, CHUNKS)
+FILE_NAMES = (URI, ETAG, CACHED, CHUNKS, VERIFIED)
 VERSIONED_FILE_NAMES = (*FILE_NAMES, VERSION)
 CACHED_MARK, MISSING_MARK = "#", "."
+PROVEN, PENDING = "verified", "pending"
 
 
 def encode_chunks(chunk_size: int, cached: list[bool]) -> bytes:
@@ -40,6 +45,14 @@ def encode_chunks(chunk_size: int, cached: list[bool]) -> bytes:
 
 def encode_cached(cached_bytes: int, size: int) -> bytes:
     return f"{cached_bytes} {size}".encode()
+
+
+def encode_verified(kind: str, proven: bool, detail: str = "") -> bytes:
+    """``KIND STATE [(DETAIL)]``; a file with no proof is ``none (DETAIL)``."""
+    if kind == "none":
+        return f"none ({detail})".encode()
+    state = PROVEN if proven else PENDING
+    return f"{kind} {state}{f' ({detail})' if detail else ''}".encode()
 
 
 def encode_stats(stats: dict[str, object]) -> bytes:
@@ -76,6 +89,17 @@ def read_cached(path: Path | str) -> tuple[int, int]:
     """Cached bytes and size of a file on a rangefs mount."""
     cached, size = _get(path, CACHED).split()
     return int(cached), int(size)
+
+
+def read_verified(path: Path | str) -> tuple[str, bool, str]:
+    """The proof kind of a file on a rangefs mount, whether its bytes passed it, and the
+    detail (for ``none``: why there is no proof)."""
+    text = _get(path, VERIFIED)
+    kind, _, rest = text.partition(" ")
+    if kind == "none":
+        return kind, False, rest.strip()[1:-1]
+    state, _, detail = rest.partition(" ")
+    return kind, state == PROVEN, detail.strip()[1:-1]
 
 
 def read_stats(mountpoint: Path | str) -> dict[str, Any]:

@@ -96,7 +96,7 @@ class Gate:
 @dataclass
 class _Fault:
     key: str  # an object key, or for "list" faults the listed prefix
-    kind: str  # "error", "short", "cut", "hold", "list"
+    kind: str  # "error", "short", "cut", "flip", "hold", "list"
     at: int | None
     times: int | None
     error: ErrorSpec | None = None
@@ -127,8 +127,14 @@ class _State:
     clock: itertools.count = field(default_factory=lambda: itertools.count())
 
 
-def etag_of(data: bytes) -> str:
-    return f'"{hashlib.md5(data).hexdigest()}"'
+def etag_of(data: bytes, part_size: int | None = None) -> str:
+    """S3's ETag of ``data``: its MD5, or for a multipart upload in ``part_size`` parts
+    ``md5(concat(part md5s))-N``."""
+    if part_size is None:
+        return f'"{hashlib.md5(data).hexdigest()}"'
+    parts = range(0, len(data), part_size)
+    digests = b"".join(hashlib.md5(data[i : i + part_size]).digest() for i in parts)
+    return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'
 
 
 class FakeStore:
@@ -151,17 +157,27 @@ class FakeStore:
         """Counts retries and errors in ``stats`` (a new core's) from now on."""
         self.retrier = Retrier(self.retrier.policy, stats)
 
-    def put(self, key: str, data: bytes | None = None, *, size: int = 0, seed: int = 0) -> bytes:
+    def put(
+        self,
+        key: str,
+        data: bytes | None = None,
+        *,
+        size: int = 0,
+        seed: int = 0,
+        part_size: int | None = None,
+        etag: str | None = None,
+    ) -> bytes:
         """Stores ``data``, or a pattern object of ``size`` bytes; returns the bytes stored.
 
-        The ETag is the MD5 of the bytes (as S3's for a single-part upload), so putting other
-        bytes changes it; every put gets a later mtime.
+        The ETag is the MD5 of the bytes (as S3's for a single-part upload), or the multipart
+        ETag of an upload in ``part_size`` parts, or ``etag`` as given, so putting other bytes
+        changes it; every put gets a later mtime.
         """
         if data is None:
             data = pattern_bytes(0, size, seed)
         with self._state.lock:
             mtime = FIRST_MTIME + next(self._state.clock)
-            obj = StoredObject(bytes(data), etag_of(data), mtime)
+            obj = StoredObject(bytes(data), etag or etag_of(data, part_size), mtime)
             self._state.objects[key] = obj
             self._record(key, obj, mtime)
         return data
@@ -220,6 +236,11 @@ class FakeStore:
     def cut_body(self, key: str, *, times: int | None = None, at: int | None = None) -> None:
         """GETs of ``key`` send half the body, then the connection breaks (a Transient)."""
         self._add(_Fault(key, "cut", at, times))
+
+    def flip(self, key: str, at: int, *, times: int | None = None) -> None:
+        """GETs of ``key`` whose range holds byte ``at`` return it inverted, lengths and
+        everything else untouched (what only S3's proof can catch)."""
+        self._add(_Fault(key, "flip", at, times))
 
     def hold(self, key: str, *, at: int | None = None, beyond: int | None = None) -> Gate:
         """GETs of ``key`` (those holding byte ``at``, or starting at ``beyond`` or later)
@@ -424,6 +445,11 @@ class FakeStore:
                 raise Transient(f"{what}: connection reset after {len(data) // 2} bytes", "cut")
             if f.kind == "short":
                 data = data[:-1]
+            if f.kind == "flip":
+                assert f.at is not None
+                damaged = bytearray(data)
+                damaged[f.at - start] ^= 0xFF
+                data = bytes(damaged)
         self._sent(len(data))
         return data
 

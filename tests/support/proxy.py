@@ -123,9 +123,31 @@ def _parse_injection(spec: str, only_ranged: bool) -> _Injection:
         return _Injection(kind, float(arg), only_ranged, spec)
     if kind == "refuse" and not arg:
         return _Injection(kind, None, only_ranged, spec)
+    if kind == "flip" and arg:
+        return _Injection(kind, int(arg), only_ranged, spec)
     raise ValueError(
-        f"bad fault spec {spec!r}; expected STATUS, 'cut:N', 'reset:N', 'stall:S' or 'refuse'"
+        f"bad fault spec {spec!r}; expected STATUS, 'cut:N', 'reset:N', 'stall:S', 'flip:N' "
+        "or 'refuse'"
     )
+
+
+@dataclass
+class FlipRule:
+    """Inverts byte ``offset`` of the body of GETs of ``key`` whose Range starts at
+    ``range_start`` (None: any), ``times`` times (None: every time)."""
+
+    offset: int
+    key: str | None = None
+    range_start: int | None = None
+    times: int | None = 1
+
+    def matches(self, record: RequestRecord) -> bool:
+        if self.times == 0 or record.range is None:
+            return False
+        if self.key is not None and record.key != self.key:
+            return False
+        start = record.range.removeprefix("bytes=").partition("-")[0]
+        return self.range_start is None or start == str(self.range_start)
 
 
 def _split_target(target: str) -> tuple[str | None, str | None, str]:
@@ -337,6 +359,11 @@ class _Handler(BaseHTTPRequestHandler):
         upstream_chunked = response.chunked
         self._write_head(response.status, response.reason, headers)
 
+        flip_at = proxy._flip_offset(record)
+        if fault is not None and fault.kind == "flip":
+            flip_at = int(fault.arg or 0)
+        if flip_at is not None:
+            record.fault = record.fault or f"flip:{flip_at}"
         limit: int | None = None
         cut_mode = ""
         if fault is not None and fault.kind in ("cut", "reset"):
@@ -351,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
             if proxy._stopping.wait(seconds):
                 raise ConnectionAbortedError("proxy stopping")
 
-        self._relay_body(response, record, limit, upstream_chunked, faults)
+        self._relay_body(response, record, limit, upstream_chunked, faults, flip_at)
         if cut_mode:
             self.close_connection = True
             self._drop_upstream()
@@ -371,6 +398,7 @@ class _Handler(BaseHTTPRequestHandler):
         limit: int | None,
         chunked: bool,
         faults: Faults,
+        flip_at: int | None = None,
     ) -> None:
         proxy = self.server.proxy
         buf = bytearray(PIECE)
@@ -389,6 +417,8 @@ class _Handler(BaseHTTPRequestHandler):
                 ahead = (sent + n) / bandwidth - (time.monotonic() - start)
                 if ahead > 0 and proxy._stopping.wait(ahead):
                     raise ConnectionAbortedError("proxy stopping")
+            if flip_at is not None and sent <= flip_at < sent + n:
+                view[flip_at - sent] ^= 0xFF  # lengths and headers untouched
             with proxy._lock:
                 record.body_bytes += n
             try:
@@ -435,6 +465,7 @@ class CountingProxy:
         self._rng = random.Random(seed)
         self._records: list[RequestRecord] = []
         self._injections: collections.deque[_Injection] = collections.deque()
+        self._flips: list[FlipRule] = []
         self._connections: set[socket.socket] = set()
         self._upstreams: set[http.client.HTTPConnection] = set()
         self.connections_accepted = 0
@@ -466,17 +497,46 @@ class CountingProxy:
         return self._faults
 
     def clear_faults(self) -> None:
-        """No faults, no latency, no pending injections."""
+        """No faults, no latency, no pending injections or flips."""
         self._faults = Faults()
         with self._lock:
             self._injections.clear()
+            self._flips.clear()
+
+    def flip(
+        self,
+        offset: int,
+        *,
+        key: str | None = None,
+        range_start: int | None = None,
+        times: int | None = 1,
+    ) -> FlipRule:
+        """Invert byte ``offset`` of the response body of ranged GETs (of ``key``, whose
+        Range starts at ``range_start``), ``times`` times (None: until cleared); status,
+        headers and lengths untouched: only a checksum of the bytes can tell."""
+        rule = FlipRule(offset, key, range_start, times)
+        with self._lock:
+            self._flips.append(rule)
+        return rule
+
+    def _flip_offset(self, record: RequestRecord) -> int | None:
+        if record.method != "GET":
+            return None
+        with self._lock:
+            for rule in self._flips:
+                if rule.matches(record):
+                    if rule.times is not None:
+                        rule.times -= 1
+                    return rule.offset
+        return None
 
     def inject(self, *specs: str, only_ranged: bool = True) -> None:
         """Queue one-shot faults for the next eligible GETs, in order.
 
         Specs: ``"503"``/``"500"`` (error reply), ``"cut:N"`` (N body bytes then
         FIN), ``"reset:N"`` (N body bytes then RST), ``"stall:S"`` (headers,
-        then S seconds of silence, then the body) and ``"refuse"`` (drop the
+        then S seconds of silence, then the body), ``"flip:N"`` (byte N of the
+        body inverted, nothing else changed) and ``"refuse"`` (drop the
         connection without answering).
         """
         parsed = [_parse_injection(spec, only_ranged) for spec in specs]
