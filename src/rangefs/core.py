@@ -42,7 +42,13 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
         store, trio.CapacityLimiter(META_THREADS), trio.CapacityLimiter(config.parallel)
     )
     async_cache = AsyncChunkCache(cache, trio.CapacityLimiter(CACHE_THREADS))
-    verifier = Verifier(async_store, async_cache, chunk_size=config.chunk_size, stats=stats)
+    verifier = Verifier(
+        async_store,
+        async_cache,
+        chunk_size=config.chunk_size,
+        stats=stats,
+        customer_key=config.sse_c_key is not None,
+    )
     reader = ChunkReader(
         async_store,
         async_cache,

@@ -22,10 +22,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from rangefs.store import ObjectFacts
+
 WHOLE = "etag-md5"
 MULTIPART = "etag-multipart-md5"
 NONE = "none"
 NO_CHECKSUM = "unverified: S3 gave no checksum rangefs can use for this object"
+CUSTOMER_KEY = "read with a customer key (SSE-C): its ETag is not an MD5 of the bytes"
 
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _MULTIPART = re.compile(r"([0-9a-f]{32})-([1-9][0-9]{0,4})")  # S3 allows at most 10,000 parts
@@ -89,6 +92,28 @@ def proof_for(etag: str, size: int, chunk_size: int, part_size: int | None = Non
             "(mount with --chunk-size equal to the upload's part size)"
         )
     return Proof(MULTIPART, text, parts, size_of_part)
+
+
+ENCRYPTED_ETAG = ("aws:kms", "aws:kms:dsse")  # SSE-S3 ("AES256") keeps the MD5 ETag
+
+
+def confirm(proof: Proof, facts: ObjectFacts) -> Proof:
+    """``proof`` if what S3 says of the object (a HEAD of its part 1) bears out its
+    assumptions, else ``none`` and why: an ETag of an SSE-KMS or SSE-C object is not an MD5
+    of the bytes, and a multipart layout guessed from the part count may be wrong."""
+    if facts.encryption in ENCRYPTED_ETAG or facts.customer_key:
+        kind = "SSE-C" if facts.customer_key else facts.encryption
+        return _none(f"the object is encrypted with {kind}: its ETag is not an MD5 of the bytes")
+    if (
+        proof.kind == MULTIPART
+        and proof.parts > 1
+        and facts.first_part not in (None, proof.part_size)
+    ):
+        return _none(
+            f"its parts are {facts.first_part} B, not {proof.part_size} B "
+            "(mount with --chunk-size equal to the upload's part size)"
+        )
+    return proof
 
 
 def combine(proof: Proof, part_digests: Iterable[bytes]) -> str:

@@ -33,7 +33,7 @@ from rangefs.errors import (
 )
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
-from rangefs.store import Listing, ObjectInfo
+from rangefs.store import Listing, ObjectFacts, ObjectInfo
 from rangefs.versions import VersionEntry
 
 log = logging.getLogger(__name__)
@@ -365,6 +365,25 @@ class S3Store:
             size=int(resp["ContentLength"]),
             etag=str(resp.get("ETag", "")),
             mtime=resp["LastModified"].timestamp(),
+        )
+
+    def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        """HEAD with ``PartNumber=1``: part 1's length (the whole object for a single-part
+        upload) and the encryption headers."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "PartNumber": 1}
+        if etag:
+            kwargs["IfMatch"] = etag
+        if version_id:
+            kwargs["VersionId"] = version_id
+        resp = self._call(
+            f"head s3://{self.bucket}/{key} part 1", self.client.head_object, **kwargs,
+            **self.args.reading,
+        )  # fmt: skip
+        multipart = "PartsCount" in resp
+        return ObjectFacts(
+            encryption=str(resp.get("ServerSideEncryption", "")),
+            customer_key=bool(resp.get("SSECustomerAlgorithm")),
+            first_part=int(resp["ContentLength"]) if multipart else None,
         )
 
     def get_range(

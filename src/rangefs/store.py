@@ -26,6 +26,17 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectFacts:
+    """What a HEAD of an object's first part says that its ETag cannot: how it is encrypted
+    (``aws:kms``, ``AES256``...; '' if not said), whether with a customer key (SSE-C), and the
+    length of part 1 (None when S3 does not tell)."""
+
+    encryption: str = ""
+    customer_key: bool = False
+    first_part: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Listing:
     """One directory level: objects directly under a prefix and the sub-prefixes."""
 
@@ -75,6 +86,10 @@ class ObjectStore(Protocol):
 
     def head(self, key: str) -> ObjectInfo: ...
 
+    def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        """A HEAD of part 1 of version ``etag``: what its ETag cannot say (see ObjectFacts)."""
+        ...
+
     def get_range(
         self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
     ) -> bytes:
@@ -99,6 +114,11 @@ class AsyncStore:
 
     async def list_dir(self, prefix: str) -> Listing:
         return await trio.to_thread.run_sync(self.store.list_dir, prefix, limiter=self._meta)
+
+    async def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        return await trio.to_thread.run_sync(
+            self.store.facts, key, etag, version_id, limiter=self._meta
+        )
 
     async def get_range(
         self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""

@@ -41,7 +41,7 @@ import xxhash
 
 from rangefs import chunks, proofs
 from rangefs.async_cache import AsyncChunkCache
-from rangefs.errors import BadResponse, ProofFailed
+from rangefs.errors import BadResponse, ProofFailed, RangefsError
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectVersion
@@ -113,7 +113,10 @@ class Verifier:
         chunk_size: int,
         stats: Stats | None = None,
         part_size: Callable[[ObjectVersion], int | None] | None = None,
+        customer_key: bool = False,
     ) -> None:
+        """``customer_key``: objects are read with an SSE-C key (``--sse-c-key-file``), so
+        their ETags prove nothing."""
         self.store = store
         self.cache = cache
         self.chunk_size = chunk_size
@@ -121,11 +124,18 @@ class Verifier:
         self._part_size = part_size or (lambda version: None)
         self._hash_limiter = trio.CapacityLimiter(HASH_THREADS)
         self._states: OrderedDict[ObjectId, _State] = OrderedDict()
+        self._customer_key = customer_key
+        self._disproved: OrderedDict[ObjectId, proofs.Proof] = OrderedDict()  # by a HEAD
         self._suspect: set[ObjectId] = set()
 
     # -- what the reader calls ---------------------------------------------------------------
 
     def proof(self, version: ObjectVersion) -> proofs.Proof:
+        known = self._disproved.get(version.id)
+        if known is not None:
+            return known
+        if self._customer_key:
+            return proofs.Proof(proofs.NONE, reason=proofs.CUSTOMER_KEY)
         return proofs.proof_for(
             version.etag, version.size, self.chunk_size, self._part_size(version)
         )
@@ -323,6 +333,18 @@ class Verifier:
         await self.cache.record_proof(state.version.id, state.proof.kind)
         log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
 
+    async def _confirm(self, state: _State) -> proofs.Proof:
+        """The proof, unless a HEAD of part 1 shows its ETag cannot be one (SSE-KMS, SSE-C,
+        another part layout): asked only after a mismatch, so a proof that holds costs no
+        request, and a disproved one costs a HEAD instead of a refetch and a false EIO."""
+        version = state.version
+        try:
+            facts = await self.store.facts(version.key, version.etag, version.version_id)
+        except RangefsError as exc:
+            log.info("%s: could not HEAD part 1 to confirm the proof: %s", version.id.uri, exc)
+            return state.proof
+        return proofs.confirm(state.proof, facts)
+
     async def _drop(self, state: _State, source: ChunkSource) -> None:
         version = state.version
         await source.writes_done(version)
@@ -336,6 +358,14 @@ class Verifier:
         version = state.version
         uri = version.id.uri
         what = f"{uri} bytes=0-{version.size - 1}"
+        confirmed = await self._confirm(state)
+        if not confirmed.verifiable:
+            log.info("%s: %s", uri, confirmed.describe())
+            self._disproved[version.id] = confirmed
+            while len(self._disproved) > VERSIONS:
+                self._disproved.popitem(last=False)
+            self._restart(version, keep_served=True)
+            return False
         self.stats.proofs_failed += 1
         log.warning(
             "proof failed: %s %s expected %s got %s; dropping and refetching its chunks",

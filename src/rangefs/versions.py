@@ -22,7 +22,7 @@ from typing import Protocol
 from rangefs.config import format_timestamp
 from rangefs.errors import NotFound, RangefsError
 from rangefs.retry import RetryPolicy
-from rangefs.store import Listing, ObjectInfo, ObjectStore
+from rangefs.store import Listing, ObjectFacts, ObjectInfo, ObjectStore
 
 VERSIONED_STATES = ("Enabled", "Suspended")  # a suspended bucket still holds its history
 
@@ -142,6 +142,9 @@ class VersionedStore:
             when = format_timestamp(self.at)
             raise NotFound(f"s3://{self.bucket}/{key}: no version as of {when}")
         return found[0]
+
+    def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        return self.inner.facts(key, etag, version_id)
 
     def get_range(
         self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""

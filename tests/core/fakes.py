@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from rangefs.errors import BadResponse, NotFound, ObjectChanged, Transient
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
-from rangefs.store import Listing, ObjectInfo
+from rangefs.store import Listing, ObjectFacts, ObjectInfo
 from rangefs.versions import VersionEntry
 from tests.support.patterns import pattern_bytes
 
@@ -55,6 +55,7 @@ class StoredObject:
     data: bytes
     etag: str
     mtime: float
+    facts: ObjectFacts = field(default_factory=ObjectFacts)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class FakeStore:
         seed: int = 0,
         part_size: int | None = None,
         etag: str | None = None,
+        encryption: str = "",
     ) -> bytes:
         """Stores ``data``, or a pattern object of ``size`` bytes; returns the bytes stored.
 
@@ -177,7 +179,8 @@ class FakeStore:
             data = pattern_bytes(0, size, seed)
         with self._state.lock:
             mtime = FIRST_MTIME + next(self._state.clock)
-            obj = StoredObject(bytes(data), etag or etag_of(data, part_size), mtime)
+            facts = ObjectFacts(encryption, first_part=part_size and min(part_size, len(data)))
+            obj = StoredObject(bytes(data), etag or etag_of(data, part_size), mtime, facts)
             self._state.objects[key] = obj
             self._record(key, obj, mtime)
         return data
@@ -354,6 +357,16 @@ class FakeStore:
         if obj is None:
             raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
         return self._info(key, obj)
+
+    def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        self._count("facts")
+        with self._state.lock:
+            obj = self._state.objects.get(key)
+        if obj is None:
+            raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
+        if etag and obj.etag != etag:
+            raise ObjectChanged(f"head s3://{self.bucket}/{key}: 412")
+        return obj.facts
 
     def versioning(self) -> str:
         self._count("versioning")

@@ -176,3 +176,63 @@ async def test_a_refetched_chunk_of_a_proven_version_unproves_it_until_the_next_
         assert env.store.get_count("f") == 5
         assert core.stats.proofs_passed == 1  # hashed again, from memory and disk
         assert (await xattr(core, xattrs.VERIFIED)).startswith("etag-md5 verified")
+
+
+# -- an ETag that looked like a proof but is none: one HEAD, no refetch, no false EIO -------
+
+
+async def test_an_sse_kms_object_is_served_after_one_head_and_reported_none(env):
+    """An SSE-KMS object's ETag is hex but not the MD5 of its bytes: the mismatch is met by
+    one HEAD (which says aws:kms), not by a refetch and a false EIO."""
+    data = env.store.put("f", size=SIZE, seed=73, etag=f'"{"b" * 32}"', encryption="aws:kms")
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, SIZE) == data
+        await settle(core)
+        assert sorted(env.store.chunks_fetched("f", CHUNK)) == [0, 1, 2, 3], "no refetch"
+        assert env.store.calls["facts"] == 1
+        text = await xattr(core, xattrs.VERIFIED)
+        assert text.startswith("none (unverified") and "encrypted with aws:kms" in text
+        assert core.stats.proofs_failed == 0
+        fh = await open_path(core.fs, "f")  # later reads: no second HEAD, no hashing
+        assert await read_all(core.fs, fh, SIZE) == data
+        assert env.store.calls["facts"] == 1
+
+
+async def test_a_part_layout_guessed_wrong_is_found_out_by_a_head(env):
+    """2.5 chunks uploaded in parts of 7/8 of a chunk: 3 parts, as 3 chunks would give, so
+    the layout is guessed wrong; part 1's length (a HEAD) says so, and the bytes are served."""
+    part = 7 * CHUNK // 8
+    size = 5 * CHUNK // 2
+    data = env.store.put("f", size=size, seed=74, part_size=part)
+    async with env.core() as core:
+        assert (await xattr(core, xattrs.VERIFIED)).startswith("etag-multipart-md5 pending")
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, size) == data
+        await settle(core)
+        assert sorted(env.store.chunks_fetched("f", CHUNK)) == [0, 1, 2], "no refetch"
+        text = await xattr(core, xattrs.VERIFIED)
+        assert f"its parts are {part} B, not {CHUNK} B" in text
+
+
+async def test_a_head_that_confirms_the_proof_still_gives_eio_on_persistent_damage(env):
+    put(env, "single")
+    env.store.flip("f", FIRST_CHUNK_BYTE, times=100)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "f")
+        with pytest.raises(ProofFailed):
+            await read_all(core.fs, fh, SIZE)
+        assert env.store.calls["facts"] == 1
+
+
+async def test_an_sse_c_mount_claims_no_proof(env):
+    from rangefs.config import CustomerKey
+
+    data = env.store.put("f", size=SIZE, seed=75, etag=f'"{"c" * 32}"')
+    key = CustomerKey(env.tmp_path / "key", b"k" * 32)
+    async with env.core(sse_c_key=key) as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, SIZE) == data
+        assert env.store.calls["facts"] == 0
+        text = await xattr(core, xattrs.VERIFIED)
+        assert "read with a customer key (SSE-C)" in text
