@@ -104,6 +104,8 @@ def confirm(proof: Proof, facts: ObjectFacts) -> Proof:
     if facts.encryption in ENCRYPTED_ETAG or facts.customer_key:
         kind = "SSE-C" if facts.customer_key else facts.encryption
         return _none(f"the object is encrypted with {kind}: its ETag is not an MD5 of the bytes")
+    if proof.kind == WHOLE and (facts.parts or 1) > 1:
+        return _none(f"it was uploaded in {facts.parts} parts but its ETag has no part count")
     if (
         proof.kind == MULTIPART
         and proof.parts > 1

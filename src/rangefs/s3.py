@@ -379,11 +379,12 @@ class S3Store:
             f"head s3://{self.bucket}/{key} part 1", self.client.head_object, **kwargs,
             **self.args.reading,
         )  # fmt: skip
-        multipart = "PartsCount" in resp
+        parts = int(resp["PartsCount"]) if "PartsCount" in resp else None
         return ObjectFacts(
             encryption=str(resp.get("ServerSideEncryption", "")),
             customer_key=bool(resp.get("SSECustomerAlgorithm")),
-            first_part=int(resp["ContentLength"]) if multipart else None,
+            first_part=int(resp["ContentLength"]) if parts else None,
+            parts=parts,
         )
 
     def get_range(

@@ -29,11 +29,12 @@ class ObjectInfo:
 class ObjectFacts:
     """What a HEAD of an object's first part says that its ETag cannot: how it is encrypted
     (``aws:kms``, ``AES256``...; '' if not said), whether with a customer key (SSE-C), and the
-    length of part 1 (None when S3 does not tell)."""
+    length of part 1 and the number of parts (None when S3 does not tell)."""
 
     encryption: str = ""
     customer_key: bool = False
     first_part: int | None = None
+    parts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

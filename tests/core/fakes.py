@@ -179,7 +179,9 @@ class FakeStore:
             data = pattern_bytes(0, size, seed)
         with self._state.lock:
             mtime = FIRST_MTIME + next(self._state.clock)
-            facts = ObjectFacts(encryption, first_part=part_size and min(part_size, len(data)))
+            parts = -(-len(data) // part_size) if part_size else None
+            first = min(part_size, len(data)) if part_size else None
+            facts = ObjectFacts(encryption, first_part=first, parts=parts)
             obj = StoredObject(bytes(data), etag or etag_of(data, part_size), mtime, facts)
             self._state.objects[key] = obj
             self._record(key, obj, mtime)
