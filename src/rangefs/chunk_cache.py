@@ -14,6 +14,7 @@ cache directory.
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import sqlite3
@@ -21,12 +22,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
 
+from rangefs import proofs
 from rangefs.cache_format import (
     BLOCK,
     DIGEST,
@@ -111,6 +113,8 @@ class VerifyReport:
     checked: int
     bad: int
     bad_keys: list[ChunkKey]
+    proven: int = 0  # object versions whose cached chunks were re-hashed against the ETag
+    disproved: list[ObjectId] = field(default_factory=list)  # ...and failed it (dropped)
 
 
 class ChunkCache:
@@ -398,7 +402,8 @@ class ChunkCache:
         )
 
     def verify(self) -> VerifyReport:
-        """Re-checks every stored chunk; bad ones are dropped."""
+        """Re-checks every stored chunk (block digests), then every object version whose
+        chunks are all cached against S3's proof (its ETag); what fails is dropped."""
         checked = 0
         bad: list[ChunkKey] = []
         for key in list(self.iter_chunk_keys()):
@@ -413,7 +418,66 @@ class ChunkCache:
             if value is None or decode(value, None) is None:
                 bad.append(key)
                 self._cache.delete(key.encode(), retry=True)
-        return VerifyReport(checked, len(bad), bad)
+        proven, disproved = self._verify_proofs()
+        return VerifyReport(checked, len(bad), bad, proven, disproved)
+
+    def _verify_proofs(self) -> tuple[int, list[ObjectId]]:
+        """Re-hashes each complete cached version against its ETag: catches bytes damaged
+        on the wire before they were stored (block digests were computed from them), e.g.
+        by rangefs 0.1, which did not check proofs. A version is complete when its chunks
+        run from 0 without a gap and the last is short (so the size is known), or when the
+        ETag's part count says how many there are; others are left unchecked."""
+        groups: dict[tuple[ObjectId, int], set[int]] = {}
+        for key in self.iter_chunk_keys():
+            groups.setdefault((key.obj, key.chunk_size), set()).add(key.index)
+        proven, disproved = 0, []
+        for (obj, chunk_size), present in groups.items():
+            count = len(present)
+            if not obj.etag or present != set(range(count)):
+                continue
+            last = self._chunk_bytes(ChunkKey(obj, chunk_size, count - 1))
+            if last is None:
+                continue
+            size = (count - 1) * chunk_size + len(last)
+            proof = proofs.proof_for(obj.etag, size, chunk_size)
+            complete = len(last) < chunk_size or proof.kind == proofs.MULTIPART
+            if not proof.verifiable or not complete:
+                continue
+            got = self._hash_parts(obj, chunk_size, count, proof)
+            if got is None:
+                continue
+            if got == proof.expected:
+                proven += 1
+                continue
+            log.warning(
+                "cache: %s failed S3's proof (%s expected %s got %s): dropping its chunks",
+                obj.uri, proof.kind, proof.expected, got,
+            )  # fmt: skip
+            self.discard(obj, chunk_size, count)
+            disproved.append(obj)
+        return proven, disproved
+
+    def _chunk_bytes(self, key: ChunkKey) -> memoryview | None:
+        try:
+            return decode(self._cache.get(key.encode(), default=None, retry=True), None)
+        except Exception:
+            return None
+
+    def _hash_parts(
+        self, obj: ObjectId, chunk_size: int, count: int, proof: proofs.Proof
+    ) -> str | None:
+        per_part = -(-proof.part_size // chunk_size)
+        digests: list[bytes] = []
+        hasher = hashlib.md5()
+        for index in range(count):
+            data = self._chunk_bytes(ChunkKey(obj, chunk_size, index))
+            if data is None:
+                return None
+            hasher.update(data)
+            if (index + 1) % per_part == 0 or index == count - 1:
+                digests.append(hasher.digest())
+                hasher = hashlib.md5()
+        return proofs.combine(proof, digests)
 
     def clear(self) -> int:
         self._close_open_files()
