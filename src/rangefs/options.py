@@ -250,7 +250,9 @@ OPTIONS: tuple[Option, ...] = (
            "private objects (a mount needs --allow-other too)", CACHE_GROUP, WITH_CACHE),
     Option("chunk-size", SIZE, 8 * MiB, "bytes per Range GET and per cached chunk: large enough "
            "for throughput, small enough for seeks; a chunk is held whole in memory while it is "
-           "served", CACHE_GROUP, WITH_CACHE, minimum=64 * KiB, maximum=256 * MiB),
+           "served; equal to the part size of multipart uploads (8M for the AWS CLI and boto3), "
+           "S3's ETag proves their bytes", CACHE_GROUP, WITH_CACHE, minimum=64 * KiB,
+           maximum=256 * MiB),
     # filesystem
     Option("metadata-ttl", SECONDS, 60.0, "how long listings, sizes and ETags are trusted",
            FILESYSTEM, (MOUNT,), minimum=0.0),
