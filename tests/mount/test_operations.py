@@ -463,6 +463,7 @@ def test_xattrs(rangefs_mount: Any, bucket: str, s3: Any) -> None:
         "user.rangefs.cached": f"0 {FILE_SIZE}",
         "user.rangefs.chunks": f"{CHUNK} ...",
         "user.rangefs.uri": f"s3://{bucket}/data/file.bin",
+        "user.rangefs.verified": "etag-md5 pending",
     }
     assert os.getxattr(path, "user.rangefs.etag") == etag.encode()
 
@@ -470,6 +471,7 @@ def test_xattrs(rangefs_mount: Any, bucket: str, s3: Any) -> None:
     after = wait_fully_cached(path)
     assert after["user.rangefs.cached"] == f"{FILE_SIZE} {FILE_SIZE}"
     assert after["user.rangefs.chunks"] == f"{CHUNK} ###"
+    assert after["user.rangefs.verified"] == "etag-md5 verified"  # S3's MD5 ETag held
 
     stats = run(["getfattr", "-n", "user.rangefs.stats", "--only-values", str(mnt.path)])
     assert stats.returncode == 0, stats.stderr
