@@ -178,6 +178,7 @@ class Config:
     cache_size: int
     chunk_size: int
     metadata_ttl: float
+    negative_metadata_ttl: float | None
     uid: int
     gid: int
     umask: int

@@ -117,6 +117,7 @@ class Filesystem:
         )
 
     async def lookup(self, parent_ino: int, name: str) -> Attributes:
+        self.stats.lookups += 1
         parent = self.inodes.path_of(parent_ino)
         if name == ".":
             path = parent

@@ -14,7 +14,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
 
-from rangefs.errors import RangefsError, ReadOnly
+from rangefs.errors import NotFound, RangefsError, ReadOnly
 from rangefs.filesystem import Attributes, Filesystem
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class FuseOperations(pyfuse3.Operations):
         super().__init__()
         self.fs = fs
         self.ttl = fs.config.metadata_ttl
+        negative = fs.config.negative_metadata_ttl
+        self.negative_ttl = self.ttl if negative is None else negative
 
     def _entry(self, attr: Attributes) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
@@ -84,7 +86,14 @@ class FuseOperations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: Any = None
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(await self.fs.lookup(parent_inode, os.fsdecode(name)))
+        try:
+            return self._entry(await self.fs.lookup(parent_inode, os.fsdecode(name)))
+        except NotFound:
+            # A negative entry (inode 0): the kernel answers ENOENT itself until it expires.
+            e = pyfuse3.EntryAttributes()
+            e.st_ino = 0
+            e.entry_timeout = self.negative_ttl
+            return e
 
     @boundary
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:

@@ -256,6 +256,9 @@ OPTIONS: tuple[Option, ...] = (
     # filesystem
     Option("metadata-ttl", SECONDS, 60.0, "how long listings, sizes and ETags are trusted",
            FILESYSTEM, (MOUNT,), minimum=0.0),
+    Option("negative-metadata-ttl", SECONDS, None, "how long the kernel may remember that a "
+           "name does not exist, so shells, editors and players probing for names do not ask "
+           "again", FILESYSTEM, (MOUNT,), default_text="--metadata-ttl", minimum=0.0),
     Option("uid", COUNT, os.getuid, "owner of all files", FILESYSTEM,
            (MOUNT,), default_text="your uid", minimum=0, metavar="UID"),
     Option("gid", COUNT, os.getgid, "group of all files", FILESYSTEM,

@@ -24,6 +24,7 @@ class Stats:
     bad_chunks: int = 0
     read_errors: int = 0
     reads: int = 0
+    lookups: int = 0
     bytes_read: int = 0
     bytes_in_flight: int = 0
     proofs_passed: int = 0  # object versions whose bytes matched S3's proof
@@ -51,6 +52,7 @@ class Stats:
             "bad_chunks": self.bad_chunks,
             "read_errors": self.read_errors,
             "reads": self.reads,
+            "lookups": self.lookups,
             "bytes_read": self.bytes_read,
             "proofs_passed": self.proofs_passed,
             "proofs_failed": self.proofs_failed,

@@ -55,11 +55,21 @@ async def test_lookup_errors(env):
     env.store.put("f", b"file")
     async with env.core() as core:
         ops = ops_for(core)
-        assert await fuse_errno(ops.lookup(ROOT_INODE, b"missing", CTX)) == errno.ENOENT
         f = await ops.lookup(ROOT_INODE, b"f", CTX)
         assert await fuse_errno(ops.lookup(f.st_ino, b"x", CTX)) == errno.ENOTDIR
         assert await fuse_errno(ops.getattr(424242, CTX)) == errno.ENOENT
         assert await fuse_errno(ops.opendir(f.st_ino, CTX)) == errno.ENOTDIR
+
+
+@pytest.mark.parametrize(("negative", "expected"), [(None, 60.0), (5.0, 5.0), (0.0, 0.0)])
+async def test_a_missing_name_is_a_negative_entry_the_kernel_may_keep(env, negative, expected):
+    """ENOENT as a negative entry (inode 0) the kernel remembers for --negative-metadata-ttl
+    (default: --metadata-ttl), so probes for names that do not exist stop reaching us."""
+    async with env.core(metadata_ttl=60.0, negative_metadata_ttl=negative) as core:
+        ops = ops_for(core)
+        entry = await ops.lookup(ROOT_INODE, b"missing", CTX)
+        assert entry.st_ino == 0 and entry.entry_timeout == expected
+        assert core.stats.lookups == 1
 
 
 async def test_open_read_release(env):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run, sha256_file
+from tests.support import mount_stats, run, sha256_file
 from tests.support.patterns import pattern_bytes, pattern_sha256, upload_pattern
 
 C = 1024 * 1024  # the chunk size the rangefs_mount fixture uses by default
@@ -312,3 +312,18 @@ def test_persistent_server_failure_is_eio_in_bounded_time(mixed, proxy, rangefs_
     proxy.faults.error_rate = 0.0
     assert sha256_file(mount.path / "mixed/chunk.bin") == pattern_sha256(C, 3)
     assert mount.alive
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("args", "lookups"), [((), 1), (("--negative-metadata-ttl", "0"), 5)])
+def test_probes_for_a_missing_name_stop_at_the_kernel(seeded_bucket, rangefs_mount, args, lookups):
+    """A shell or a player probing for a name that does not exist: the first probe asks the
+    daemon, the kernel answers the next ones itself (a negative entry), unless told not to."""
+    bucket = seeded_bucket({"here.bin": (1000, 5)})
+    mount = rangefs_mount(bucket, *args)
+    before = mount_stats(mount)["lookups"]
+    for _ in range(5):
+        result = run(["stat", str(mount.path / "missing.srt")])
+        assert result.returncode == 1 and "No such file or directory" in result.stderr
+    assert mount_stats(mount)["lookups"] - before == lookups
+    assert run(["stat", str(mount.path / "here.bin")]).returncode == 0

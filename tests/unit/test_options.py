@@ -22,6 +22,7 @@ SAMPLES = {
     "kernel_readahead": "512K", "foreground": None, "log_level": "debug",
     "log_file": "/var/log/r.log", "pid_file": "/run/r.pid", "mount_timeout": "5",
     "metrics_addr": "127.0.0.1:9100", "jobs": "3", "no_progress": None, "shared_cache": None,
+    "negative_metadata_ttl": "5",
     "requester_pays": None, "sse_c_key_file": str(KEY_FILE),
     "version_at": "2026-11-27T16:45:54Z",
 }  # fmt: skip
