@@ -150,6 +150,7 @@ class Peer(ABC, Generic[R]):
             yield None
             return
         path = self.scratch.new_dir(f"cache-{self.tool}")
+        path.chmod(0o700)  # rangefs refuses a cache dir other users can enter
         try:
             yield path
         finally:

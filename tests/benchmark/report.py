@@ -350,7 +350,7 @@ def render(
         "- from server: object bytes (and GETs) the server sent, counted by "
         "`tests.support.proxy.CountingProxy` in a separate, untimed run of the same scenario "
         "(ffprobe/ffmpeg rows: every timed run goes through it, so their times include the "
-        "proxy).",
+        "proxy; WAN rows: see below).",
         "- WAN: each profile's rows read through `tests.benchmark.link`, a TCP link "
         "simulator in its own processes (no HTTP parsing; `os.splice` through pipes, "
         f"{link_workers(a)} worker processes, two threads per connection): a request waits "
