@@ -229,9 +229,16 @@ def link_check(results: Results) -> tuple[str, bool | None]:
     )
     if ok:
         return f"Link simulator check: {facts} (rule: ≥ {LINK_RULE:g}×).", True
+    direct = rows[DIRECT_ROW].mbps if DIRECT_ROW in rows else None
+    server = (
+        f" The same GETs straight to the server reached {direct:.0f} MB/s: the simulator "
+        f"keeps {ceiling / direct:.0%} of that, the server and the shared cores set the rest."
+        if direct
+        else ""
+    )
     return (
         f"**Warning:** {facts}, below the {LINK_RULE:g}× rule: the WAN rows may be limited "
-        "by the simulator (or by the two shared cores), not by the simulated link.",
+        f"by the simulator or the machine, not by the simulated link.{server}",
         False,
     )
 
