@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,29 @@ MAIN_KEY = "pattern.bin"
 VIDEO_KEY = "video.mp4"
 WAN_KEY = "wan.bin"
 CONC_READERS = 8
-WAN_LATENCY = 0.02
-WAN_BANDWIDTH = 50e6
+#: Parallel ranged GETs that measure the link simulator's own ceiling (latency 0, no cap).
+LINK_STREAMS = 16
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """A simulated WAN link: ``latency`` before each request's first response byte and
+    a ``bandwidth`` cap (bytes/s) per connection. ``key`` prefixes the profile's rows."""
+
+    name: str
+    key: str
+    latency: float
+    bandwidth: float
+
+    @property
+    def title(self) -> str:
+        return f"WAN {self.latency * 1000:.0f} ms, {self.bandwidth / 1e6:.0f} MB/s per connection"
+
+
+WAN_PROFILES = (
+    LinkProfile("20ms", "wan20", 0.02, 50e6),
+    LinkProfile("60ms", "wan60", 0.06, 15e6),
+)
 # rclone's VFS cache records which ranges it holds 5 s after a file's last close;
 # unmounting sooner makes it fetch everything again after the remount.
 RCLONE_SETTLE = 6.0

@@ -30,7 +30,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from tests.benchmark.common import (
     BUCKET,
     RCLONE_SETTLE,
-    WAN_BANDWIDTH,
+    WAN_PROFILES,
     BenchError,
     MiB,
     Scratch,
@@ -84,6 +84,8 @@ class PeerMount:
 
     path: Path
     pid: int
+    #: The slowest rate a read may take before it counts as wedged (bytes/s).
+    min_rate: float = 10e6
 
     def cpu(self) -> float | None:
         return proc_cpu(self.pid)
@@ -102,11 +104,20 @@ class PeerMount:
         return timed_cp(self.path / key, nbytes, dest, self)
 
 
+def min_rate(endpoint: str | None, server: str) -> float:
+    """The slowest rate a read may take: through a simulated WAN link only the link bounds
+    it, so a third of the slowest profile's per-connection cap."""
+    if endpoint is None or endpoint == server:
+        return 10e6
+    return min(p.bandwidth for p in WAN_PROFILES) / 3
+
+
 def timed_cp(src: Path, nbytes: int, dest: Path | None, daemon: PeerMount | None) -> Sample:
     """``cp`` to /dev/null or ``dest``, with the serving daemon's CPU time and peak RSS."""
     cpu0 = daemon.cpu() if daemon else None
     start = time.monotonic()
-    run(["cp", str(src), str(dest or "/dev/null")], timeout=timeout_for(nbytes))
+    rate = daemon.min_rate if daemon else 10e6
+    run(["cp", str(src), str(dest or "/dev/null")], timeout=timeout_for(nbytes, rate))
     seconds = time.monotonic() - start
     cpu = daemon.cpu_since(cpu0) if daemon else None
     if dest is not None:
@@ -139,6 +150,7 @@ class Peer(ABC, Generic[R]):
             yield None
             return
         path = self.scratch.new_dir(f"cache-{self.tool}")
+        path.chmod(0o700)  # rangefs refuses a cache dir other users can enter
         try:
             yield path
         finally:
@@ -264,7 +276,7 @@ class RangefsPeer(Peer[PeerMount]):
                 time.sleep(0.1)
             if pid is None:
                 raise BenchError("rangefs mount succeeded but wrote no pid file")
-            yield PeerMount(mnt, pid)
+            yield PeerMount(mnt, pid, min_rate(endpoint, self.endpoint))
         finally:
             unmount(mnt, pid=pid)
 
@@ -299,7 +311,7 @@ class ForegroundMountPeer(Peer[PeerMount]):
             )
         try:
             wait_mounted(mnt, proc, log_file, 30)
-            yield PeerMount(mnt, proc.pid)
+            yield PeerMount(mnt, proc.pid, min_rate(endpoint, self.endpoint))
         finally:
             unmount(mnt, proc=proc)
 
@@ -472,8 +484,6 @@ class Boto3Reader:
         scratch = None
         if dest is None and self.peer.mode == "download_file":
             dest = scratch = self.peer.scratch.root / "boto3-download.bin"
-        # Through the WAN proxy only the slow link bounds the time.
-        min_rate = WAN_BANDWIDTH / 3 if self.endpoint != self.peer.endpoint else 10e6
         try:
             proc = run(
                 [
@@ -487,7 +497,7 @@ class Boto3Reader:
                     str(dest or "-"),
                 ],
                 env=self.peer.env,
-                timeout=timeout_for(nbytes, min_rate),
+                timeout=timeout_for(nbytes, min_rate(self.endpoint, self.peer.endpoint)),
             )
         finally:
             if scratch is not None:

@@ -16,15 +16,17 @@ from pathlib import Path
 from tests import support
 from tests.benchmark.common import (
     CONC_READERS,
+    LINK_STREAMS,
     MAIN_KEY,
     RCLONE_SETTLE,
     VIDEO_KEY,
-    WAN_BANDWIDTH,
     WAN_KEY,
-    WAN_LATENCY,
+    WAN_PROFILES,
+    LinkProfile,
     MiB,
     one_line,
 )
+from tests.benchmark.link import default_workers
 from tests.benchmark.results import Results
 from tests.benchmark.workload import Workload
 
@@ -32,6 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHUNK_LIMIT_SS = 4
 RSS_LIMIT_COLD = 150 * MiB
 RSS_LIMIT_CONC = 300 * MiB
+#: The link simulator's ceiling must be at least this many times the best figure through it.
+LINK_RULE = 2.0
+LINK_ROW, DIRECT_ROW = "link.ceiling", "link.direct"
 
 #: (target, measured, threshold, passed); passed is None when it was not measured.
 Target = tuple[str, str, str, bool | None]
@@ -66,9 +71,10 @@ def fmt_rate(v: float | None) -> str:
     return f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
-def declare_rows(results: Results) -> None:
+def declare_rows(results: Results, profiles: tuple[LinkProfile, ...] = WAN_PROFILES) -> None:
     """The table's rows in order, grouped by scenario; a row's ``peer`` is what it is compared
-    with. Declared before anything runs, so a measurement that fails still has its row."""
+    with. Declared before anything runs, so a measurement that fails still has its row.
+    ``profiles``: the WAN link profiles measured, each with its own rows."""
     d = results.declare
     g = "cold, sequential → /dev/null"
     d("local.disk", g, "local disk", "page cache dropped")
@@ -105,12 +111,17 @@ def declare_rows(results: Results) -> None:
     d("rf.seek", g, "rangefs", peer="s3fs.seek")
     d("s3fs.seek", g, "s3fs", "no cache")
     d("rclone.seek", g, "rclone", "vfs full")
-    g = f"WAN ({WAN_LATENCY * 1000:.0f} ms, {WAN_BANDWIDTH / 1e6:.0f} MB/s/connection), cold"
-    d("wan.get", g, "boto3", "get_object, 1 stream")
-    d("wan.dl", g, "boto3", "download_file, 10 parallel GETs")
-    d("wan.rf", g, "rangefs", peer="wan.get")
-    d("wan.s3fs", g, "s3fs", "no cache")
-    d("wan.rclone", g, "rclone", "vfs full")
+    if profiles:
+        g = f"WAN link simulator alone: 0 ms, no cap, {LINK_STREAMS} parallel ranged GETs (curl)"
+        d(LINK_ROW, g, "link simulator", "ceiling", peer=DIRECT_ROW)
+        d(DIRECT_ROW, g, "SeaweedFS", "direct, no link")
+    for p in profiles:
+        g = f"{p.title}, cold"
+        d(f"{p.key}.get", g, "boto3", "get_object, 1 stream")
+        d(f"{p.key}.dl", g, "boto3", "download_file, 10 parallel GETs")
+        d(f"{p.key}.rf", g, "rangefs", peer=f"{p.key}.get")
+        d(f"{p.key}.s3fs", g, "s3fs", "no cache")
+        d(f"{p.key}.rclone", g, "rclone", "vfs full")
     for key in ("probe", "seek"):
         for tool in ("rf", "s3fs", "rclone"):
             results.rows[f"{tool}.{key}"].chart = False
@@ -148,8 +159,20 @@ def targets(results: Results, size: int, chunk: int) -> list[Target]:
         "local.page",
         0.5,
     )
-    ratio("WAN: rangefs cold ≥ 4× single-stream GET", "wan.rf", "wan.get", 4)
-    ratio("WAN: rangefs cold ≥ 1.5× s3fs (no cache)", "wan.rf", "wan.s3fs", 1.5)
+    for p in WAN_PROFILES:
+        if f"{p.key}.rf" in rows:
+            ratio(
+                f"WAN {p.name}: rangefs cold ≥ 4× single-stream GET",
+                f"{p.key}.rf",
+                f"{p.key}.get",
+                4,
+            )
+            ratio(
+                f"WAN {p.name}: rangefs cold ≥ 1.5× s3fs (no cache)",
+                f"{p.key}.rf",
+                f"{p.key}.s3fs",
+                1.5,
+            )
 
     seek = rows["rf.seek"]
     nbytes, gets = seek.server
@@ -180,6 +203,46 @@ def targets(results: Results, size: int, chunk: int) -> list[Target]:
     return out
 
 
+def link_check(results: Results) -> tuple[str, bool | None]:
+    """Whether the link simulator's ceiling is at least ``LINK_RULE`` × the best figure
+    measured through it in this run: (one line saying so, verdict or None)."""
+    rows = results.rows
+    if LINK_ROW not in rows:
+        return "", None
+    ceiling = rows[LINK_ROW].mbps
+    through = [
+        rows[f"{p.key}.{tool}"]
+        for p in WAN_PROFILES
+        for tool in ("get", "dl", "rf", "s3fs", "rclone")
+        if f"{p.key}.{tool}" in rows and rows[f"{p.key}.{tool}"].mbps is not None
+    ]
+    if ceiling is None or not through:
+        why = "its ceiling" if ceiling is None else "no WAN row"
+        return f"Link simulator check: not possible ({why} was not measured).", None
+    best = max(through, key=lambda r: r.mbps or 0.0)
+    assert best.mbps is not None
+    ok = ceiling >= LINK_RULE * best.mbps
+    facts = (
+        f"the link simulator's ceiling ({ceiling:.0f} MB/s) is "
+        f"{ceiling / best.mbps:.1f}× the best figure measured through it "
+        f"({best.mbps:.0f} MB/s, {best.label}, {best.scenario.removesuffix(', cold')})"
+    )
+    if ok:
+        return f"Link simulator check: {facts} (rule: ≥ {LINK_RULE:g}×).", True
+    direct = rows[DIRECT_ROW].mbps if DIRECT_ROW in rows else None
+    server = (
+        f" The same GETs straight to the server reached {direct:.0f} MB/s: the simulator "
+        f"keeps {ceiling / direct:.0%} of that, the server and the shared cores set the rest."
+        if direct
+        else ""
+    )
+    return (
+        f"**Warning:** {facts}, below the {LINK_RULE:g}× rule: the WAN rows may be limited "
+        f"by the simulator or the machine, not by the simulated link.{server}",
+        False,
+    )
+
+
 def table(results: Results) -> list[str]:
     """The results table; a row is compared with its peer row by rate, else by time."""
     lines = [
@@ -195,6 +258,9 @@ def table(results: Results) -> list[str]:
         iops = row.extra("iops")
         if iops is not None:
             notes.insert(0, f"{iops:.0f} IOPS")
+        per_gb = row.extra("cpu_s_per_gb")
+        if per_gb is not None:
+            notes.insert(0, f"simulator CPU {per_gb:.2f} s per GB")
         vs = "–"
         peer = rows.get(row.peer) if row.peer else None
         if peer is not None:
@@ -239,6 +305,7 @@ def render(
     missed = sum(1 for t in verdicts if t[3] is False)
     unknown = sum(1 for t in verdicts if t[3] is None)
     a = info.args
+    check, _ = link_check(results)
     lines = [
         "# rangefs benchmarks",
         "",
@@ -290,11 +357,22 @@ def render(
         "- from server: object bytes (and GETs) the server sent, counted by "
         "`tests.support.proxy.CountingProxy` in a separate, untimed run of the same scenario "
         "(ffprobe/ffmpeg rows: every timed run goes through it, so their times include the "
-        "proxy).",
-        f"- WAN: the same proxy in its own process with {WAN_LATENCY * 1000:.0f} ms latency "
-        f"per request and {WAN_BANDWIDTH / 1e6:.0f} MB/s per connection. The proxy is "
-        "Python and shares the two cores, so it caps the total at a few hundred MB/s; the "
-        "boto3 `download_file` row (10 parallel ranged GETs) shows that ceiling.",
+        "proxy; WAN rows: see below).",
+        "- WAN: each profile's rows read through `tests.benchmark.link`, a TCP link "
+        "simulator in its own processes (no HTTP parsing; `os.splice` through pipes, "
+        f"{link_workers(a)} worker processes, two threads per connection): a request waits "
+        "the profile's latency before it goes to the server (every request, also on a "
+        "kept-alive connection), and a token bucket caps each connection's bandwidth. "
+        "Profiles: "
+        + "; ".join(f"{p.name} = {p.title}" for p in selected_profiles(a))
+        + ". From server: every byte the server sent through the simulator, HTTP headers "
+        "included.",
+        "- WAN link simulator alone: no latency, no cap, "
+        f"{LINK_STREAMS} curl processes GET one range each of `{WAN_KEY}` (presigned URLs, "
+        "at least 1 GiB per measurement), through the simulator and straight to the server. "
+        f"Its ceiling must stay ≥ {LINK_RULE:g}× the best figure measured through it; both "
+        "share the two cores with the server and the client, so the ceiling also bounds "
+        "what the server can send.",
         f"- fio: `fio --rw=randread --bs=64k --size={w.size // MiB}M "
         f"--runtime={a.fio_runtime} --time_based --direct=0 --ioengine=psync --numjobs=1` on "
         "a fresh mount and cache.",
@@ -303,6 +381,7 @@ def render(
         "",
         *table(results),
         "",
+        *([check, ""] if check else []),
         f"![MB/s per tool and scenario]({chart_name})",
         "",
         f"## Targets: {passed} PASS, {missed} MISS"
@@ -345,6 +424,16 @@ def render(
         "- s3fs without `use_cache` still stages data in temporary files under /tmp.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def selected_profiles(args: argparse.Namespace) -> tuple[LinkProfile, ...]:
+    """The WAN profiles ``--wan-profile`` chose (all by default)."""
+    names = getattr(args, "wan_profile", None) or [p.name for p in WAN_PROFILES]
+    return tuple(p for p in WAN_PROFILES if p.name in names)
+
+
+def link_workers(args: argparse.Namespace) -> int:
+    return getattr(args, "link_workers", None) or default_workers()
 
 
 def first_line(cmd: list[str]) -> str:

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m tests.benchmark.run_benchmark            # full run (~10-15 min)
+    python -m tests.benchmark.run_benchmark            # full run (~12-18 min)
     python -m tests.benchmark.run_benchmark --quick    # smoke run (~3 min)
 
 It starts a local SeaweedFS, uploads a pattern object (``--size-mib``), a real
@@ -12,7 +12,9 @@ concurrent-readers test and an object for the simulated-WAN test, then measures
 * rangefs (the installed package, driven through ``python -m rangefs mount``):
   cold ``cp`` to /dev/null and to a file, warm in the same mount, warm after a
   remount, random 64 KiB reads (fio), ffprobe and ``ffmpeg -ss`` on the MP4,
-  eight concurrent readers, and a cold copy through a slow, high-latency proxy;
+  eight concurrent readers, and a cold copy through a simulated WAN link (two
+  profiles: 20 ms + 50 MB/s and 60 ms + 15 MB/s per connection) whose own ceiling
+  is measured in the same run;
 * peers on the same objects: boto3 (``download_file``, one ``get_object``
   stream), s3fs-fuse (no cache and ``use_cache``), ``rclone mount
   --vfs-cache-mode full``, and local-disk / page-cache baselines;
@@ -43,22 +45,27 @@ from tests.benchmark import report
 from tests.benchmark.common import (
     BUCKET,
     MAIN_KEY,
+    WAN_PROFILES,
     BenchError,
     Budget,
+    LinkProfile,
     Scratch,
     deferred_sigint,
     log,
     one_line,
 )
+from tests.benchmark.link import default_workers
 from tests.benchmark.peers import (
     Boto3Peer,
     LocalDiskPeer,
+    Peer,
     RangefsPeer,
     RclonePeer,
     S3fsPeer,
     unmount_all,
 )
 from tests.benchmark.plot import plot
+from tests.benchmark.report import DIRECT_ROW, LINK_ROW
 from tests.benchmark.results import Results
 from tests.benchmark.scenarios import (
     Context,
@@ -67,6 +74,7 @@ from tests.benchmark.scenarios import (
     concurrent_readers,
     counted_cycle,
     fio_random_reads,
+    link_ceiling,
     local_copies,
     media_seeks,
     verified_copy,
@@ -87,7 +95,8 @@ class Benchmark:
         self.args = args
         self.budget = Budget(args.budget_min * 60)
         self.results = Results()
-        report.declare_rows(self.results)
+        self.profiles = report.selected_profiles(args)
+        report.declare_rows(self.results, self.profiles)
         self.scratch = Scratch(Path(tempfile.mkdtemp(prefix="rangefs-bench-", dir=args.work_dir)))
         self.workload = Workload.from_args(args)
         self.info = report.RunInfo(args, self.workload, datetime.datetime.now().astimezone())
@@ -148,7 +157,15 @@ class Benchmark:
         boto3_dl = Boto3Peer(scratch, endpoint, env, "download_file")
         local = LocalDiskPeer(scratch, MAIN_KEY, self.workload.size, MAIN_SEED)
         ctx = Context(
-            self.results, scratch, self.workload, endpoint, a.repeat, self.budget, a.fio_runtime
+            self.results,
+            scratch,
+            self.workload,
+            endpoint,
+            a.repeat,
+            self.budget,
+            a.fio_runtime,
+            env=env,
+            link_workers=a.link_workers,
         )
 
         s3fs_keys = ("s3fs.cache.cold", "s3fs.cache.warm", "s3fs.cache.remount")
@@ -167,16 +184,27 @@ class Benchmark:
             (rf_keys, lambda: cache_cycle(ctx, rangefs, rf_keys)),
             (s3fs_keys, lambda: cache_cycle(ctx, s3fs_cache, s3fs_keys)),
             (rclone_keys, lambda: cache_cycle(ctx, rclone, rclone_keys)),
-            (("wan.get",), lambda: wan_copy(ctx, boto3_get, "wan.get")),
-            (("wan.dl",), lambda: wan_copy(ctx, boto3_dl, "wan.dl")),
-            (("wan.rf",), lambda: wan_copy(ctx, rangefs, "wan.rf")),
-            (("wan.s3fs",), lambda: wan_copy(ctx, s3fs, "wan.s3fs")),
+        ]
+        wan_peers: list[tuple[str, Peer[Any]]] = [
+            ("get", boto3_get),
+            ("dl", boto3_dl),
+            ("rf", rangefs),
+            ("s3fs", s3fs),
+        ]
+        first, *others = self.profiles or (None,)
+        if first is not None:
+            plan.append(((LINK_ROW, DIRECT_ROW), lambda: link_ceiling(ctx, LINK_ROW, DIRECT_ROW)))
+            plan += wan_jobs(ctx, first, wan_peers)
+        plan += [
             (("rf.probe", "rf.seek"), lambda: media_seeks(ctx, rangefs, "rf.probe", "rf.seek")),
             (("rf.conc",), lambda: concurrent_readers(ctx, rangefs, "rf.conc")),
             (("rf.file",), lambda: verified_copy(ctx, rangefs, "rf.file")),
             (("s3fs.nocache",), lambda: cold_copies(ctx, [(s3fs, "s3fs.nocache")])),
             (("rf.fio",), lambda: fio_random_reads(ctx, rangefs, "rf.fio")),
         ]
+        # The other link profiles after the rest: a short budget cuts them first.
+        for profile in others:
+            plan += wan_jobs(ctx, profile, wan_peers)
         for keys, fn in plan:
             self.job(keys, fn)
         # Bytes from the server for the copies: the cycles once more, counted.
@@ -198,7 +226,11 @@ class Benchmark:
             (("rclone.conc",), lambda: concurrent_readers(ctx, rclone, "rclone.conc"), ""),
             (("s3fs.fio",), lambda: fio_random_reads(ctx, s3fs, "s3fs.fio"), ""),
             (("rclone.fio",), lambda: fio_random_reads(ctx, rclone, "rclone.fio"), ""),
-            (("wan.rclone",), lambda: wan_copy(ctx, rclone, "wan.rclone"), ""),
+        ]
+        extras += [
+            (job_keys, fn, "")
+            for profile in self.profiles
+            for job_keys, fn in wan_jobs(ctx, profile, [("rclone", rclone)])
         ]
         for keys, fn, label in extras:
             self.job(keys, fn, optional=True, label=label or "a later run")
@@ -236,6 +268,15 @@ class Benchmark:
                 shutil.rmtree(self.work, ignore_errors=True)
 
 
+def wan_jobs(ctx: Context, profile: LinkProfile, peers: list[tuple[str, Peer[Any]]]) -> list[Job]:
+    """One job per peer: a cold copy through the link simulator with ``profile``."""
+
+    def job(peer: Peer[Any], key: str) -> Job:
+        return ((key,), lambda: wan_copy(ctx, peer, key, profile))
+
+    return [job(peer, f"{profile.key}.{tool}") for tool, peer in peers]
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m tests.benchmark.run_benchmark",
@@ -249,7 +290,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--wan-size-mib", type=int, help="object for the WAN test (default 512)")
     p.add_argument("--video-seconds", type=int, help="length of the test MP4 (default 120)")
     p.add_argument("--fio-runtime", type=int, help="seconds per fio run (default 10)")
-    p.add_argument("--budget-min", type=float, help="time budget in minutes (default 14)")
+    p.add_argument("--budget-min", type=float, help="time budget in minutes (default 18)")
+    p.add_argument(
+        "--wan-profile",
+        action="append",
+        choices=[prof.name for prof in WAN_PROFILES],
+        metavar="NAME",
+        help="simulated WAN link profile, repeatable (default all: "
+        + "; ".join(f"{prof.name} = {prof.title}" for prof in WAN_PROFILES)
+        + ")",
+    )
+    p.add_argument(
+        "--link-workers",
+        type=int,
+        help=f"processes of the WAN link simulator (default {default_workers()})",
+    )
     p.add_argument("--chunk-size-mib", type=int, default=8, help="rangefs --chunk-size (8)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     p.add_argument("--chart", type=Path, help="PNG path (default: benchmark.png next to --out)")
@@ -290,7 +345,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "wan_size_mib": 512,
         "video_seconds": 120,
         "fio_runtime": 10,
-        "budget_min": 14.0,
+        "budget_min": 18.0,
     }
     quick = {
         "size_mib": 128,
@@ -342,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         ):
             verdict = "n/a " if ok is None else ("PASS" if ok else "MISS")
             log(f"{verdict} {name}: {measured} (target {threshold})")
+        check, _ = report.link_check(bench.results)
+        if check:
+            log(check.replace("**", ""))
         return 0
     finally:
         bench.cleanup()

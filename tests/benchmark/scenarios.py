@@ -9,27 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import select
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.benchmark.common import (
     BUCKET,
     CONC_READERS,
+    LINK_STREAMS,
     MAIN_KEY,
     VIDEO_KEY,
-    WAN_BANDWIDTH,
     WAN_KEY,
-    WAN_LATENCY,
     BenchError,
     Budget,
+    LinkProfile,
+    MiB,
     Scratch,
     conc_key,
     deferred_sigint,
@@ -39,6 +37,7 @@ from tests.benchmark.common import (
     run,
     timeout_for,
 )
+from tests.benchmark.link import CPU_COUNTER
 from tests.benchmark.peers import MountPeer, Peer, Reader
 from tests.benchmark.results import Results, Sample
 from tests.benchmark.workload import Workload
@@ -58,6 +57,9 @@ class Context:
     repeat: int
     budget: Budget
     fio_runtime: int
+    #: The server's credentials (AWS_* variables), for presigned URLs.
+    env: dict[str, str] = field(default_factory=dict)
+    link_workers: int | None = None
 
     def repeats(self) -> Iterator[int]:
         """``--repeat`` runs, fewer once the budget is spent (the first always runs)."""
@@ -309,57 +311,125 @@ def media_seeks(ctx: Context, peer: MountPeer, probe_row: str, seek_row: str) ->
                 )
 
 
-@contextlib.contextmanager
-def wan_proxy(endpoint: str, stats: dict[str, int]) -> Iterator[str]:
-    """A slow-link proxy in its own process (the in-process one would share
-    this interpreter's GIL); ``stats`` gets its counters when it stops."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.support.proxy",
-        "--upstream",
-        endpoint,
-        "--latency",
-        str(WAN_LATENCY),
-        "--bandwidth",
-        str(WAN_BANDWIDTH),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+def parallel_ranged_gets(urls: list[str], size: int, total: int) -> Sample:
+    """``len(urls)`` curl processes at once, each GETting its own range of a ``size``-byte
+    object as often as it takes for ``total`` bytes in all (one connection each, kept
+    alive); the wall time of the lot. ``urls`` are presigned GETs of the object."""
+    if shutil.which("curl") is None:
+        raise BenchError("curl not installed (apt-get install curl)")
+    streams = len(urls)
+    passes = max(1, -(-total // size))
+    step = -(-size // streams)
+    procs: list[subprocess.Popen[str]] = []
+    expected = 0
     try:
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        url = proc.stdout.readline().strip() if ready and proc.stdout else ""
-        if not url.startswith("http://"):
-            raise BenchError(f"WAN proxy did not start: {url!r}")
-        yield url
-    finally:
-        with deferred_sigint():
-            proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        for i, url in enumerate(urls):
+            first, last = i * step, min(size, (i + 1) * step) - 1
+            if first > last:
+                continue
+            expected += (last - first + 1) * passes
+            cmd = ["curl", "-sS", "--fail", "-r", f"{first}-{last}", "-w", "%{size_download}\\n"]
+            for _ in range(passes):
+                cmd += [url, "-o", "/dev/null"]
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        got = 0
+        deadline = start + timeout_for(expected)
+        for proc in procs:
             try:
-                _, err = proc.communicate(timeout=30)
+                out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                raise BenchError("parallel curl GETs timed out") from None
+            if proc.returncode != 0:
+                raise BenchError(f"curl exited {proc.returncode}: {one_line(err)}")
+            got += sum(int(v) for v in out.split())
+        seconds = time.monotonic() - start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
                 proc.kill()
-                _, err = proc.communicate(timeout=10)
-            for word in (err or "").split():
-                name, _, value = word.partition("=")
-                if value.isdigit():
-                    stats[name] = int(value)
+                proc.wait(timeout=10)
+    if got != expected:
+        raise BenchError(f"parallel GETs got {got} bytes, expected {expected}")
+    return Sample(seconds=seconds, nbytes=got)
 
 
-def wan_copy(ctx: Context, peer: Peer[Reader], row: str) -> None:
-    """A cold read of the WAN object through the slow-link proxy; the proxy counts the
-    bytes the server sent."""
+@contextlib.contextmanager
+def wan_link(ctx: Context, stats: dict[str, int], profile: LinkProfile | None) -> Iterator[str]:
+    """The link simulator in front of the server (``profile`` None: no latency, no cap);
+    ``stats`` gets its counters when it stops, also on Ctrl-C."""
+    from tests.benchmark.link import LinkError, link
+
+    latency, bandwidth = (profile.latency, profile.bandwidth) if profile else (0.0, None)
+    try:
+        with link(
+            ctx.endpoint,
+            latency=latency,
+            bandwidth=bandwidth,
+            workers=ctx.link_workers,
+            stats=stats,
+        ) as url:
+            yield url
+    except LinkError as e:
+        raise BenchError(str(e)) from None
+
+
+def wan_copy(ctx: Context, peer: Peer[Reader], row: str, profile: LinkProfile) -> None:
+    """A cold read of the WAN object through the link simulator; the simulator counts the
+    bytes the server sent (HTTP headers included)."""
     for _ in ctx.repeats():
         stats: dict[str, int] = {}
         with peer.cache() as cache:
-            with wan_proxy(ctx.endpoint, stats) as url, peer.session(cache, url) as reader:
+            with (
+                wan_link(ctx, stats, profile) as url,
+                peer.session(cache, url) as reader,
+            ):
                 sample = cold_copy(reader, WAN_KEY, ctx.workload.wan_size)
-            sample.server_bytes = stats.get("get_bytes")
+            sample.server_bytes = stats.get("down_bytes")
             ctx.results.add(row, sample)
+
+
+def link_ceiling(ctx: Context, link_row: str, direct_row: str) -> None:
+    """The link simulator's own ceiling: ``LINK_STREAMS`` parallel ranged GETs of the WAN
+    object (curl, presigned URLs) through it with no latency and no cap, and the same
+    straight to the server; at least 1 GiB per measurement."""
+    import boto3
+    from botocore.config import Config
+
+    size = ctx.workload.wan_size
+    total = max(size, 1024 * MiB)
+
+    def urls(endpoint: str) -> list[str]:
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=ctx.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=ctx.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=ctx.env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+        params = {"Bucket": BUCKET, "Key": WAN_KEY}
+        return [
+            client.generate_presigned_url("get_object", Params=params, ExpiresIn=3600)
+            for _ in range(LINK_STREAMS)
+        ]
+
+    for _ in ctx.repeats():
+        stats: dict[str, int] = {}
+        with wan_link(ctx, stats, None) as url:
+            sample = parallel_ranged_gets(urls(url), size, total)
+        cpu = stats.get(CPU_COUNTER)
+        if cpu is not None:
+            sample.cpu = cpu / 1000
+            sample.extra["cpu_s_per_gb"] = sample.cpu / (sample.nbytes / 1e9)
+        sample.server_bytes = stats.get("down_bytes")
+        ctx.results.add(link_row, sample)
+        ctx.results.add(direct_row, parallel_ranged_gets(urls(ctx.endpoint), size, total))

@@ -31,9 +31,12 @@ def sample_results() -> Results:
     add("s3fs.cache.remount", rate(300))
     add("rf.warm", rate(6000))
     add("local.page", rate(10000))
-    add("wan.rf", rate(250, 64 * MiB))
-    add("wan.get", rate(50, 64 * MiB))
-    add("wan.s3fs", rate(200, 64 * MiB))
+    add("wan20.rf", rate(250, 64 * MiB))
+    add("wan20.get", rate(50, 64 * MiB))
+    add("wan20.s3fs", rate(200, 64 * MiB))
+    add("wan20.dl", rate(300, 64 * MiB))
+    add("link.ceiling", rate(700, 1024 * MiB, cpu=1.0, extra={"cpu_s_per_gb": 0.93}))
+    add("link.direct", rate(900, 1024 * MiB))
     add("rf.conc", rate(300, peak_rss=400 * MiB))
     add("rf.seek", Sample(seconds=0.5, server_bytes=20 * MiB, gets=3))
     add("s3fs.seek", Sample(seconds=1.0, server_bytes=100 * MiB, gets=11))
@@ -55,8 +58,9 @@ def test_ratio_targets_pass_at_the_threshold_and_miss_below_it():
     assert v["rangefs cold ≥ 0.5× boto3 get_object"][2] is False
     assert v["rangefs warm after remount ≥ 1× s3fs warm after remount"][2] is True
     assert v["rangefs warm, same mount ≈ page cache (≥ 0.5× local page-cache cp)"][2] is True
-    assert v["WAN: rangefs cold ≥ 4× single-stream GET"][2] is True
-    assert v["WAN: rangefs cold ≥ 1.5× s3fs (no cache)"][2] is False
+    assert v["WAN 20ms: rangefs cold ≥ 4× single-stream GET"][2] is True
+    assert v["WAN 20ms: rangefs cold ≥ 1.5× s3fs (no cache)"][2] is False
+    assert v["WAN 60ms: rangefs cold ≥ 4× single-stream GET"][2] is None
 
 
 def test_a_target_whose_peer_failed_says_why_and_is_not_a_verdict():
@@ -101,7 +105,7 @@ def test_render_counts_the_verdicts_and_shows_every_row():
         results, info, chart_name="benchmark.png", versions={"rangefs": "0.1.0"}, machine="m"
     )
     assert "by `python -m tests.benchmark.run_benchmark --quick` (quick smoke run, 1.5 min)" in text
-    assert "## Targets: 6 PASS, 3 MISS, 1 not measured" in text
+    assert "## Targets: 6 PASS, 3 MISS, 3 not measured" in text
     assert "- rangefs: 0.1.0\n" in text
     assert "![MB/s per tool and scenario](benchmark.png)" in text
     assert "this run used the 128 MiB object" in text
@@ -123,3 +127,41 @@ def test_mp4_layout_finds_top_level_boxes_including_64_bit_sizes(tmp_path):
     assert moov < mdat
     (tmp_path / "empty.mp4").write_bytes(b"")
     assert mp4_layout(tmp_path / "empty.mp4") == (-1, -1)
+
+
+def test_link_check_warns_when_the_simulator_ceiling_is_below_twice_the_best_figure():
+    results = sample_results()
+    line, ok = report.link_check(results)
+    assert ok is True
+    assert line.startswith("Link simulator check: the link simulator's ceiling (700 MB/s) is 2.3×")
+    assert "(300 MB/s, boto3 (download_file, 10 parallel GETs), WAN 20 ms" in line
+    results.add("wan60.rf", rate(400, 64 * MiB))
+    line, ok = report.link_check(results)
+    assert ok is False
+    assert line.startswith("**Warning:**") and "1.8×" in line and "below the 2× rule" in line
+    assert line.endswith(
+        "straight to the server reached 900 MB/s: the simulator keeps 78% of that, "
+        "the server and the shared cores set the rest."
+    )
+    table = "\n".join(report.table(results))
+    assert "| 0.78× SeaweedFS (direct, no link) |" in table
+    assert "simulator CPU 0.93 s per GB" in table
+
+
+def test_link_check_without_a_ceiling_or_without_profiles():
+    results = Results()
+    report.declare_rows(results)
+    results.add("wan20.rf", rate(250, 64 * MiB))
+    line, ok = report.link_check(results)
+    assert ok is None and "not possible (its ceiling was not measured)" in line
+    bare = Results()
+    report.declare_rows(bare, ())
+    assert report.link_check(bare) == ("", None)
+    assert not any(key.startswith(("wan", "link")) for key in bare.rows)
+
+
+def test_wan_profile_and_link_worker_options():
+    args = parse_args(["--quick", "--wan-profile", "60ms", "--link-workers", "3"])
+    assert [p.name for p in report.selected_profiles(args)] == ["60ms"]
+    assert report.link_workers(args) == 3
+    assert [p.name for p in report.selected_profiles(parse_args([]))] == ["20ms", "60ms"]
