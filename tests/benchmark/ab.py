@@ -1,0 +1,112 @@
+"""A/B of rangefs trees on one server: did a change make reads faster or slower?
+
+The full benchmark compares rangefs with its peers; this compares rangefs with itself. Each
+tree (a checkout's ``src`` directory, e.g. a ``git worktree`` of an older commit) mounts the
+same object on the same local SeaweedFS, runs interleaved (A, B, A, B, ...) so a noisy
+machine hurts both alike, with a fresh cache and the page cache dropped before each cold
+read. Prints per-run figures, the daemon's counters (the work done, which noise does not
+change) and medians::
+
+    git worktree add /tmp/base <rev>
+    python -m tests.benchmark.ab base=/tmp/base/src head=src --size-mib 1024 --fio
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.patterns import upload_pattern
+from tests.support.servers import start_seaweedfs
+
+MiB = 1024 * 1024
+BUCKET, KEY = "ab-test", "big.bin"
+COUNTERS = ("gets", "disk_hits", "range_hits", "memory_hits", "proofs_passed")
+
+
+def drop_page_cache() -> None:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def timed(cmd: list[str]) -> float:
+    started = time.monotonic()
+    subprocess.run(cmd, check=True, timeout=600, stdout=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def fio_iops(path: Path, size: int, seconds: int) -> float:
+    out = subprocess.run(
+        ["fio", "--name=rand", f"--filename={path}", "--rw=randread", "--bs=64k",
+         f"--size={size}", f"--runtime={seconds}", "--time_based", "--direct=0",
+         "--ioengine=psync", "--readonly", "--randseed=42", "--output-format=json"],
+        capture_output=True, text=True, check=True, timeout=seconds + 120,
+    )  # fmt: skip
+    return float(json.loads(out.stdout)["jobs"][0]["read"]["iops"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmark.ab", description=__doc__)
+    parser.add_argument("trees", nargs="+", metavar="NAME=SRC", help="a tree's src directory")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--fio", action="store_true", help="also random 64 KiB reads (fio)")
+    parser.add_argument("--fio-seconds", type=int, default=8)
+    parser.add_argument("--mount-arg", action="append", default=[], help="extra mount argument")
+    args = parser.parse_args(argv)
+    trees = dict(t.split("=", 1) for t in args.trees)
+    size = args.size_mib * MiB
+    base = Path(tempfile.mkdtemp(prefix="rangefs-ab-"))
+    server = start_seaweedfs(base / "s3")
+    results: dict[str, dict[str, list[float]]] = {n: {} for n in trees}
+    try:
+        client = server.client()
+        client.create_bucket(Bucket=BUCKET)
+        upload_pattern(client, BUCKET, KEY, size, seed=9)
+        for run in range(args.runs):
+            for name, src in trees.items():
+                work = base / f"{name}-{run}"
+                cache, mnt = work / "cache", work / "mnt"
+                mnt.mkdir(parents=True)
+                env = {**server.env(), "PYTHONPATH": src}
+                mount = [sys.executable, "-m", "rangefs", "mount", "--endpoint-url",
+                         server.endpoint_url, "--cache-dir", str(cache), *args.mount_arg,
+                         BUCKET, str(mnt)]  # fmt: skip
+                figures: dict[str, float] = {}
+                for phase in ("cold", "warm", *(("fio",) if args.fio else ())):
+                    if phase == "fio":
+                        shutil.rmtree(cache)
+                    subprocess.run(mount, env=env, check=True, timeout=90)
+                    os.stat(mnt / KEY)
+                    drop_page_cache()
+                    if phase == "fio":
+                        figures[phase] = fio_iops(mnt / KEY, size, args.fio_seconds)
+                    else:
+                        figures[phase] = size / timed(["cp", str(mnt / KEY), "/dev/null"]) / 1e6
+                    stats = json.loads(os.getxattr(mnt, "user.rangefs.stats"))
+                    work_done = {k: stats.get(k) for k in COUNTERS if k in stats}
+                    subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
+                    unit = "IOPS" if phase == "fio" else "MB/s"
+                    print(f"{name:>8} run {run} {phase:<4} {figures[phase]:8.0f} {unit}  "
+                          f"{work_done}", flush=True)  # fmt: skip
+                    results[name].setdefault(phase, []).append(figures[phase])
+                shutil.rmtree(work, ignore_errors=True)
+        for name, phases in results.items():
+            line = ", ".join(f"{p} {statistics.median(v):.0f}" for p, v in phases.items())
+            print(f"median {name}: {line}")
+    finally:
+        for mnt in base.glob("*/mnt"):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=30)
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
