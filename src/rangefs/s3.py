@@ -225,18 +225,33 @@ class S3Store:
 
         return self.retrier.call(what, attempt)
 
-    def check_access(self, prefix: str) -> bool:
-        """Proves the bucket exists and can be listed (a mount must not succeed otherwise);
-        True if ``prefix`` holds at least one key."""
+    def _holds_any(self, what: str, listing: Callable[..., Any], prefix: str, *fields: str) -> bool:
+        """One page of at most one entry under ``prefix``: raises unless the bucket can be
+        listed; True if the page has any of ``fields``."""
         page = self._call(
-            f"list s3://{self.bucket}/{prefix}",
-            self.client.list_objects_v2,
+            f"{what} s3://{self.bucket}/{prefix}",
+            listing,
             Bucket=self.bucket,
             Prefix=prefix,
             MaxKeys=1,
             **self.args.listing,
         )
-        return bool(page.get("KeyCount") or page.get("Contents"))
+        return any(page.get(name) for name in fields)
+
+    def _object_args(self, key: str, etag: str, version_id: str) -> dict[str, Any]:
+        """What names one object version on a HEAD or GET: the key, ``If-Match`` on the ETag,
+        the versionId when given, and the reading arguments (payer, SSE-C key)."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self.args.reading}
+        if etag:
+            args["IfMatch"] = etag
+        if version_id:
+            args["VersionId"] = version_id
+        return args
+
+    def check_access(self, prefix: str) -> bool:
+        """Proves the bucket exists and can be listed (a mount must not succeed otherwise);
+        True if ``prefix`` holds at least one key."""
+        return self._holds_any("list", self.client.list_objects_v2, prefix, "KeyCount", "Contents")
 
     def _pages(self, prefix: str, **extra: Any) -> Iterator[dict[str, Any]]:
         """Every ListObjectsV2 page under ``prefix``, past the 1000-key limit."""
@@ -300,15 +315,9 @@ class S3Store:
         return str(resp.get("Status") or "")
 
     def check_versions_access(self, prefix: str) -> bool:
-        page = self._call(
-            f"list versions s3://{self.bucket}/{prefix}",
-            self.client.list_object_versions,
-            Bucket=self.bucket,
-            Prefix=prefix,
-            MaxKeys=1,
-            **self.args.listing,
+        return self._holds_any(
+            "list versions", self.client.list_object_versions, prefix, "Versions", "DeleteMarkers"
         )
-        return bool(page.get("Versions") or page.get("DeleteMarkers"))
 
     def list_versions(
         self, prefix: str, delimiter: bool = True
@@ -356,9 +365,7 @@ class S3Store:
         resp = self._call(
             f"head s3://{self.bucket}/{key}",
             self.client.head_object,
-            Bucket=self.bucket,
-            Key=key,
-            **self.args.reading,
+            **self._object_args(key, "", ""),
         )
         return ObjectInfo(
             key=key,
@@ -370,15 +377,12 @@ class S3Store:
     def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
         """HEAD with ``PartNumber=1``: part 1's length (the whole object for a single-part
         upload) and the encryption headers."""
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "PartNumber": 1}
-        if etag:
-            kwargs["IfMatch"] = etag
-        if version_id:
-            kwargs["VersionId"] = version_id
         resp = self._call(
-            f"head s3://{self.bucket}/{key} part 1", self.client.head_object, **kwargs,
-            **self.args.reading,
-        )  # fmt: skip
+            f"head s3://{self.bucket}/{key} part 1",
+            self.client.head_object,
+            PartNumber=1,
+            **self._object_args(key, etag, version_id),
+        )
         parts = int(resp["PartsCount"]) if "PartsCount" in resp else None
         return ObjectFacts(
             encryption=str(resp.get("ServerSideEncryption", "")),
@@ -401,17 +405,7 @@ class S3Store:
         what = f"GET s3://{self.bucket}/{key} {rng}"
 
         def fetch() -> bytes:
-            kwargs: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Key": key,
-                "Range": rng,
-                **self.args.reading,
-            }
-            if etag:
-                kwargs["IfMatch"] = etag
-            if version_id:
-                kwargs["VersionId"] = version_id
-            resp = self.client.get_object(**kwargs)
+            resp = self.client.get_object(Range=rng, **self._object_args(key, etag, version_id))
             body = resp["Body"]
             try:
                 status = resp["ResponseMetadata"]["HTTPStatusCode"]

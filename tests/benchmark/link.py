@@ -43,13 +43,12 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 
 from tests.benchmark.common import deferred_sigint
+from tests.support import REPO_ROOT
 
 __all__ = ["COUNTERS", "CPU_COUNTER", "LinkError", "link"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_CHUNK = 1024 * 1024
 COUNTERS = ("connections", "turns", "down_bytes", "up_bytes")
 #: After :data:`COUNTERS` on stop: the workers' CPU time, user + system, in milliseconds.

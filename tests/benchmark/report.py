@@ -11,7 +11,6 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 from tests import support
 from tests.benchmark.common import (
@@ -29,8 +28,8 @@ from tests.benchmark.common import (
 from tests.benchmark.link import default_workers
 from tests.benchmark.results import Results
 from tests.benchmark.workload import Workload
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHUNK_LIMIT_SS = 4
 RSS_LIMIT_COLD = 150 * MiB
 RSS_LIMIT_CONC = 300 * MiB

@@ -81,9 +81,8 @@ from tests.benchmark.scenarios import (
     wan_copy,
 )
 from tests.benchmark.workload import MAIN_SEED, Workload
+from tests.support import REPO_ROOT
 from tests.support.servers import start_seaweedfs
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 Job = tuple[tuple[str, ...], Callable[[], None]]
 

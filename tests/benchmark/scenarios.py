@@ -43,8 +43,6 @@ from tests.benchmark.results import Results, Sample
 from tests.benchmark.workload import Workload
 from tests.support import sha256_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 @dataclass
 class Context:

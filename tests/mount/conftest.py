@@ -30,13 +30,12 @@ from tests.support import (
     read_tail,
     run,
     wait_for,
+    with_source,
 )
 from tests.support.patterns import upload_pattern
 from tests.support.proxy import CountingProxy
 from tests.support.servers import DevServer, start_moto, start_seaweedfs
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SRC_DIR = REPO_ROOT / "src"
 _STARTED = pytest.StashKey[float]()
 
 
@@ -309,10 +308,7 @@ class RangefsMounter:
             argv += ["--chunk-size", chunk_size]
         argv += [*extra_args, source, str(mountpoint)]
 
-        env = dict(self._server.env() if env is None else env)
-        python_path = env.get("PYTHONPATH", "")
-        if str(SRC_DIR) not in python_path.split(os.pathsep):
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC_DIR), python_path]))
+        env = with_source(self._server.env() if env is None else env)
 
         # Output goes to files, not pipes: a daemon that forgot to detach its
         # stdio would otherwise keep the pipe open and hang the call.

@@ -27,6 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import (
+    REPO_ROOT,
     is_mounted,
     kill_rangefs,
     pid_alive,
@@ -34,12 +35,11 @@ from tests.support import (
     run,
     wait_for,
     wait_pid_gone,
+    with_source,
 )
 from tests.support.patterns import pattern_bytes, upload_pattern
 from tests.support.servers import DevServer, free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SRC_DIR = REPO_ROOT / "src"
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-mount-helper.sh"
 BIN_LINK = Path("/usr/local/bin/rangefs")
 MOUNT_HELPERS = (Path("/sbin/mount.fuse.rangefs"), Path("/sbin/mount.rangefs"))
@@ -84,10 +84,7 @@ def ensure_mount_helper() -> None:
 
 def cli_env(server: DevServer, **extra: str) -> dict[str, str]:
     """The server's credentials, and this checkout's source first on the import path."""
-    env = server.env()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC_DIR), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
+    return {**with_source(server.env()), **extra}
 
 
 def cat(path: Path, *, user: int | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -25,11 +25,10 @@ import pytest
 
 from rangefs import cli, sdnotify
 from tests.mount.test_operations import cli_env, ensure_mount_helper
-from tests.support import is_mounted, run
+from tests.support import REPO_ROOT, is_mounted, run
 from tests.support.patterns import pattern_bytes, upload_pattern
 from tests.support.servers import DevServer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD_DIR = REPO_ROOT / "systemd"
 UNIT_FILES = ("rangefs@.service", "mnt-bucket.mount", "mnt-bucket.automount")
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "REPO_ROOT",
+    "SRC_DIR",
     "Mount",
     "is_mounted",
     "is_rangefs_process",
@@ -33,9 +35,21 @@ __all__ = [
     "wait_for",
     "wait_fully_cached",
     "wait_pid_gone",
+    "with_source",
 ]
 
 FUSERMOUNT = "fusermount3"
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SRC_DIR = REPO_ROOT / "src"
+
+
+def with_source(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this checkout's source first on PYTHONPATH, so a ``python -m rangefs``
+    the tests start runs the code under test, whatever is installed."""
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(SRC_DIR)]
+    return {**env, "PYTHONPATH": os.pathsep.join([str(SRC_DIR), *paths])}
 
 
 def run(cmd: list[str], timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -8,8 +8,9 @@ import pytest
 from rangefs import cli, options
 from rangefs.config import Config, S3Settings
 from rangefs.options import FLAG, OPTIONS, Option
+from tests.support import REPO_ROOT
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md"
+DOC = REPO_ROOT / "docs" / "CONFIGURATION.md"
 KEY_FILE = Path(__file__).resolve().parent / "sse-c-sample.key"  # a test key, in base64
 
 # A value other than the default for every option a user can give (None: a flag).
