@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from rangefs import chunks, proofs, xattrs
+from rangefs import chunks, xattrs
 from rangefs.async_cache import AsyncChunkCache
 from rangefs.config import Config
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
@@ -278,10 +278,7 @@ class Filesystem:
             return version.version_id.encode()
         if name == xattrs.VERIFIED:
             proof, proven = await self.reader.verifier.status(version)
-            detail = proof.reason and f"{proofs.NO_CHECKSUM}: {proof.reason}"
-            if proof.kind == proofs.MULTIPART:
-                detail = f"{proof.parts} parts of {proof.part_size} B"
-            return xattrs.encode_verified(proof.kind, proven, detail)
+            return xattrs.encode_verified(proof.kind, proven, proof.detail)
         chunk_size = self.config.chunk_size
         count = chunks.chunk_count(version.size, chunk_size)
         cached = await self.cache.cached_map(version.id, chunk_size, count)

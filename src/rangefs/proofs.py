@@ -56,12 +56,17 @@ class Proof:
     def part_of(self, offset: int) -> int:
         return offset // self.part_size
 
-    def describe(self) -> str:
+    @property
+    def detail(self) -> str:
+        """Why there is no proof, or the part layout a multipart proof assumes; else ''."""
         if self.kind == NONE:
-            return f"{NONE} ({NO_CHECKSUM}: {self.reason})"
+            return f"{NO_CHECKSUM}: {self.reason}"
         if self.kind == MULTIPART:
-            return f"{MULTIPART} ({self.parts} parts of {self.part_size} B)"
-        return WHOLE
+            return f"{self.parts} parts of {self.part_size} B"
+        return ""
+
+    def describe(self) -> str:
+        return f"{self.kind} ({self.detail})" if self.detail else self.kind
 
 
 def _none(reason: str) -> Proof:
