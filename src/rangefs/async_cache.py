@@ -9,6 +9,7 @@ import trio
 
 from rangefs.chunk_cache import ChunkCache
 from rangefs.keys import ChunkKey, ObjectId
+from rangefs.proofs import Proof
 
 
 class AsyncChunkCache:
@@ -35,10 +36,10 @@ class AsyncChunkCache:
             self.cache.cached_map, obj, chunk_size, count, limiter=self._limiter
         )
 
-    async def proof(self, obj: ObjectId) -> str | None:
+    async def proof(self, obj: ObjectId) -> Proof | None:
         return await trio.to_thread.run_sync(self.cache.proof, obj, limiter=self._limiter)
 
-    async def record_proof(self, obj: ObjectId, proof: str) -> None:
+    async def record_proof(self, obj: ObjectId, proof: Proof) -> None:
         await trio.to_thread.run_sync(self.cache.record_proof, obj, proof, limiter=self._limiter)
 
     async def forget_proof(self, obj: ObjectId) -> None:

@@ -14,7 +14,6 @@ cache directory.
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import sqlite3
@@ -329,19 +328,21 @@ class ChunkCache:
         except (OSError, sqlite3.Error) as exc:
             log.warning("cache: could not record ETag of %s: %s", obj.uri, exc)
 
-    def proof(self, obj: ObjectId) -> str | None:
+    def proof(self, obj: ObjectId) -> proofs.Proof | None:
         """The proof recorded for ``obj`` (:meth:`record_proof`), or None."""
         try:
             value = self._cache.get(obj.proof_record(), default=None, retry=True)
-        except (OSError, sqlite3.Error):
+            return proofs.from_record(value) if isinstance(value, str) else None
+        except (OSError, sqlite3.Error, ValueError, TypeError):
             return None
-        return value if isinstance(value, str) else None
 
-    def record_proof(self, obj: ObjectId, proof: str) -> None:
-        """Records that the cached chunks of ``obj`` passed S3's proof (part of the
-        checkpoint: a remount does not hash them again)."""
+    def record_proof(self, obj: ObjectId, proof: proofs.Proof) -> None:
+        """Records that the cached chunks of ``obj`` passed S3's proof, with the proof and
+        the object's size (part of the checkpoint: a remount does not hash them again, and
+        ``verify`` can check them again)."""
         try:
-            self._cache.set(obj.proof_record(), proof, tag=obj.tag(), retry=True)
+            value = proofs.to_record(proof)
+            self._cache.set(obj.proof_record(), value, tag=obj.tag(), retry=True)
         except (OSError, sqlite3.Error) as exc:
             log.warning("cache: could not record the proof of %s: %s", obj.uri, exc)
 
@@ -432,17 +433,10 @@ class ChunkCache:
             groups.setdefault((key.obj, key.chunk_size), set()).add(key.index)
         proven, disproved = 0, []
         for (obj, chunk_size), present in groups.items():
+            proof = self._proof_to_verify(obj, chunk_size, present)
+            if proof is None:
+                continue
             count = len(present)
-            if not obj.etag or present != set(range(count)):
-                continue
-            last = self._chunk_bytes(ChunkKey(obj, chunk_size, count - 1))
-            if last is None:
-                continue
-            size = (count - 1) * chunk_size + len(last)
-            proof = proofs.proof_for(obj.etag, size, chunk_size)
-            complete = len(last) < chunk_size or proof.kind == proofs.MULTIPART
-            if not proof.verifiable or not complete:
-                continue
             got = self._hash_parts(obj, chunk_size, count, proof)
             if got is None:
                 continue
@@ -457,6 +451,30 @@ class ChunkCache:
             disproved.append(obj)
         return proven, disproved
 
+    def _proof_to_verify(
+        self, obj: ObjectId, chunk_size: int, present: set[int]
+    ) -> proofs.Proof | None:
+        """The proof the cached chunks of ``obj`` can be checked against, if they are all
+        there: the recorded one, whose size tells how many chunks there are; else (no record,
+        or one by an older rangefs) the ETag's, if the size can be told from a short last
+        chunk or the ETag's part count."""
+        recorded = self.proof(obj)
+        if recorded is not None and recorded.size:
+            proof = proofs.for_chunks(recorded, chunk_size)
+            whole = present == set(range(-(-recorded.size // chunk_size)))
+            fits = proof.parts == 1 or proof.part_size % chunk_size == 0
+            return proof if whole and fits else None
+        count = len(present)
+        if not obj.etag or present != set(range(count)):
+            return None
+        last = self._chunk_bytes(ChunkKey(obj, chunk_size, count - 1))
+        if last is None:
+            return None
+        size = (count - 1) * chunk_size + len(last)
+        proof = proofs.proof_for(obj.etag, size, chunk_size)
+        complete = len(last) < chunk_size or proof.kind == proofs.MULTIPART
+        return proof if proof.verifiable and complete else None
+
     def _chunk_bytes(self, key: ChunkKey) -> memoryview | None:
         try:
             return decode(self._cache.get(key.encode(), default=None, retry=True), None)
@@ -468,7 +486,7 @@ class ChunkCache:
     ) -> str | None:
         per_part = -(-proof.part_size // chunk_size)
         digests: list[bytes] = []
-        hasher = hashlib.md5()
+        hasher = proofs.part_hash(proof)
         for index in range(count):
             data = self._chunk_bytes(ChunkKey(obj, chunk_size, index))
             if data is None:
@@ -476,7 +494,7 @@ class ChunkCache:
             hasher.update(data)
             if (index + 1) % per_part == 0 or index == count - 1:
                 digests.append(hasher.digest())
-                hasher = hashlib.md5()
+                hasher = proofs.part_hash(proof)
         return proofs.combine(proof, digests)
 
     def clear(self) -> int:

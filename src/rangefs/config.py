@@ -177,6 +177,7 @@ class Config:
     cache_dir: Path
     cache_size: int
     chunk_size: int
+    proofs: str
     metadata_ttl: float
     negative_metadata_ttl: float | None
     uid: int

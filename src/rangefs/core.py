@@ -19,7 +19,7 @@ from rangefs.namespace import Namespace
 from rangefs.reader import ChunkReader
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectStore
-from rangefs.verifier import Verifier
+from rangefs.verifier import CHECKSUM_CHUNKS, Verifier
 
 CACHE_THREADS = 4  # disk cache reads/writes at once
 META_THREADS = 8  # listings and HEADs at once
@@ -48,6 +48,8 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
         chunk_size=config.chunk_size,
         stats=stats,
         customer_key=config.sse_c_key is not None,
+        checksum_chunks=CHECKSUM_CHUNKS if config.proofs == "auto" else 0,
+        enabled=config.proofs != "off",
     )
     reader = ChunkReader(
         async_store,

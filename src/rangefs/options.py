@@ -253,6 +253,10 @@ OPTIONS: tuple[Option, ...] = (
            "served; equal to the part size of multipart uploads (8M for the AWS CLI and boto3), "
            "S3's ETag proves their bytes", CACHE_GROUP, WITH_CACHE, minimum=64 * KiB,
            maximum=256 * MiB),
+    Option("proofs", choice("auto", "etag", "off"), "auto", "check bytes against what S3 "
+           "vouches for: auto asks S3 (one HEAD) for the additional checksum of objects of 16 "
+           "chunks or more, and of any object whose ETag proves nothing; etag asks only for the "
+           "latter; off checks nothing (to measure what checking costs)", CACHE_GROUP, (MOUNT,)),
     # filesystem
     Option("metadata-ttl", SECONDS, 60.0, "how long listings, sizes and ETags are trusted",
            FILESYSTEM, (MOUNT,), minimum=0.0),

@@ -1,7 +1,17 @@
 """Which proof S3 gives for an object's bytes, and the arithmetic to check it (pure).
 
 A digest rangefs computes on arrival protects the disk, not the wire (GUIDE lesson 17). What
-S3 itself vouches for is the ETag:
+S3 itself vouches for is an additional checksum, when the object was uploaded with one
+(:func:`checksum_proof`), and its ETag:
+
+* a full-object CRC (``crc32``, ``crc32c``, ``crc64nvme``; S3's ``FULL_OBJECT`` type): each
+  chunk is its own "part", hashed on its own in any order, and the chunks' CRCs are combined
+  (:func:`crc_combine`) into the object's;
+* a full-object SHA (``sha1``, ``sha256``; single-part uploads): the whole object is one part,
+  hashed in order, like the MD5 ETag;
+* a ``COMPOSITE`` checksum (``crc32c-composite``...): ``alg(concat(alg(part_i)))-N``, as the
+  multipart ETag, with the part layout from GetObjectAttributes or the part count; the part
+  checksums S3 lists (GetObjectAttributes ``ObjectParts``) name the part that failed;
 
 * a single-part upload without SSE-KMS/SSE-C: the ETag is the hex MD5 of the bytes
   (``etag-md5``); the whole object must be hashed in order;
@@ -17,17 +27,26 @@ S3 itself vouches for is the ETag:
 Nothing here does I/O; :mod:`rangefs.verifier` applies it to the read path.
 """
 
+import base64
 import hashlib
+import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
-from rangefs.store import ObjectFacts
+from awscrt import checksums as crt
+
+from rangefs.store import Checksum, ObjectFacts
 
 WHOLE = "etag-md5"
 MULTIPART = "etag-multipart-md5"
 NONE = "none"
+PENDING = "pending"  # the ETag may be bettered by a checksum S3 has not been asked for yet
+COMPOSITE = "-composite"  # suffix of a composite checksum's kind: crc32c-composite
 NO_CHECKSUM = "unverified: S3 gave no checksum rangefs can use for this object"
+TURNED_OFF = "proofs are turned off on this mount (--proofs off)"
 CUSTOMER_KEY = "read with a customer key (SSE-C): its ETag is not an MD5 of the bytes"
 
 _MD5 = re.compile(r"[0-9a-f]{32}")
@@ -48,10 +67,22 @@ class Proof:
     parts: int = 0
     part_size: int = 0
     reason: str = ""
+    algorithm: str = "md5"
+    size: int = 0  # the object's, so a recorded proof tells how many chunks it covers
+    part_expected: tuple[str, ...] = ()  # per-part checksums S3 listed (base64), if any
 
     @property
     def verifiable(self) -> bool:
         return self.kind != NONE
+
+    @property
+    def pending(self) -> bool:
+        return self.kind == PENDING
+
+    @property
+    def full_crc(self) -> bool:
+        """A full-object CRC: each chunk is a part of its own, combined at the end."""
+        return self.algorithm in CRCS and not self.kind.endswith(COMPOSITE)
 
     def part_of(self, offset: int) -> int:
         return offset // self.part_size
@@ -61,7 +92,7 @@ class Proof:
         """Why there is no proof, or the part layout a multipart proof assumes; else ''."""
         if self.kind == NONE:
             return f"{NO_CHECKSUM}: {self.reason}"
-        if self.kind == MULTIPART:
+        if self.kind == MULTIPART or self.kind.endswith(COMPOSITE):
             return f"{self.parts} parts of {self.part_size} B"
         return ""
 
@@ -81,13 +112,13 @@ def proof_for(etag: str, size: int, chunk_size: int, part_size: int | None = Non
     if size <= 0:
         return _none("empty object")
     if _MD5.fullmatch(text):
-        return Proof(WHOLE, text, 1, size)
+        return Proof(WHOLE, text, 1, size, size=size)
     m = _MULTIPART.fullmatch(text)
     if m is None:
         return _none(f"ETag {etag!r} is not an MD5")
     parts = int(m.group(2))
     if parts == 1:
-        return Proof(MULTIPART, text, 1, size)
+        return Proof(MULTIPART, text, 1, size, size=size)
     size_of_part = part_size or chunk_size
     if size_of_part % chunk_size:
         return _none(f"part size {size_of_part} is not a multiple of the chunk size {chunk_size}")
@@ -96,7 +127,7 @@ def proof_for(etag: str, size: int, chunk_size: int, part_size: int | None = Non
             f"{parts} parts do not match {size} bytes in parts of {size_of_part} B "
             "(mount with --chunk-size equal to the upload's part size)"
         )
-    return Proof(MULTIPART, text, parts, size_of_part)
+    return Proof(MULTIPART, text, parts, size_of_part, size=size)
 
 
 ENCRYPTED_ETAG = ("aws:kms", "aws:kms:dsse")  # SSE-S3 ("AES256") keeps the MD5 ETag
@@ -109,13 +140,17 @@ def confirm(proof: Proof, facts: ObjectFacts) -> Proof:
     if facts.encryption in ENCRYPTED_ETAG or facts.customer_key:
         kind = "SSE-C" if facts.customer_key else facts.encryption
         return _none(f"the object is encrypted with {kind}: its ETag is not an MD5 of the bytes")
+    if proof.algorithm != "md5":
+        return confirm_layout(proof, facts)
     if proof.kind == WHOLE and (facts.parts or 1) > 1:
         return _none(f"it was uploaded in {facts.parts} parts but its ETag has no part count")
-    if (
-        proof.kind == MULTIPART
-        and proof.parts > 1
-        and facts.first_part not in (None, proof.part_size)
-    ):
+    return confirm_layout(proof, facts)
+
+
+def confirm_layout(proof: Proof, facts: ObjectFacts) -> Proof:
+    """``proof`` unless part 1 of the object is not as long as the layout it assumes."""
+    layered = proof.kind == MULTIPART or proof.kind.endswith(COMPOSITE)
+    if layered and proof.parts > 1 and facts.first_part not in (None, proof.part_size):
         return _none(
             f"its parts are {facts.first_part} B, not {proof.part_size} B "
             "(mount with --chunk-size equal to the upload's part size)"
@@ -123,17 +158,158 @@ def confirm(proof: Proof, facts: ObjectFacts) -> Proof:
     return proof
 
 
+# -- additional checksums ------------------------------------------------------------------
+
+CrcFunction = Callable[[bytes | memoryview, int], int]
+CRCS: dict[str, tuple[CrcFunction, Callable[[int, int, int], int], int]] = {
+    # name: (crc of data continuing a previous crc, combine(crc1, crc2, len2), width in bytes)
+    "crc32": (zlib.crc32, crt.combine_crc32, 4),
+    "crc32c": (crt.crc32c, crt.combine_crc32c, 4),
+    "crc64nvme": (crt.crc64nvme, crt.combine_crc64nvme, 8),
+}
+SHAS = ("sha1", "sha256")
+CHECKSUMS = (*CRCS, *SHAS)
+
+
+class PartHash(Protocol):
+    """An in-order hash of one part (hashlib's interface)."""
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+class _Crc:
+    def __init__(self, algorithm: str) -> None:
+        self._crc, _, self._width = CRCS[algorithm]
+        self._value = 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self._value = self._crc(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(self._width, "big")
+
+
+def part_hash(proof: Proof) -> PartHash:
+    """A fresh hash of one part under ``proof``."""
+    if proof.algorithm in CRCS:
+        return _Crc(proof.algorithm)
+    return hashlib.new(proof.algorithm)
+
+
+def crc_combine(algorithm: str, crc1: int, crc2: int, length2: int) -> int:
+    """The CRC of ``A + B`` from ``crc(A)``, ``crc(B)`` and ``len(B)``, without the bytes."""
+    return CRCS[algorithm][1](crc1, crc2, length2)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def checksum_proof(checksum: Checksum, size: int, chunk_size: int, reason: str = "") -> Proof:
+    """The proof an additional checksum gives an object of ``size`` bytes read in chunks of
+    ``chunk_size``; ``none`` if it cannot be checked, with ``reason`` (why the ETag proves
+    nothing) before why."""
+    prefix = f"{reason}; " if reason else ""
+    if size <= 0:
+        return _none("empty object")
+    if checksum.algorithm not in CHECKSUMS:
+        return _none(f"{prefix}unknown checksum {checksum.algorithm}")
+    alg = checksum.algorithm
+    value, _, count = checksum.value.partition("-")
+    layered = checksum.type == "COMPOSITE" or bool(count)
+    if not layered:
+        if alg in CRCS:
+            parts = -(-size // chunk_size)
+            return Proof(alg, value, parts, chunk_size, algorithm=alg, size=size)
+        return Proof(alg, value, 1, size, algorithm=alg, size=size)
+    sizes = checksum.part_sizes
+    parts = int(count) if count.isdigit() else len(sizes)
+    kind = alg + COMPOSITE
+    if sizes and (len(sizes) != parts or any(s != sizes[0] for s in sizes[:-1])):
+        return _none(f"{prefix}{kind}: its {len(sizes)} parts are not of one size")
+    part_size = sizes[0] if sizes else (size if parts == 1 else chunk_size)
+    if parts < 1 or -(-size // part_size) != parts:
+        return _none(
+            f"{prefix}{kind}: {parts} parts do not match {size} bytes in parts of {part_size} B "
+            "(mount with --chunk-size equal to the upload's part size)"
+        )
+    if part_size % chunk_size and parts > 1:
+        return _none(f"{prefix}{kind}: part size {part_size} is not a multiple of the chunk size")
+    return Proof(
+        kind,
+        f"{value}-{parts}",
+        parts,
+        part_size,
+        algorithm=alg,
+        size=size,
+        part_expected=checksum.part_values if len(checksum.part_values) == parts else (),
+    )
+
+
+def for_chunks(proof: Proof, chunk_size: int) -> Proof:
+    """``proof`` for chunks of ``chunk_size`` (a full-object CRC's parts are the chunks)."""
+    if proof.full_crc and proof.size:
+        return replace(proof, parts=-(-proof.size // chunk_size), part_size=chunk_size)
+    return proof
+
+
+def wrong_parts(proof: Proof, part_digests: Iterable[bytes]) -> list[int]:
+    """The parts whose digest differs from the checksum S3 listed for them."""
+    return [
+        i
+        for i, (digest, want) in enumerate(zip(part_digests, proof.part_expected, strict=False))
+        if _b64(digest) != want
+    ]
+
+
 def combine(proof: Proof, part_digests: Iterable[bytes]) -> str:
-    """The ETag that the raw MD5 digests of the parts, in order, give under ``proof``."""
+    """The ETag or checksum that the raw digests of the parts, in order, give under
+    ``proof``, rendered as S3 sends it (hex ETag; base64 checksum, ``-N`` when composite)."""
     digests = list(part_digests)
     if proof.kind == WHOLE:
         (only,) = digests
         return only.hex()
-    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+    if proof.kind == MULTIPART:
+        return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+    if proof.kind.endswith(COMPOSITE):
+        outer = part_hash(proof)
+        outer.update(b"".join(digests))
+        return f"{_b64(outer.digest())}-{len(digests)}"
+    if proof.full_crc:
+        crc = int.from_bytes(digests[0], "big")
+        for index, digest in enumerate(digests[1:], start=1):
+            length = min(proof.part_size, proof.size - index * proof.part_size)
+            crc = crc_combine(proof.algorithm, crc, int.from_bytes(digest, "big"), length)
+        return _b64(crc.to_bytes(len(digests[0]), "big"))
+    (only,) = digests
+    return _b64(only)
+
+
+# -- the checkpoint's record of a proof -----------------------------------------------------
+
+
+def to_record(proof: Proof) -> str:
+    """What the cache keeps of a proof that passed: everything needed to check it again."""
+    return json.dumps(asdict(proof), separators=(",", ":"))
+
+
+def from_record(text: str) -> Proof:
+    """A recorded proof; a record of rangefs before checksums holds only the kind."""
+    if not text.startswith("{"):
+        return Proof(text)
+    fields = json.loads(text)
+    fields["part_expected"] = tuple(fields.get("part_expected", ()))
+    return Proof(**fields)
 
 
 def etag_of(proof: Proof, data: bytes) -> str:
-    """The ETag ``data`` would have under ``proof``'s layout (for tests and tools)."""
+    """The ETag or checksum ``data`` would have under ``proof``'s layout (tests, tools)."""
     step = proof.part_size or max(1, len(data))
-    parts = [hashlib.md5(data[i : i + step]).digest() for i in range(0, len(data), step)]
-    return combine(proof, parts)
+    digests = []
+    for i in range(0, len(data), step):
+        hasher = part_hash(proof)
+        hasher.update(data[i : i + step])
+        digests.append(hasher.digest())
+    return combine(proof, digests)

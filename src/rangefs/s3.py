@@ -33,7 +33,7 @@ from rangefs.errors import (
 )
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
-from rangefs.store import Listing, ObjectFacts, ObjectInfo
+from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo
 from rangefs.versions import VersionEntry
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,14 @@ CREDENTIAL_ERRORS = (
     botocore.exceptions.RefreshWithMFAUnsupportedError,
 )
 AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+CHECKSUM_FIELDS = {  # S3 sends one; the order only matters for a server sending several
+    "ChecksumCRC64NVME": "crc64nvme",
+    "ChecksumCRC32C": "crc32c",
+    "ChecksumCRC32": "crc32",
+    "ChecksumSHA256": "sha256",
+    "ChecksumSHA1": "sha1",
+}
+MAX_PARTS_PAGE = 1000  # GetObjectAttributes lists at most this many parts per call
 
 
 T = TypeVar("T")
@@ -389,6 +397,69 @@ class S3Store:
             customer_key=bool(resp.get("SSECustomerAlgorithm")),
             first_part=int(resp["ContentLength"]) if parts else None,
             parts=parts,
+        )
+
+    def checksums(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        """HEAD with ``ChecksumMode=ENABLED``: the object's additional checksum and its
+        encryption; for a composite checksum, the parts from GetObjectAttributes too."""
+        resp = self._call(
+            f"head s3://{self.bucket}/{key} checksum",
+            self.client.head_object,
+            ChecksumMode="ENABLED",
+            **self._object_args(key, etag, version_id),
+        )
+        checksum = None
+        for name, algorithm in CHECKSUM_FIELDS.items():
+            if resp.get(name):
+                checksum = Checksum(algorithm, str(resp[name]), str(resp.get("ChecksumType", "")))
+                break
+        if checksum is not None and (checksum.type == "COMPOSITE" or "-" in checksum.value):
+            checksum = self._with_parts(key, etag, version_id, checksum)
+        return ObjectFacts(
+            encryption=str(resp.get("ServerSideEncryption", "")),
+            customer_key=bool(resp.get("SSECustomerAlgorithm")),
+            checksum=checksum,
+        )
+
+    def _with_parts(self, key: str, etag: str, version_id: str, checksum: Checksum) -> Checksum:
+        """``checksum`` with its parts' sizes and checksums (GetObjectAttributes, a call per
+        1000 parts), or as it was if S3 does not list them (a missing permission, a server
+        without the call): the part layout is then assumed from the part count."""
+        args = self._object_args(key, "", version_id)
+        field = next(f for f, a in CHECKSUM_FIELDS.items() if a == checksum.algorithm)
+        sizes: list[int] = []
+        values: list[str] = []
+        marker = 0
+        while True:
+            try:
+                resp = self._call(
+                    f"get attributes s3://{self.bucket}/{key}",
+                    self.client.get_object_attributes,
+                    ObjectAttributes=["ETag", "ObjectParts"],
+                    MaxParts=MAX_PARTS_PAGE,
+                    PartNumberMarker=marker,
+                    **args,
+                )
+            except (AccessDenied, NotFound, RemoteError) as exc:
+                log.info(
+                    "s3://%s/%s: no part list (%s): parts assumed uniform", self.bucket, key, exc
+                )
+                return checksum
+            if etag and str(resp.get("ETag", "")).strip('"') != etag.strip('"'):
+                raise ObjectChanged(f"get attributes s3://{self.bucket}/{key}: ETag changed")
+            page = resp.get("ObjectParts") or {}
+            for part in page.get("Parts") or []:
+                sizes.append(int(part["Size"]))
+                values.append(str(part.get(field, "")))
+            if not page.get("IsTruncated") or not page.get("NextPartNumberMarker"):
+                break
+            marker = int(page["NextPartNumberMarker"])
+        return Checksum(
+            checksum.algorithm,
+            checksum.value,
+            checksum.type,
+            tuple(sizes),
+            tuple(values) if all(values) else (),
         )
 
     def get_range(

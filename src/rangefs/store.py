@@ -26,15 +26,32 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Checksum:
+    """An additional checksum S3 keeps for an object (HEAD with ``ChecksumMode=ENABLED``):
+    ``algorithm`` (``crc32``, ``crc32c``, ``crc64nvme``, ``sha1``, ``sha256``), ``value`` as
+    S3 sends it (base64, ``-N`` after it when composite), ``type`` (``FULL_OBJECT``,
+    ``COMPOSITE``, '' if not said), and, from GetObjectAttributes, the parts' sizes and
+    checksums (empty when S3 does not list them)."""
+
+    algorithm: str
+    value: str
+    type: str = ""
+    part_sizes: tuple[int, ...] = ()
+    part_values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectFacts:
     """What a HEAD of an object's first part says that its ETag cannot: how it is encrypted
     (``aws:kms``, ``AES256``...; '' if not said), whether with a customer key (SSE-C), and the
-    length of part 1 and the number of parts (None when S3 does not tell)."""
+    length of part 1 and the number of parts (None when S3 does not tell); a HEAD with
+    ``ChecksumMode`` also tells the additional checksum, if the object has one."""
 
     encryption: str = ""
     customer_key: bool = False
     first_part: int | None = None
     parts: int | None = None
+    checksum: Checksum | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +108,11 @@ class ObjectStore(Protocol):
         """A HEAD of part 1 of version ``etag``: what its ETag cannot say (see ObjectFacts)."""
         ...
 
+    def checksums(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        """A HEAD with ``ChecksumMode=ENABLED`` of version ``etag``: its encryption and its
+        additional checksum, with the parts' sizes and checksums when it is composite."""
+        ...
+
     def get_range(
         self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
     ) -> bytes:
@@ -119,6 +141,11 @@ class AsyncStore:
     async def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
         return await trio.to_thread.run_sync(
             self.store.facts, key, etag, version_id, limiter=self._meta
+        )
+
+    async def checksums(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        return await trio.to_thread.run_sync(
+            self.store.checksums, key, etag, version_id, limiter=self._meta
         )
 
     async def get_range(

@@ -1,4 +1,4 @@
-"""Checks the bytes of each object version against S3's proof (its ETag), per version.
+"""Checks the bytes of each object version against S3's proof (a checksum, its ETag).
 
 The reader hands every whole chunk it obtains to :meth:`Verifier.arrived` (after its
 waiters got it: a streaming reader is never held back) and calls :meth:`Verifier.settle`
@@ -8,11 +8,25 @@ read waits. The integration surface with the reader is these calls plus :meth:`f
 :class:`ChunkSource` (what the verifier needs back: chunks still in memory, and forgetting a
 version's chunks).
 
+Which proof, and what learning it costs (docs/SEMANTICS.md, "Proofs"):
+
+* the ETag, when it proves the bytes and the object is small (fewer than
+  ``checksum_chunks`` chunks): no request;
+* otherwise an additional checksum, learned by one HEAD with ``ChecksumMode`` (plus one
+  GetObjectAttributes per 1000 parts for a composite one) the first time the process
+  checks the version, and not at all once the checkpoint records the version proven. Until
+  it is learned the proof is *pending*: chunks arriving meanwhile wait for the HEAD. A
+  full-object CRC is cheaper to check than the ETag (order-free, several GB/s), which is why
+  large objects ask; an object with no checksum falls back to its ETag;
+* after an ETag mismatch whose HEAD of part 1 shows the ETag cannot be an MD5 (SSE-KMS,
+  SSE-C), the checksum is learned then, and the bytes are checked against it.
+
 What it guarantees:
 
-* a version is "proven" when the MD5s of its parts (:mod:`rangefs.proofs`), hashed from the
-  bytes as they arrived, give its ETag; the fact is recorded in the chunk cache (the
-  checkpoint), so a remount does not hash again. A chunk of a proven version that comes from
+* a version is "proven" when the digests of its parts (:mod:`rangefs.proofs`), hashed from
+  the bytes as they arrived, give its checksum or ETag; the fact is recorded in the chunk
+  cache (the checkpoint) with the proof and the object's size, so a remount does not hash
+  again. A chunk of a proven version that comes from
   S3 again (evicted, then refetched) un-proves it until the next whole read;
 * on a mismatch every chunk of the version is dropped from memory and disk and fetched once
   more (one GET each, by the verifier itself, in order, one chunk in memory at a time); if
@@ -29,12 +43,11 @@ chunk first (an arrival or :meth:`settle`) wins, the other sees it done. :meth:`
 one version runs once at a time.
 """
 
-import hashlib
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 import xxhash
@@ -44,13 +57,14 @@ from rangefs.async_cache import AsyncChunkCache
 from rangefs.errors import BadResponse, ProofFailed, RangefsError
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
-from rangefs.store import AsyncStore, ObjectVersion
+from rangefs.store import AsyncStore, ObjectFacts, ObjectVersion
 
 log = logging.getLogger(__name__)
 
 ChunkData = bytes | memoryview
 HASH_THREADS = 2  # MD5 runs at ~600 MB/s per core: one per core of the machines we target
 VERSIONS = 1024  # per-version states kept; a state evicted early only costs a re-hash
+CHECKSUM_CHUNKS = 16  # from this many chunks on, a HEAD for the checksum adds <= 1/16 requests
 
 
 class ChunkSource(Protocol):
@@ -73,9 +87,9 @@ class ChunkSource(Protocol):
         ...
 
 
-def _hash_into(hasher: Any, data: ChunkData) -> int:
-    """Feeds ``data`` to an MD5 state; returns its xxh3 fingerprint (to tell later which
-    chunks a refetch changed)."""
+def _hash_into(hasher: proofs.PartHash, data: ChunkData) -> int:
+    """Feeds ``data`` to a part's hash (MD5, CRC or SHA); returns its xxh3 fingerprint (to
+    tell later which chunks a refetch changed)."""
     hasher.update(data)
     return int(xxhash.xxh3_64_intdigest(data))
 
@@ -85,7 +99,7 @@ class _Part:
     first: int  # first chunk index of the part
     end: int  # one past its last chunk
     next: int
-    hasher: Any = field(default_factory=hashlib.md5)
+    hasher: proofs.PartHash
     digest: bytes | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -102,6 +116,7 @@ class _State:
     fingerprints: dict[int, int] = field(default_factory=dict)
     served: Counter[int] = field(default_factory=Counter)  # reads started, per chunk
     settling: trio.Lock = field(default_factory=trio.Lock)
+    learning: trio.Lock = field(default_factory=trio.Lock)
 
 
 class Verifier:
@@ -114,9 +129,13 @@ class Verifier:
         stats: Stats | None = None,
         part_size: Callable[[ObjectVersion], int | None] | None = None,
         customer_key: bool = False,
+        checksum_chunks: int = CHECKSUM_CHUNKS,
+        enabled: bool = True,
     ) -> None:
         """``customer_key``: objects are read with an SSE-C key (``--sse-c-key-file``), so
-        their ETags prove nothing."""
+        their ETags prove nothing. ``checksum_chunks``: objects of at least this many chunks
+        ask S3 for their checksum even when the ETag would prove them (0: never).
+        ``enabled`` False (``--proofs off``) checks nothing and says so."""
         self.store = store
         self.cache = cache
         self.chunk_size = chunk_size
@@ -125,20 +144,39 @@ class Verifier:
         self._hash_limiter = trio.CapacityLimiter(HASH_THREADS)
         self._states: OrderedDict[ObjectId, _State] = OrderedDict()
         self._customer_key = customer_key
-        self._disproved: OrderedDict[ObjectId, proofs.Proof] = OrderedDict()  # by a HEAD
+        self._checksum_chunks = checksum_chunks
+        self._enabled = enabled
+        self._learned: OrderedDict[ObjectId, proofs.Proof] = OrderedDict()  # by a HEAD
         self._suspect: set[ObjectId] = set()
 
     # -- what the reader calls ---------------------------------------------------------------
 
     def proof(self, version: ObjectVersion) -> proofs.Proof:
-        known = self._disproved.get(version.id)
+        """The proof known for ``version`` now; ``pending`` while S3 must be asked."""
+        known = self._learned.get(version.id)
         if known is not None:
             return known
+        if not self._enabled:
+            return proofs.Proof(proofs.NONE, reason=proofs.TURNED_OFF)
+        etag = self._etag_proof(version)
+        if not etag.verifiable and version.size > 0:
+            return proofs.Proof(proofs.PENDING, reason=etag.reason)
+        count = chunks.chunk_count(version.size, self.chunk_size)
+        if self._checksum_chunks and count >= self._checksum_chunks:
+            return proofs.Proof(proofs.PENDING)
+        return etag
+
+    def _etag_proof(self, version: ObjectVersion) -> proofs.Proof:
         if self._customer_key:
             return proofs.Proof(proofs.NONE, reason=proofs.CUSTOMER_KEY)
         return proofs.proof_for(
             version.etag, version.size, self.chunk_size, self._part_size(version)
         )
+
+    def _remember(self, version: ObjectVersion, proof: proofs.Proof) -> None:
+        self._learned[version.id] = proof
+        while len(self._learned) > VERSIONS:
+            self._learned.popitem(last=False)
 
     def fetched(self, version: ObjectVersion, index: int, data: ChunkData) -> None:
         """Chunk ``index`` came from S3 (called before its waiters get it): a proof that did
@@ -223,12 +261,17 @@ class Verifier:
 
     def _new_state(self, version: ObjectVersion) -> _State:
         proof = self.proof(version)
-        parts = []
-        if proof.verifiable:
-            per_part = -(-proof.part_size // self.chunk_size)
-            count = chunks.chunk_count(version.size, self.chunk_size)
-            parts = [_Part(i, min(i + per_part, count), i) for i in range(0, count, per_part)]
-        return _State(version, proof, parts)
+        return _State(version, proof, self._parts(version, proof))
+
+    def _parts(self, version: ObjectVersion, proof: proofs.Proof) -> list[_Part]:
+        if not proof.verifiable or proof.pending:
+            return []
+        per_part = -(-proof.part_size // self.chunk_size)
+        count = chunks.chunk_count(version.size, self.chunk_size)
+        return [
+            _Part(i, min(i + per_part, count), i, proofs.part_hash(proof))
+            for i in range(0, count, per_part)
+        ]
 
     def _state(self, version: ObjectVersion) -> _State:
         state = self._states.get(version.id)
@@ -241,14 +284,61 @@ class Verifier:
         return state
 
     async def _checked_state(self, version: ObjectVersion) -> _State:
-        """The state, with the checkpoint's proof record looked up once per process."""
+        """The state, with the checkpoint's proof record looked up once per process, and a
+        pending proof learned (one HEAD, shared by whoever asks meanwhile)."""
         state = self._state(version)
         if state.proof.verifiable and not state.record_checked:
             recorded = await self.cache.proof(version.id)
             if not state.record_checked:
                 state.record_checked = True
-                state.proven = state.proven or recorded == state.proof.kind
+                self._adopt_record(state, recorded)
+        if state.proof.pending:
+            async with state.learning:
+                if state.proof.pending:
+                    await self._learn(state)
         return state
+
+    def _adopt_record(self, state: _State, recorded: proofs.Proof | None) -> None:
+        """Marks the state proven if the checkpoint says its bytes passed its proof; a
+        pending proof takes the recorded one (no HEAD after a remount)."""
+        if recorded is None or recorded.size not in (0, state.version.size):
+            return
+        if state.proof.pending:
+            if recorded.expected:  # a full record (rangefs with checksums)
+                proof = proofs.for_chunks(recorded, self.chunk_size)
+            elif recorded.kind == self._etag_proof(state.version).kind:
+                proof = self._etag_proof(state.version)
+            else:
+                return
+            self._remember(state.version, proof)
+            state.proof, state.parts = proof, self._parts(state.version, proof)
+        state.proven = state.proven or recorded.kind == state.proof.kind
+
+    async def _learn(self, state: _State) -> None:
+        """Asks S3 for the version's checksum (a HEAD with ``ChecksumMode``) and makes it
+        the proof; the ETag's when there is none (and S3 does not show the ETag useless)."""
+        version = state.version
+        try:
+            facts = await self.store.checksums(version.key, version.etag, version.version_id)
+        except RangefsError as exc:
+            log.info("%s: could not HEAD for its checksum: %s", version.id.uri, exc)
+            facts = None
+        proof = self._checksum_proof(version, facts)
+        self._remember(version, proof)
+        state.proof, state.parts = proof, self._parts(version, proof)
+
+    def _checksum_proof(self, version: ObjectVersion, facts: ObjectFacts | None) -> proofs.Proof:
+        etag = self._etag_proof(version)
+        checksum = facts.checksum if facts is not None else None
+        if checksum is not None:
+            reason = "" if etag.verifiable else etag.reason
+            proof = proofs.checksum_proof(checksum, version.size, self.chunk_size, reason)
+            if proof.verifiable or not etag.verifiable:
+                return proof
+        if etag.verifiable:
+            return proofs.confirm(etag, facts) if facts is not None else etag
+        why = "S3 has no additional checksum for it" if facts else "its checksum HEAD failed"
+        return proofs.Proof(proofs.NONE, reason=f"{etag.reason}, and {why}")
 
     def _restart(self, version: ObjectVersion, *, keep_served: bool) -> _State:
         old = self._states.pop(version.id, None)
@@ -330,7 +420,7 @@ class Verifier:
         await self._forget_stale_record(state)
         state.proven = True
         self.stats.proofs_passed += 1
-        await self.cache.record_proof(state.version.id, state.proof.kind)
+        await self.cache.record_proof(state.version.id, state.proof)
         log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
 
     async def _confirm(self, state: _State) -> proofs.Proof:
@@ -338,12 +428,37 @@ class Verifier:
         another part layout): asked only after a mismatch, so a proof that holds costs no
         request, and a disproved one costs a HEAD instead of a refetch and a false EIO."""
         version = state.version
+        if state.proof.algorithm != "md5" and not state.proof.kind.endswith(proofs.COMPOSITE):
+            return state.proof  # a full-object checksum assumes no layout
         try:
             facts = await self.store.facts(version.key, version.etag, version.version_id)
         except RangefsError as exc:
             log.info("%s: could not HEAD part 1 to confirm the proof: %s", version.id.uri, exc)
             return state.proof
         return proofs.confirm(state.proof, facts)
+
+    async def _checksum_instead(self, state: _State, disproved: proofs.Proof) -> proofs.Proof:
+        """After the ETag was shown to be no MD5: the checksum S3 has, else ``disproved``."""
+        version = state.version
+        try:
+            facts = await self.store.checksums(version.key, version.etag, version.version_id)
+        except RangefsError as exc:
+            log.info("%s: could not HEAD for its checksum: %s", version.id.uri, exc)
+            return disproved
+        if facts.checksum is None:
+            return disproved
+        return proofs.checksum_proof(
+            facts.checksum, version.size, self.chunk_size, disproved.reason
+        )
+
+    def _which_parts(self, state: _State) -> str:
+        """`` (parts at bytes A-B, ...)`` whose checksum S3 listed and the bytes missed."""
+        proof = state.proof
+        wrong = proofs.wrong_parts(proof, [p.digest or b"" for p in state.parts])
+        spans = [
+            f"{i * proof.part_size}-{min(proof.size, (i + 1) * proof.part_size) - 1}" for i in wrong
+        ]
+        return f" (parts at bytes {', '.join(spans)})" if spans else ""
 
     async def _drop(self, state: _State, source: ChunkSource) -> None:
         version = state.version
@@ -359,20 +474,29 @@ class Verifier:
         uri = version.id.uri
         what = f"{uri} bytes=0-{version.size - 1}"
         confirmed = await self._confirm(state)
+        learned = version.id in self._learned
+        if not confirmed.verifiable and state.proof.algorithm == "md5" and not learned:
+            confirmed = await self._checksum_instead(state, confirmed)
         if not confirmed.verifiable:
             log.info("%s: %s", uri, confirmed.describe())
-            self._disproved[version.id] = confirmed
-            while len(self._disproved) > VERSIONS:
-                self._disproved.popitem(last=False)
+            self._remember(version, confirmed)
             self._restart(version, keep_served=True)
             return False
+        if confirmed is not state.proof:  # a checksum instead of an ETag shown useless
+            self._remember(version, confirmed)
+            state = self._restart(version, keep_served=True)
+            got = await self._complete(state, source, fresh=False)
+            if got == state.proof.expected:
+                await self._passed(state)
+                return False
         self.stats.proofs_failed += 1
         log.warning(
-            "proof failed: %s %s expected %s got %s; dropping and refetching its chunks",
+            "proof failed: %s %s expected %s got %s%s; dropping and refetching its chunks",
             what,
             state.proof.kind,
             state.proof.expected,
             got,
+            self._which_parts(state),
         )
         first = dict(state.fingerprints)
         await self._drop(state, source)

@@ -146,6 +146,9 @@ class VersionedStore:
     def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
         return self.inner.facts(key, etag, version_id)
 
+    def checksums(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        return self.inner.checksums(key, etag, version_id)
+
     def get_range(
         self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
     ) -> bytes:

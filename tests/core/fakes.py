@@ -25,18 +25,22 @@ GetBucketVersioning answers (``""`` until :meth:`FakeStore.enable_versioning`).
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import itertools
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from awscrt import checksums as crt
+
 from rangefs.errors import BadResponse, NotFound, ObjectChanged, Transient
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
-from rangefs.store import Listing, ObjectFacts, ObjectInfo
+from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo
 from rangefs.versions import VersionEntry
 from tests.support.patterns import pattern_bytes
 
@@ -138,6 +142,35 @@ def etag_of(data: bytes, part_size: int | None = None) -> str:
     return f'"{hashlib.md5(digests).hexdigest()}-{len(parts)}"'
 
 
+def checksum_of(
+    data: bytes, algorithm: str, part_size: int | None, composite: bool, list_parts: bool
+) -> Checksum:
+    """The additional checksum S3 computes for an upload of ``data`` (in ``part_size``
+    parts, if given), independently of rangefs's own arithmetic."""
+
+    def raw(piece: bytes) -> bytes:
+        if algorithm == "crc32":
+            return zlib.crc32(piece).to_bytes(4, "big")
+        if algorithm == "crc32c":
+            return int(crt.crc32c(piece)).to_bytes(4, "big")
+        if algorithm == "crc64nvme":
+            return int(crt.crc64nvme(piece)).to_bytes(8, "big")
+        return hashlib.new(algorithm, piece).digest()
+
+    def b64(value: bytes) -> str:
+        return base64.b64encode(value).decode()
+
+    if not composite:
+        return Checksum(algorithm, b64(raw(data)), "FULL_OBJECT")
+    step = part_size or max(1, len(data))
+    pieces = [data[i : i + step] for i in range(0, len(data), step)]
+    value = f"{b64(raw(b''.join(raw(p) for p in pieces)))}-{len(pieces)}"
+    if not list_parts:
+        return Checksum(algorithm, value, "COMPOSITE")
+    sizes = tuple(len(p) for p in pieces)
+    return Checksum(algorithm, value, "COMPOSITE", sizes, tuple(b64(raw(p)) for p in pieces))
+
+
 class FakeStore:
     """One bucket held in memory. Thread-safe."""
 
@@ -168,12 +201,17 @@ class FakeStore:
         part_size: int | None = None,
         etag: str | None = None,
         encryption: str = "",
+        checksum: str = "",
+        composite: bool = False,
+        list_parts: bool = True,
     ) -> bytes:
         """Stores ``data``, or a pattern object of ``size`` bytes; returns the bytes stored.
 
         The ETag is the MD5 of the bytes (as S3's for a single-part upload), or the multipart
         ETag of an upload in ``part_size`` parts, or ``etag`` as given, so putting other bytes
-        changes it; every put gets a later mtime.
+        changes it; every put gets a later mtime. ``checksum`` (``crc32c``, ``sha256``...):
+        the additional checksum S3 keeps, full-object or ``composite`` over the parts, which
+        ``list_parts`` says GetObjectAttributes lists (sizes and checksums).
         """
         if data is None:
             data = pattern_bytes(0, size, seed)
@@ -181,7 +219,14 @@ class FakeStore:
             mtime = FIRST_MTIME + next(self._state.clock)
             parts = -(-len(data) // part_size) if part_size else None
             first = min(part_size, len(data)) if part_size else None
-            facts = ObjectFacts(encryption, first_part=first, parts=parts)
+            facts = ObjectFacts(
+                encryption,
+                first_part=first,
+                parts=parts,
+                checksum=checksum_of(data, checksum, part_size, composite, list_parts)
+                if checksum
+                else None,
+            )
             obj = StoredObject(bytes(data), etag or etag_of(data, part_size), mtime, facts)
             self._state.objects[key] = obj
             self._record(key, obj, mtime)
@@ -360,8 +405,17 @@ class FakeStore:
             raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
         return self._info(key, obj)
 
+    def checksums(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
+        self._count("checksums")
+        facts = self._facts(key, etag)
+        return ObjectFacts(facts.encryption, facts.customer_key, checksum=facts.checksum)
+
     def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
         self._count("facts")
+        facts = self._facts(key, etag)
+        return ObjectFacts(facts.encryption, facts.customer_key, facts.first_part, facts.parts)
+
+    def _facts(self, key: str, etag: str) -> ObjectFacts:
         with self._state.lock:
             obj = self._state.objects.get(key)
         if obj is None:
