@@ -112,7 +112,7 @@ class VerifyReport:
     checked: int
     bad: int
     bad_keys: list[ChunkKey]
-    proven: int = 0  # object versions whose cached chunks were re-hashed against the ETag
+    proven: int = 0  # object versions whose cached chunks were re-hashed against S3's proof
     disproved: list[ObjectId] = field(default_factory=list)  # ...and failed it (dropped)
 
 
@@ -404,7 +404,7 @@ class ChunkCache:
 
     def verify(self) -> VerifyReport:
         """Re-checks every stored chunk (block digests), then every object version whose
-        chunks are all cached against S3's proof (its ETag); what fails is dropped."""
+        chunks are all cached against S3's proof (checksum or ETag); what fails is dropped."""
         checked = 0
         bad: list[ChunkKey] = []
         for key in list(self.iter_chunk_keys()):

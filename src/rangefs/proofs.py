@@ -227,7 +227,8 @@ def checksum_proof(checksum: Checksum, size: int, chunk_size: int, reason: str =
     sizes = checksum.part_sizes
     parts = int(count) if count.isdigit() else len(sizes)
     kind = alg + COMPOSITE
-    if sizes and (len(sizes) != parts or any(s != sizes[0] for s in sizes[:-1])):
+    uneven = any(s != sizes[0] for s in sizes[:-1]) or sizes[-1:] > sizes[:1]
+    if sizes and (len(sizes) != parts or uneven):
         return _none(f"{prefix}{kind}: its {len(sizes)} parts are not of one size")
     part_size = sizes[0] if sizes else (size if parts == 1 else chunk_size)
     if parts < 1 or -(-size // part_size) != parts:

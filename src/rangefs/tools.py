@@ -57,8 +57,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 named = f"version {o.version_id}" if o.version_id else f"ETag {o.etag}"
                 print(f"  bad: {o.uri} {named} chunk {key.index} "
                       f"({key.chunk_size} B chunks)")  # fmt: skip
-            print(f"proofs: {report.proven} object versions re-hashed against S3's ETag, "
-                  f"{len(report.disproved)} failed (dropped)")  # fmt: skip
+            print(f"proofs: {report.proven} object versions re-hashed against S3's proof "
+                  f"(checksum or ETag), {len(report.disproved)} failed (dropped)")  # fmt: skip
             for obj in report.disproved:
                 print(f"  failed proof: {obj.uri} ETag {obj.etag}")
             return 1 if report.bad or report.disproved else 0

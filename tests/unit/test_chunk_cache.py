@@ -175,3 +175,30 @@ def test_verify_leaves_versions_it_cannot_size_or_prove(cache):
     report = cache.verify()
     assert (report.proven, report.disproved) == (0, [])
     assert cache.contains(exact.chunk(65536, 1)) and cache.contains(gap.chunk(65536, 2))
+
+
+def test_verify_checks_what_the_proof_record_sizes(cache):
+    """The proof record carries the object's size: a version whose last chunk is full is
+    checked too, and so is one proven by a checksum (here a full-object CRC32C, which
+    ``verify`` recombines from the chunks), damaged after it was proven."""
+    import base64
+    import hashlib
+
+    from awscrt import checksums as crt
+
+    from rangefs import proofs
+    from rangefs.store import Checksum
+
+    body = os.urandom(2 * 65536)  # the last chunk is full: the size cannot be told from it
+    exact = put_object(cache, body, f'"{hashlib.md5(body).hexdigest()}"')
+    cache.record_proof(exact.id, proofs.proof_for(exact.etag, len(body), 65536))
+    crc = base64.b64encode(crt.crc32c(body).to_bytes(4, "big")).decode()
+    checked = ObjectVersion("bucket", "proof/crc", '"opaque"', len(body))
+    for i in range(2):
+        cache.put(checked.chunk(65536, i), (body[:65536] + bytes(65536))[i * 65536 :][:65536])
+    proof = proofs.checksum_proof(Checksum("crc32c", crc), len(body), 65536)
+    cache.record_proof(checked.id, proof)
+    assert cache.proof(checked.id) == proof
+    report = cache.verify()
+    assert (report.proven, report.disproved) == (1, [checked.id])
+    assert cache.contains(exact.chunk(65536, 1)) and not cache.contains(checked.chunk(65536, 1))
