@@ -462,8 +462,7 @@ class ChunkCache:
         if recorded is not None and recorded.size:
             proof = proofs.for_chunks(recorded, chunk_size)
             whole = present == set(range(-(-recorded.size // chunk_size)))
-            fits = proof.parts == 1 or proof.part_size % chunk_size == 0
-            return proof if whole and fits else None
+            return proof if whole and proofs.fits(proof, chunk_size) else None
         count = len(present)
         if not obj.etag or present != set(range(count)):
             return None

@@ -256,6 +256,11 @@ def for_chunks(proof: Proof, chunk_size: int) -> Proof:
     return proof
 
 
+def fits(proof: Proof, chunk_size: int) -> bool:
+    """Whether each part of ``proof`` is a whole number of chunks of ``chunk_size``."""
+    return proof.parts <= 1 or proof.part_size % chunk_size == 0
+
+
 def wrong_parts(proof: Proof, part_digests: Iterable[bytes]) -> list[int]:
     """The parts whose digest differs from the checksum S3 listed for them."""
     return [

@@ -299,20 +299,26 @@ class Verifier:
         return state
 
     def _adopt_record(self, state: _State, recorded: proofs.Proof | None) -> None:
-        """Marks the state proven if the checkpoint says its bytes passed its proof; a
-        pending proof takes the recorded one (no HEAD after a remount)."""
+        """Marks the state proven if the checkpoint says its bytes passed a proof: a full
+        record (with the proof itself) becomes the version's proof, so a remount asks S3 for
+        nothing; a record of an older rangefs (the kind only) counts if it names the proof
+        the ETag gives."""
         if recorded is None or recorded.size not in (0, state.version.size):
             return
-        if state.proof.pending:
-            if recorded.expected:  # a full record (rangefs with checksums)
-                proof = proofs.for_chunks(recorded, self.chunk_size)
-            elif recorded.kind == self._etag_proof(state.version).kind:
-                proof = self._etag_proof(state.version)
-            else:
+        version = state.version
+        if recorded.expected:
+            proof = proofs.for_chunks(recorded, self.chunk_size)
+            if not proofs.fits(proof, self.chunk_size):
                 return
-            self._remember(state.version, proof)
-            state.proof, state.parts = proof, self._parts(state.version, proof)
-        state.proven = state.proven or recorded.kind == state.proof.kind
+        elif state.proof.pending and recorded.kind == self._etag_proof(version).kind:
+            proof = self._etag_proof(version)
+        else:
+            state.proven = state.proven or recorded.kind == state.proof.kind
+            return
+        if proof != state.proof:
+            self._remember(version, proof)
+            state.proof, state.parts = proof, self._parts(version, proof)
+        state.proven = True
 
     async def _learn(self, state: _State) -> None:
         """Asks S3 for the version's checksum (a HEAD with ``ChecksumMode``) and makes it

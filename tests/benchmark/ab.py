@@ -9,6 +9,12 @@ change) and medians::
 
     git worktree add /tmp/base <rev>
     python -m tests.benchmark.ab base=/tmp/base/src head=src --size-mib 1024 --fio
+
+Arms may also be one tree with different mount options, e.g. what checking S3's proofs
+costs (the object is uploaded in 16 MiB parts)::
+
+    python -m tests.benchmark.ab off=src etag=src auto=src --mount-arg=--chunk-size=16M \
+        --arm-arg=off=--proofs=off --arm-arg=etag=--proofs=etag --arm-arg=auto=--proofs=auto
 """
 
 import argparse
@@ -59,8 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fio", action="store_true", help="also random 64 KiB reads (fio)")
     parser.add_argument("--fio-seconds", type=int, default=8)
     parser.add_argument("--mount-arg", action="append", default=[], help="extra mount argument")
+    parser.add_argument(
+        "--arm-arg",
+        action="append",
+        default=[],
+        metavar="NAME=ARG",
+        help="extra mount argument for one arm only (repeatable)",
+    )
     args = parser.parse_args(argv)
     trees = dict(t.split("=", 1) for t in args.trees)
+    arm_args: dict[str, list[str]] = {name: [] for name in trees}
+    for item in args.arm_arg:
+        name, _, arg = item.partition("=")
+        if name not in arm_args:
+            parser.error(f"--arm-arg {item}: no arm named {name!r}")
+        arm_args[name].append(arg)
     size = args.size_mib * MiB
     base = Path(tempfile.mkdtemp(prefix="rangefs-ab-"))
     server = start_seaweedfs(base / "s3")
@@ -77,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 env = {**server.env(), "PYTHONPATH": src}
                 mount = [sys.executable, "-m", "rangefs", "mount", "--endpoint-url",
                          server.endpoint_url, "--cache-dir", str(cache), *args.mount_arg,
-                         BUCKET, str(mnt)]  # fmt: skip
+                         *arm_args[name], BUCKET, str(mnt)]  # fmt: skip
                 figures: dict[str, float] = {}
                 for phase in ("cold", "warm", *(("fio",) if args.fio else ())):
                     if phase == "fio":
@@ -97,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
                           f"{work_done}", flush=True)  # fmt: skip
                     results[name].setdefault(phase, []).append(figures[phase])
                 shutil.rmtree(work, ignore_errors=True)
-        for name, phases in results.items():
-            line = ", ".join(f"{p} {statistics.median(v):.0f}" for p, v in phases.items())
-            print(f"median {name}: {line}")
+        medians = {n: {p: statistics.median(v) for p, v in ph.items()} for n, ph in results.items()}
+        first = next(iter(medians))
+        for name, phases in medians.items():
+            line = ", ".join(f"{p} {m:.0f}" for p, m in phases.items())
+            ratios = ", ".join(f"{p} {m / medians[first][p]:.2f}x" for p, m in phases.items())
+            print(f"median {name}: {line}  (vs {first}: {ratios})")
     finally:
         for mnt in base.glob("*/mnt"):
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=30)

@@ -21,6 +21,10 @@ MAIN_KEY = "pattern.bin"
 VIDEO_KEY = "video.mp4"
 WAN_KEY = "wan.bin"
 CONC_READERS = 8
+# The proof-cost rows: the main object (uploaded in 16 MiB parts) read in chunks of its part
+# size, with each --proofs mode.
+PROOF_CHUNK_MIB = 16
+PROOF_ROWS = {mode: f"rf.proofs.{mode}" for mode in ("off", "etag", "auto")}
 #: Parallel ranged GETs that measure the link simulator's own ceiling (latency 0, no cap).
 LINK_STREAMS = 16
 

@@ -17,6 +17,8 @@ from tests.benchmark.common import (
     CONC_READERS,
     LINK_STREAMS,
     MAIN_KEY,
+    PROOF_CHUNK_MIB,
+    PROOF_ROWS,
     RCLONE_SETTLE,
     VIDEO_KEY,
     WAN_KEY,
@@ -82,6 +84,10 @@ def declare_rows(results: Results, profiles: tuple[LinkProfile, ...] = WAN_PROFI
     d("s3fs.nocache", g, "s3fs", "no cache")
     d("s3fs.cache.cold", g, "s3fs", "use_cache")
     d("rclone.cold", g, "rclone", "vfs full")
+    g = f"proof cost: cold → /dev/null, {PROOF_CHUNK_MIB} MiB parts and chunks"
+    d(PROOF_ROWS["off"], g, "rangefs", "--proofs off: nothing checked")
+    d(PROOF_ROWS["etag"], g, "rangefs", "--proofs etag: part MD5s", peer=PROOF_ROWS["off"])
+    d(PROOF_ROWS["auto"], g, "rangefs", "--proofs auto: S3's checksum", peer=PROOF_ROWS["off"])
     g = "cold, sequential → local file"
     d("boto3.dl", g, "boto3", "download_file")
     d("rf.file", g, "rangefs", peer="boto3.dl")
@@ -158,6 +164,13 @@ def targets(results: Results, size: int, chunk: int) -> list[Target]:
         "local.page",
         0.5,
     )
+    for mode in ("auto", "etag"):
+        ratio(
+            f"verification (--proofs {mode}) costs ≤ 10 % of cold throughput",
+            PROOF_ROWS[mode],
+            PROOF_ROWS["off"],
+            0.9,
+        )
     for p in WAN_PROFILES:
         if f"{p.key}.rf" in rows:
             ratio(

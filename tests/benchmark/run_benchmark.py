@@ -45,6 +45,8 @@ from tests.benchmark import report
 from tests.benchmark.common import (
     BUCKET,
     MAIN_KEY,
+    PROOF_CHUNK_MIB,
+    PROOF_ROWS,
     WAN_PROFILES,
     BenchError,
     Budget,
@@ -149,6 +151,19 @@ class Benchmark:
         rangefs = RangefsPeer(
             scratch, endpoint, env, chunk_size_mib=a.chunk_size_mib, args=a.rangefs_arg
         )
+        proof_peers = [
+            (
+                RangefsPeer(
+                    scratch,
+                    endpoint,
+                    env,
+                    chunk_size_mib=PROOF_CHUNK_MIB,
+                    args=[*a.rangefs_arg, "--proofs", mode],
+                ),
+                row,
+            )
+            for mode, row in PROOF_ROWS.items()
+        ]
         s3fs = S3fsPeer(scratch, server, use_cache=False, options=a.s3fs_opt)
         s3fs_cache = S3fsPeer(scratch, server, use_cache=True, options=a.s3fs_opt)
         rclone = RclonePeer(scratch, server, a.rclone_arg)
@@ -198,6 +213,7 @@ class Benchmark:
             (("rf.probe", "rf.seek"), lambda: media_seeks(ctx, rangefs, "rf.probe", "rf.seek")),
             (("rf.conc",), lambda: concurrent_readers(ctx, rangefs, "rf.conc")),
             (("rf.file",), lambda: verified_copy(ctx, rangefs, "rf.file")),
+            (tuple(PROOF_ROWS.values()), lambda: cold_copies(ctx, proof_peers)),
             (("s3fs.nocache",), lambda: cold_copies(ctx, [(s3fs, "s3fs.nocache")])),
             (("rf.fio",), lambda: fio_random_reads(ctx, rangefs, "rf.fio")),
         ]

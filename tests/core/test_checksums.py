@@ -114,6 +114,11 @@ async def test_an_sse_kms_object_with_a_checksum_is_verified_after_its_etag_is_s
         assert (env.store.calls["facts"], env.store.calls["checksums"]) == (1, 1)
         assert await xattr(core) == "sha256 verified"
         assert core.stats.proofs_failed == 0
+    async with env.core() as core:  # a remount: the recorded checksum proof, no request
+        assert await xattr(core) == "sha256 verified"
+        assert await read_all(core.fs, await open_path(core.fs, "f"), SIZE) == data
+        assert (env.store.calls["facts"], env.store.calls["checksums"]) == (1, 1)
+        assert core.stats.proofs_passed == 0
 
 
 async def test_large_objects_ask_for_their_checksum_unless_told_to_use_the_etag(env):

