@@ -8,7 +8,7 @@ read waits. The integration surface with the reader is these calls plus :meth:`f
 :class:`ChunkSource` (what the verifier needs back: chunks still in memory, and forgetting a
 version's chunks).
 
-Which proof, and what learning it costs (docs/SEMANTICS.md, "Proofs"):
+Which proof, and what learning it costs (docs/SEMANTICS.md, "Proof of the bytes"):
 
 * the ETag, when it proves the bytes and the object is small (fewer than
   ``checksum_chunks`` chunks): no request;
@@ -26,8 +26,8 @@ What it guarantees:
 * a version is "proven" when the digests of its parts (:mod:`rangefs.proofs`), hashed from
   the bytes as they arrived, give its checksum or ETag; the fact is recorded in the chunk
   cache (the checkpoint) with the proof and the object's size, so a remount does not hash
-  again. A chunk of a proven version that comes from
-  S3 again (evicted, then refetched) un-proves it until the next whole read;
+  again. A chunk of a proven version that comes from S3 again (evicted, then refetched)
+  un-proves it until the next whole read;
 * on a mismatch every chunk of the version is dropped from memory and disk and fetched once
   more (one GET each, by the verifier itself, in order, one chunk in memory at a time); if
   the refetched bytes still fail, they are dropped too and :class:`ProofFailed` (EIO) is

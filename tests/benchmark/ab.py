@@ -47,6 +47,13 @@ def timed(cmd: list[str]) -> float:
     return time.monotonic() - started
 
 
+def daemon_cpu_seconds(pid: int) -> float:
+    """User + system CPU the daemon has used since it started: the cost of its work, which a
+    busy machine slows down but does not change (unlike MB/s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fio_iops(path: Path, size: int, seconds: int) -> float:
     out = subprocess.run(
         ["fio", "--name=rand", f"--filename={path}", "--rw=randread", "--bs=64k",
@@ -94,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
                 cache, mnt = work / "cache", work / "mnt"
                 mnt.mkdir(parents=True)
                 env = {**server.env(), "PYTHONPATH": src}
+                pid_file = work / "pid"
                 mount = [sys.executable, "-m", "rangefs", "mount", "--endpoint-url",
-                         server.endpoint_url, "--cache-dir", str(cache), *args.mount_arg,
-                         *arm_args[name], BUCKET, str(mnt)]  # fmt: skip
+                         server.endpoint_url, "--cache-dir", str(cache), "--pid-file",
+                         str(pid_file), *args.mount_arg, *arm_args[name], BUCKET,
+                         str(mnt)]  # fmt: skip
                 figures: dict[str, float] = {}
                 for phase in ("cold", "warm", *(("fio",) if args.fio else ())):
                     if phase == "fio":
@@ -110,16 +119,19 @@ def main(argv: list[str] | None = None) -> int:
                         figures[phase] = size / timed(["cp", str(mnt / KEY), "/dev/null"]) / 1e6
                     stats = json.loads(os.getxattr(mnt, "user.rangefs.stats"))
                     work_done = {k: stats.get(k) for k in COUNTERS if k in stats}
+                    cpu = daemon_cpu_seconds(int(pid_file.read_text()))
+                    work_done["daemon_cpu_s"] = round(cpu, 2)
                     subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
                     unit = "IOPS" if phase == "fio" else "MB/s"
                     print(f"{name:>8} run {run} {phase:<4} {figures[phase]:8.0f} {unit}  "
                           f"{work_done}", flush=True)  # fmt: skip
                     results[name].setdefault(phase, []).append(figures[phase])
+                    results[name].setdefault(f"{phase} cpu-s", []).append(cpu)
                 shutil.rmtree(work, ignore_errors=True)
         medians = {n: {p: statistics.median(v) for p, v in ph.items()} for n, ph in results.items()}
         first = next(iter(medians))
         for name, phases in medians.items():
-            line = ", ".join(f"{p} {m:.0f}" for p, m in phases.items())
+            line = ", ".join(f"{p} {m:.1f}" for p, m in phases.items())
             ratios = ", ".join(f"{p} {m / medians[first][p]:.2f}x" for p, m in phases.items())
             print(f"median {name}: {line}  (vs {first}: {ratios})")
     finally:
