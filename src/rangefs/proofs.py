@@ -70,6 +70,7 @@ class Proof:
     algorithm: str = "md5"
     size: int = 0  # the object's, so a recorded proof tells how many chunks it covers
     part_expected: tuple[str, ...] = ()  # per-part checksums S3 listed (base64), if any
+    said: bool = True  # False: a checksum whose type S3 did not say, taken as full-object
 
     @property
     def verifiable(self) -> bool:
@@ -133,10 +134,17 @@ def proof_for(etag: str, size: int, chunk_size: int, part_size: int | None = Non
 ENCRYPTED_ETAG = ("aws:kms", "aws:kms:dsse")  # SSE-S3 ("AES256") keeps the MD5 ETag
 
 
-def confirm(proof: Proof, facts: ObjectFacts) -> Proof:
+def confirm(proof: Proof, facts: ObjectFacts, chunk_size: int) -> Proof:
     """``proof`` if what S3 says of the object (a HEAD of its part 1) bears out its
-    assumptions, else ``none`` and why: an ETag of an SSE-KMS or SSE-C object is not an MD5
-    of the bytes, and a multipart layout guessed from the part count may be wrong."""
+    assumptions, else ``none`` and why, or what the checksum proves instead: an ETag of an
+    SSE-KMS or SSE-C object is not an MD5 of the bytes, a multipart layout guessed from the
+    part count may be wrong, and a checksum whose type S3 did not say (moto, SeaweedFS) and
+    that was taken as full-object is composite if the object has several parts."""
+    if not proof.said and (facts.parts or 1) > 1:
+        checksum = Checksum(proof.algorithm, proof.expected, "COMPOSITE")
+        return checksum_proof(
+            checksum, proof.size, chunk_size, parts=facts.parts, part_size=facts.first_part
+        )
     if facts.encryption in ENCRYPTED_ETAG or facts.customer_key:
         kind = "SSE-C" if facts.customer_key else facts.encryption
         return _none(f"the object is encrypted with {kind}: its ETag is not an MD5 of the bytes")
@@ -207,10 +215,19 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def checksum_proof(checksum: Checksum, size: int, chunk_size: int, reason: str = "") -> Proof:
+def checksum_proof(
+    checksum: Checksum,
+    size: int,
+    chunk_size: int,
+    reason: str = "",
+    *,
+    parts: int | None = None,
+    part_size: int | None = None,
+) -> Proof:
     """The proof an additional checksum gives an object of ``size`` bytes read in chunks of
     ``chunk_size``; ``none`` if it cannot be checked, with ``reason`` (why the ETag proves
-    nothing) before why."""
+    nothing) before why. ``parts`` and ``part_size`` (a HEAD of part 1) tell a composite
+    checksum's layout when neither its value (``-N``) nor a part list does (moto)."""
     prefix = f"{reason}; " if reason else ""
     if size <= 0:
         return _none("empty object")
@@ -220,17 +237,18 @@ def checksum_proof(checksum: Checksum, size: int, chunk_size: int, reason: str =
     value, _, count = checksum.value.partition("-")
     layered = checksum.type == "COMPOSITE" or bool(count)
     if not layered:
+        said = checksum.type == "FULL_OBJECT"
         if alg in CRCS:
             parts = -(-size // chunk_size)
-            return Proof(alg, value, parts, chunk_size, algorithm=alg, size=size)
-        return Proof(alg, value, 1, size, algorithm=alg, size=size)
+            return Proof(alg, value, parts, chunk_size, algorithm=alg, size=size, said=said)
+        return Proof(alg, value, 1, size, algorithm=alg, size=size, said=said)
     sizes = checksum.part_sizes
-    parts = int(count) if count.isdigit() else len(sizes)
+    parts = int(count) if count.isdigit() else (len(sizes) or parts or 0)
     kind = alg + COMPOSITE
     uneven = any(s != sizes[0] for s in sizes[:-1]) or sizes[-1:] > sizes[:1]
     if sizes and (len(sizes) != parts or uneven):
         return _none(f"{prefix}{kind}: its {len(sizes)} parts are not of one size")
-    part_size = sizes[0] if sizes else (size if parts == 1 else chunk_size)
+    part_size = sizes[0] if sizes else (size if parts == 1 else part_size or chunk_size)
     if parts < 1 or -(-size // part_size) != parts:
         return _none(
             f"{prefix}{kind}: {parts} parts do not match {size} bytes in parts of {part_size} B "

@@ -13,13 +13,17 @@ Which proof, and what learning it costs (docs/SEMANTICS.md, "Proof of the bytes"
 * the ETag, when it proves the bytes and the object is small (fewer than
   ``checksum_chunks`` chunks): no request;
 * otherwise an additional checksum, learned by one HEAD with ``ChecksumMode`` (plus one
-  GetObjectAttributes per 1000 parts for a composite one) the first time the process
+  GetObjectAttributes per 1000 parts for a composite one, and a HEAD of part 1 for a
+  composite one that says neither its part count nor its parts) the first time the process
   checks the version, and not at all once the checkpoint records the version proven. Until
   it is learned the proof is *pending*: chunks arriving meanwhile wait for the HEAD. A
   full-object CRC is cheaper to check than the ETag (order-free, several GB/s), which is why
   large objects ask; an object with no checksum falls back to its ETag;
 * after an ETag mismatch whose HEAD of part 1 shows the ETag cannot be an MD5 (SSE-KMS,
-  SSE-C), the checksum is learned then, and the bytes are checked against it.
+  SSE-C), the checksum is learned then, and the bytes are checked against it;
+* a checksum whose type the server does not say (moto; SeaweedFS for single-part objects)
+  is taken as full-object; after a mismatch, a HEAD of part 1 tells whether the object has
+  several parts, and then the checksum is composite and the bytes are checked against that.
 
 What it guarantees:
 
@@ -342,7 +346,7 @@ class Verifier:
             if proof.verifiable or not etag.verifiable:
                 return proof
         if etag.verifiable:
-            return proofs.confirm(etag, facts) if facts is not None else etag
+            return proofs.confirm(etag, facts, self.chunk_size) if facts is not None else etag
         why = "S3 has no additional checksum for it" if facts else "its checksum HEAD failed"
         return proofs.Proof(proofs.NONE, reason=f"{etag.reason}, and {why}")
 
@@ -429,22 +433,26 @@ class Verifier:
         await self.cache.record_proof(state.version.id, state.proof)
         log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
 
-    async def _confirm(self, state: _State) -> proofs.Proof:
+    async def _confirm(self, state: _State) -> tuple[proofs.Proof, ObjectFacts | None]:
         """The proof, unless a HEAD of part 1 shows its ETag cannot be one (SSE-KMS, SSE-C,
         another part layout): asked only after a mismatch, so a proof that holds costs no
-        request, and a disproved one costs a HEAD instead of a refetch and a false EIO."""
-        version = state.version
-        if state.proof.algorithm != "md5" and not state.proof.kind.endswith(proofs.COMPOSITE):
-            return state.proof  # a full-object checksum assumes no layout
+        request, and a disproved one costs a HEAD instead of a refetch and a false EIO. Also
+        what that HEAD said (None if it was not made or failed)."""
+        version, proof = state.version, state.proof
+        if proof.algorithm != "md5" and not proof.kind.endswith(proofs.COMPOSITE) and proof.said:
+            return proof, None  # a full-object checksum, as S3 said: it assumes no layout
         try:
             facts = await self.store.facts(version.key, version.etag, version.version_id)
         except RangefsError as exc:
             log.info("%s: could not HEAD part 1 to confirm the proof: %s", version.id.uri, exc)
-            return state.proof
-        return proofs.confirm(state.proof, facts)
+            return proof, None
+        return proofs.confirm(proof, facts, self.chunk_size), facts
 
-    async def _checksum_instead(self, state: _State, disproved: proofs.Proof) -> proofs.Proof:
-        """After the ETag was shown to be no MD5: the checksum S3 has, else ``disproved``."""
+    async def _checksum_instead(
+        self, state: _State, disproved: proofs.Proof, part1: ObjectFacts | None
+    ) -> proofs.Proof:
+        """After the ETag was shown to be no MD5: the checksum S3 has, else ``disproved``;
+        ``part1`` (the HEAD of part 1) tells a composite checksum's layout if S3 does not."""
         version = state.version
         try:
             facts = await self.store.checksums(version.key, version.etag, version.version_id)
@@ -454,7 +462,12 @@ class Verifier:
         if facts.checksum is None:
             return disproved
         return proofs.checksum_proof(
-            facts.checksum, version.size, self.chunk_size, disproved.reason
+            facts.checksum,
+            version.size,
+            self.chunk_size,
+            disproved.reason,
+            parts=part1.parts if part1 else None,
+            part_size=part1.first_part if part1 else None,
         )
 
     def _which_parts(self, state: _State) -> str:
@@ -479,10 +492,10 @@ class Verifier:
         version = state.version
         uri = version.id.uri
         what = f"{uri} bytes=0-{version.size - 1}"
-        confirmed = await self._confirm(state)
+        confirmed, part1 = await self._confirm(state)
         learned = version.id in self._learned
         if not confirmed.verifiable and state.proof.algorithm == "md5" and not learned:
-            confirmed = await self._checksum_instead(state, confirmed)
+            confirmed = await self._checksum_instead(state, confirmed, part1)
         if not confirmed.verifiable:
             log.info("%s: %s", uri, confirmed.describe())
             self._remember(version, confirmed)

@@ -143,7 +143,12 @@ def etag_of(data: bytes, part_size: int | None = None) -> str:
 
 
 def checksum_of(
-    data: bytes, algorithm: str, part_size: int | None, composite: bool, list_parts: bool
+    data: bytes,
+    algorithm: str,
+    part_size: int | None,
+    composite: bool,
+    list_parts: bool,
+    terse: bool = False,
 ) -> Checksum:
     """The additional checksum S3 computes for an upload of ``data`` (in ``part_size``
     parts, if given), independently of rangefs's own arithmetic."""
@@ -165,6 +170,8 @@ def checksum_of(
     step = part_size or max(1, len(data))
     pieces = [data[i : i + step] for i in range(0, len(data), step)]
     value = f"{b64(raw(b''.join(raw(p) for p in pieces)))}-{len(pieces)}"
+    if terse:
+        return Checksum(algorithm, value.split("-")[0])
     if not list_parts:
         return Checksum(algorithm, value, "COMPOSITE")
     sizes = tuple(len(p) for p in pieces)
@@ -204,6 +211,7 @@ class FakeStore:
         checksum: str = "",
         composite: bool = False,
         list_parts: bool = True,
+        terse: bool = False,
     ) -> bytes:
         """Stores ``data``, or a pattern object of ``size`` bytes; returns the bytes stored.
 
@@ -211,7 +219,8 @@ class FakeStore:
         ETag of an upload in ``part_size`` parts, or ``etag`` as given, so putting other bytes
         changes it; every put gets a later mtime. ``checksum`` (``crc32c``, ``sha256``...):
         the additional checksum S3 keeps, full-object or ``composite`` over the parts, which
-        ``list_parts`` says GetObjectAttributes lists (sizes and checksums).
+        ``list_parts`` says GetObjectAttributes lists (sizes and checksums); ``terse``: as
+        moto says it, with no type and no ``-N`` after a composite value.
         """
         if data is None:
             data = pattern_bytes(0, size, seed)
@@ -223,7 +232,7 @@ class FakeStore:
                 encryption,
                 first_part=first,
                 parts=parts,
-                checksum=checksum_of(data, checksum, part_size, composite, list_parts)
+                checksum=checksum_of(data, checksum, part_size, composite, list_parts, terse)
                 if checksum
                 else None,
             )

@@ -164,3 +164,20 @@ async def test_proofs_off_checks_nothing_and_says_so(env):
         assert got != data and env.store.get_count("f") == 7  # served as it came
         assert "--proofs off" in await xattr(core)
         assert env.store.calls["checksums"] == 0 and core.stats.proofs_passed == 0
+
+
+async def test_a_checksum_of_unsaid_type_is_found_composite_by_a_head_of_part_1(env, caplog):
+    """moto says neither the type nor the part count of a composite CRC32: taken as a
+    full-object CRC, it fails; a HEAD of part 1 shows 4 parts, and the bytes (no refetch) are
+    checked as composite."""
+    data = env.store.put(
+        "f", size=SIZE, seed=88, etag=OPAQUE, checksum="crc32", composite=True,
+        part_size=2 * CHUNK, terse=True,
+    )  # fmt: skip
+    async with env.core() as core:
+        assert await read_all(core.fs, await open_path(core.fs, "f"), SIZE) == data
+        await settle(core)
+        assert env.store.get_count("f") == 7, "no refetch"
+        assert (env.store.calls["checksums"], env.store.calls["facts"]) == (1, 1)
+        assert await xattr(core) == f"crc32-composite verified (4 parts of {2 * CHUNK} B)"
+        assert core.stats.proofs_failed == 0

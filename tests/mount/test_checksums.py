@@ -98,3 +98,23 @@ def test_a_persistent_flip_fails_cp_and_nothing_bad_is_kept(checksum_setup, prox
     assert result.returncode == 0, result.stderr
     assert digest == hashlib.sha256(data).hexdigest()
     assert verified(mount) == shown
+
+
+@pytest.mark.timeout(180)
+def test_moto_objects_are_proven_by_their_checksums(moto_server, make_bucket, rangefs_mount):
+    """The second server: moto sends checksums without their type. Single-part objects of 16
+    chunks (``--proofs auto`` asks) are checked against their SHA256 and CRC64NVME."""
+    bucket = make_bucket(server=moto_server)
+    client = moto_server.client()
+    objects = {"sha.bin": ("SHA256", "sha256"), "crc.bin": ("CRC64NVME", "crc64nvme")}
+    datas = {}
+    for seed, (name, (algorithm, _)) in enumerate(objects.items(), start=104):
+        datas[name] = pattern_bytes(0, 16 * MiB, seed)
+        client.put_object(Bucket=bucket, Key=name, Body=datas[name], ChecksumAlgorithm=algorithm)
+    mount = rangefs_mount(
+        bucket, endpoint=moto_server.endpoint_url, env=moto_server.env(), chunk_size="1M"
+    )
+    for name, (_, kind) in objects.items():
+        assert sha256_file(mount.path / name) == hashlib.sha256(datas[name]).hexdigest(), name
+        shown = run(["getfattr", "-n", xattrs.VERIFIED, "--only-values", str(mount.path / name)])
+        assert shown.stdout == f"{kind} verified", shown

@@ -140,6 +140,13 @@ def test_a_composite_value_without_its_part_count_is_completed():
     bare = Checksum("crc32", checksum.value.split("-")[0], "COMPOSITE", checksum.part_sizes)
     proof = proofs.checksum_proof(bare, len(data), 100)
     assert proof.expected == checksum.value
+    alone = Checksum("crc32", checksum.value.split("-")[0], "COMPOSITE")  # no part list either
+    assert not proofs.checksum_proof(alone, len(data), 100).verifiable
+    hinted = proofs.checksum_proof(
+        alone, len(data), 100, parts=4, part_size=500
+    )  # a HEAD of part 1
+    assert hinted.expected == checksum.value
+    assert proofs.combine(hinted, digests(hinted, data, 100)) == hinted.expected
 
 
 @pytest.mark.parametrize(
@@ -176,3 +183,18 @@ def test_a_full_object_crc_is_laid_out_for_any_chunk_size():
     again = proofs.for_chunks(proof, 4096)
     assert (again.parts, again.part_size) == (3, 4096)
     assert proofs.combine(again, digests(again, data, 4096)) == proof.expected
+
+
+def test_a_checksum_of_unsaid_type_is_taken_whole_until_part_1_shows_parts():
+    from rangefs.store import ObjectFacts
+
+    data = bytes(range(256)) * 40
+    value = composite("crc32c", data, 4096).value.split("-")[0]
+    taken = proofs.checksum_proof(Checksum("crc32c", value), len(data), 1024)
+    assert (taken.kind, taken.said) == ("crc32c", False)
+    assert proofs.confirm(taken, ObjectFacts(parts=1, first_part=len(data)), 1024) == taken
+    found = proofs.confirm(taken, ObjectFacts(parts=3, first_part=4096), 1024)
+    assert found.describe() == "crc32c-composite (3 parts of 4096 B)"
+    assert proofs.combine(found, digests(found, data, 1024)) == found.expected
+    said = proofs.checksum_proof(full("crc32c", data), len(data), 1024)
+    assert proofs.confirm(said, ObjectFacts(parts=3, first_part=4096), 1024) == said

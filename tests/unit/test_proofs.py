@@ -97,14 +97,14 @@ def test_a_head_disproves_what_the_etag_cannot_say():
 
     single = proofs.proof_for('"' + "a" * 32 + '"', 1000, 64)
     multi = proofs.proof_for('"' + "b" * 32 + '-3"', 20 * 64, 8 * 64)
-    assert proofs.confirm(single, ObjectFacts(encryption="AES256")) == single  # SSE-S3
-    assert proofs.confirm(single, ObjectFacts(parts=1, first_part=1000)) == single
-    assert proofs.confirm(multi, ObjectFacts(parts=3, first_part=8 * 64)) == multi
-    assert proofs.confirm(multi, ObjectFacts()) == multi  # S3 said nothing: keep the proof
+    assert proofs.confirm(single, ObjectFacts(encryption="AES256"), CHUNK) == single  # SSE-S3
+    assert proofs.confirm(single, ObjectFacts(parts=1, first_part=1000), CHUNK) == single
+    assert proofs.confirm(multi, ObjectFacts(parts=3, first_part=8 * 64), CHUNK) == multi
+    assert proofs.confirm(multi, ObjectFacts(), CHUNK) == multi  # S3 said nothing: keep the proof
     for facts, reason in [
         (ObjectFacts(encryption="aws:kms"), "encrypted with aws:kms"),
         (ObjectFacts(customer_key=True), "encrypted with SSE-C"),
         (ObjectFacts(parts=3, first_part=7 * 64), "its parts are 448 B, not 512 B"),
     ]:
-        assert reason in proofs.confirm(multi, facts).describe()
-    assert "uploaded in 3 parts" in proofs.confirm(single, ObjectFacts(parts=3)).describe()
+        assert reason in proofs.confirm(multi, facts, CHUNK).describe()
+    assert "uploaded in 3 parts" in proofs.confirm(single, ObjectFacts(parts=3), CHUNK).describe()
