@@ -12,7 +12,6 @@ S3 itself vouches for is an additional checksum, when the object was uploaded wi
 * a ``COMPOSITE`` checksum (``crc32c-composite``...): ``alg(concat(alg(part_i)))-N``, as the
   multipart ETag, with the part layout from GetObjectAttributes or the part count; the part
   checksums S3 lists (GetObjectAttributes ``ObjectParts``) name the part that failed;
-
 * a single-part upload without SSE-KMS/SSE-C: the ETag is the hex MD5 of the bytes
   (``etag-md5``); the whole object must be hashed in order;
 * a multipart upload: ``md5(concat(md5(part_i)))-N`` (``etag-multipart-md5``), checkable
@@ -58,8 +57,9 @@ class Proof:
     """What S3 proves about one object version.
 
     ``part_size`` is the byte length of every part but the last (the whole object for a
-    single-part ETag); each part is a run of whole chunks. ``expected`` is the ETag as
-    :func:`combine` renders a computed one (unquoted, lower case).
+    single-part ETag or SHA; the chunk size for a full-object CRC); each part is a run of
+    whole chunks. ``expected`` is the ETag or checksum as :func:`combine` renders a computed
+    one (an unquoted, lower-case ETag; base64 as S3 sends a checksum, ``-N`` if composite).
     """
 
     kind: str
@@ -92,7 +92,11 @@ class Proof:
     def detail(self) -> str:
         """Why there is no proof, or the part layout a multipart proof assumes; else ''."""
         if self.kind == NONE:
-            return f"{NO_CHECKSUM}: {self.reason}"
+            return (
+                f"unverified: {TURNED_OFF}"
+                if self.reason == TURNED_OFF
+                else f"{NO_CHECKSUM}: {self.reason}"
+            )
         if self.kind == MULTIPART or self.kind.endswith(COMPOSITE):
             return f"{self.parts} parts of {self.part_size} B"
         return ""
