@@ -64,6 +64,8 @@ def test_right_bytes_pass_and_the_checksum_is_named(checksum_setup, proxy, tmp_p
     assert verified(mount) == shown
     heads = [r for r in proxy.matching("HEAD", "f.bin") if r.headers.get("x-amz-checksum-mode")]
     assert len(heads) == 1  # one HEAD with ChecksumMode for the version, none per read
+    parts_lists = [r for r in proxy.matching("GET", "f.bin") if "attributes" in r.query]
+    assert len(parts_lists) == ("composite" in shown)  # GetObjectAttributes: the part sizes
     status = rangefs_cli("status", str(mount.path / "f.bin"), env=mount.env)
     assert status.returncode == 0, status.stderr
     assert f"proof   {shown.split()[0]}, verified" in status.stdout
