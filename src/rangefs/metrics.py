@@ -33,7 +33,7 @@ class StatsCollector:
         for name, doc, value in (
             ("rangefs_gets", "Range GETs that returned a chunk", s.gets),
             ("rangefs_fetched_bytes", "Bytes received from S3", s.bytes_fetched),
-            ("rangefs_cache_memory_hits", "Chunk lookups served from memory", s.memory_hits),
+            ("rangefs_cache_fill_hits", "Reads served from chunks being filled", s.fill_hits),
             ("rangefs_cache_disk_hits", "Chunks served from the disk cache", s.disk_hits),
             ("rangefs_cache_range_hits", "Random reads served from disk blocks", s.range_hits),
             ("rangefs_cache_misses", "Chunks that had to be fetched from S3", s.misses),
