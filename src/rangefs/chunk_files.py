@@ -16,6 +16,7 @@ check fails). Nothing is fsynced, as for the rest of the cache: every load re-ch
 """
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -28,6 +29,7 @@ from rangefs.cache_format import (
     block_count,
     block_digests,
     block_span,
+    blocks_ok,
     checksum,
     digest_offset,
     empty_header,
@@ -43,51 +45,59 @@ PARTIAL_DIR = "partial"
 MAX_PARTIAL_FILES = 512  # chunks left incomplete (random readers, crashes) kept for resume
 
 
-class ChunkFile:
-    """One chunk's file in ``partial/``; thread-safe for writes of distinct blocks."""
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """pwrite that writes everything or raises (a full disk may write part and say so)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "short write")
+        view, offset = view[written:], offset + written
 
-    def __init__(self, path: Path, fd: int, length: int, present: bytearray) -> None:
+
+class ChunkFile:
+    """One chunk's file in ``partial/``; thread-safe for writes of distinct blocks. Keeps
+    the block digests in memory too, and checks every block it reads against them: a block
+    that does not match (a disk that lost or mangled a write) is an error, never served."""
+
+    def __init__(self, path: Path, fd: int, length: int, digests: bytes | bytearray) -> None:
         self.path = path
         self.fd = fd
         self.length = length
-        self.present = present  # one flag per block, as loaded or written by this process
+        self.digests = bytearray(digests)
+        zero = bytes(DIGEST)
+        self.present = bytearray(  # one flag per block, as loaded or written by this process
+            self.digests[b * DIGEST : (b + 1) * DIGEST] != zero for b in range(self.blocks)
+        )
 
     @property
     def blocks(self) -> int:
         return block_count(self.length)
 
-    def write(self, offset: int, data: memoryview) -> bytes:
+    def write(self, offset: int, data: memoryview) -> None:
         """Writes whole blocks starting at chunk offset ``offset`` (block-aligned), data
-        first and digests after; returns the digests written."""
+        first and digests after."""
         digests = block_digests(data)
         first = offset // BLOCK
         try:
-            os.pwrite(self.fd, data, header_size(self.length) + offset)
-            os.pwrite(self.fd, digests, digest_offset(first))
+            _pwrite_all(self.fd, data, header_size(self.length) + offset)
+            _pwrite_all(self.fd, digests, digest_offset(first))
         except OSError as exc:
             raise CacheWriteFailed(f"cache write failed: {exc}") from exc
+        self.digests[first * DIGEST : first * DIGEST + len(digests)] = digests
         for block in range(first, first + len(digests) // DIGEST):
             self.present[block] = 1
-        return digests
 
     def read(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of the chunk (the caller knows they are present)."""
-        data = os.pread(self.fd, end - start, header_size(self.length) + start)
-        if len(data) != end - start:
-            raise OSError(f"chunk file {self.path} is short")
-        return data
-
-    def digests(self) -> bytes:
-        return os.pread(self.fd, DIGEST * self.blocks, PREFIX.size)
-
-    def md5(self) -> bytes:
-        """The MD5 of the whole chunk (read back from the file)."""
-        hasher = hashlib.md5()
-        base = header_size(self.length)
-        step = 1 << 20
-        for start in range(0, self.length, step):
-            hasher.update(os.pread(self.fd, min(step, self.length - start), base + start))
-        return hasher.digest()
+        """Bytes ``[start, end)`` of the chunk, whose blocks the caller knows are present."""
+        first = start // BLOCK
+        stop = min(block_count(end) * BLOCK, self.length)
+        raw = os.pread(self.fd, stop - first * BLOCK, header_size(self.length) + first * BLOCK)
+        intact = blocks_ok(memoryview(self.digests), first, memoryview(raw))
+        if len(raw) != stop - first * BLOCK or not intact:
+            raise CacheWriteFailed(f"chunk file {self.path.name}: a block does not match")
+        skip = start - first * BLOCK
+        return raw[skip : skip + end - start]
 
     @property
     def complete(self) -> bool:
@@ -103,24 +113,17 @@ class MemoryChunkFile(ChunkFile):
     go on from S3 as with a cache turned off. The reader bounds how many exist."""
 
     def __init__(self, length: int) -> None:
-        super().__init__(Path(), -1, length, bytearray(block_count(length)))
+        super().__init__(Path(), -1, length, bytes(DIGEST * block_count(length)))
         self.data = bytearray(length)
 
-    def write(self, offset: int, data: memoryview) -> bytes:
+    def write(self, offset: int, data: memoryview) -> None:
         self.data[offset : offset + len(data)] = data
         first = offset // BLOCK
         for block in range(first, first + block_count(len(data))):
             self.present[block] = 1
-        return b""
 
     def read(self, start: int, end: int) -> bytes:
         return bytes(self.data[start:end])
-
-    def digests(self) -> bytes:
-        return block_digests(memoryview(self.data))
-
-    def md5(self) -> bytes:
-        return hashlib.md5(self.data).digest()
 
     def close(self) -> None:
         self.data = bytearray()
@@ -148,17 +151,17 @@ class PartialFiles:
         except FileNotFoundError:
             return self._create(path, length)
         try:
-            present = self._load(fd, length)
+            digests = self._load(fd, length)
         except OSError:
-            present = None
-        if present is None:
+            digests = None
+        if digests is None:
             os.close(fd)
             log.info("cache: replacing an unusable partial chunk file %s", path.name)
             with contextlib.suppress(OSError):
                 path.unlink()
             return self._create(path, length)
         os.utime(fd)
-        return ChunkFile(path, fd, length, present)
+        return ChunkFile(path, fd, length, digests)
 
     def _create(self, path: Path, length: int) -> ChunkFile:
         self._created += 1
@@ -167,7 +170,7 @@ class PartialFiles:
         tmp = path.with_suffix(".new")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.pwrite(fd, empty_header(length), 0)
+            _pwrite_all(fd, empty_header(length), 0)
             os.ftruncate(fd, header_size(length) + length)
             os.rename(tmp, path)
         except BaseException:
@@ -175,25 +178,26 @@ class PartialFiles:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        return ChunkFile(path, fd, length, bytearray(block_count(length)))
+        return ChunkFile(path, fd, length, bytes(DIGEST * block_count(length)))
 
     @staticmethod
     def _load(fd: int, length: int) -> bytearray | None:
-        """Which blocks of an existing file hold bytes matching their digests."""
+        """The digest slots of an existing file, each zeroed unless the bytes of its block
+        match it (a block never written, or written only in part before a crash)."""
         head = os.pread(fd, header_size(length), 0)
         if parse_prefix(head, length) is None or len(head) != header_size(length):
             return None
-        present = bytearray(block_count(length))
+        digests = bytearray(head[PREFIX.size :])
         zero = bytes(DIGEST)
         base = header_size(length)
-        for block in range(len(present)):
-            slot = head[digest_offset(block) : digest_offset(block) + DIGEST]
+        for block in range(block_count(length)):
+            slot = digests[block * DIGEST : (block + 1) * DIGEST]
             if slot == zero:
                 continue
             start, end = block_span(block, length)
-            if checksum(os.pread(fd, end - start, base + start)) == slot:
-                present[block] = 1
-        return present
+            if checksum(os.pread(fd, end - start, base + start)) != slot:
+                digests[block * DIGEST : (block + 1) * DIGEST] = zero
+        return digests
 
     def discard(self, key: ChunkKey) -> None:
         with contextlib.suppress(OSError):

@@ -219,8 +219,12 @@ class ChunkReader:
                 else:
                     self.stats.fill_hits += 1
                 return await self.cache.read_file(fill.file, part.start, part.end), waited
-            except CacheWriteFailed:
-                continue  # the disk refused the bytes: the next fill is in memory
+            except CacheWriteFailed as exc:
+                # The disk refused or lost the bytes: caching pauses, the next fill is in RAM.
+                if not isinstance(fill.file, MemoryChunkFile) and not self.cache.paused:
+                    await self.cache.pause(exc, key)
+                self._retire(fill)
+                continue
             finally:
                 fill.users -= 1
                 self._close_if_retired(fill)
