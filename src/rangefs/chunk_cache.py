@@ -85,11 +85,13 @@ def ensure_private_dir(directory: Path, *, allow_shared: bool = False) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _FilledFile:
-    """A complete chunk file (:mod:`rangefs.chunk_files`) to be moved into the store."""
+    """A complete chunk file (:mod:`rangefs.chunk_files`) to be moved into the store;
+    ``placed``: where it went (removed again if the index refuses the entry)."""
 
     path: Path
+    placed: str | None = None
 
 
 class _TidyDisk(diskcache.Disk):
@@ -103,6 +105,7 @@ class _TidyDisk(diskcache.Disk):
         filename, full_path = self.filename(key, value)
         os.makedirs(os.path.dirname(full_path), exist_ok=True)
         os.rename(value.path, full_path)
+        value.placed = full_path
         return os.path.getsize(full_path), diskcache.core.MODE_BINARY, filename, None
 
     def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
@@ -359,7 +362,12 @@ class ChunkCache:
         directory's filesystem), or stores a chunk filled in memory; False on failure."""
         if isinstance(file, MemoryChunkFile):
             return self.put(key, memoryview(file.data))
-        return self._store(key, _FilledFile(file.path), read=False)
+        filled = _FilledFile(file.path)
+        stored = self._store(key, filled, read=False)
+        if not stored and filled.placed is not None:
+            with contextlib.suppress(OSError):
+                os.remove(filled.placed)  # moved in, but the index did not take it
+        return stored
 
     def bind_etag(self, obj: ObjectId) -> None:
         """Records the current ETag of an object and drops chunks of any older version."""

@@ -57,6 +57,12 @@ from rangefs.window import FIRST_REQUEST, Limits, Window, advance
 
 log = logging.getLogger(__name__)
 
+
+class _Superseded(RangefsError):
+    """The fill a read waited on was retired (its disk failed, its version was dropped): the
+    read starts over with the chunk's current state."""
+
+
 OPEN_FILLS = 256  # chunk files kept open (idle ones beyond this are closed; they stay on disk)
 PUSHBACK_CAUSES = ("http_503", "http_429")
 
@@ -225,6 +231,8 @@ class ChunkReader:
                     await self.cache.pause(exc, key)
                 self._retire(fill)
                 continue
+            except _Superseded:
+                continue
             finally:
                 fill.users -= 1
                 self._close_if_retired(fill)
@@ -331,7 +339,7 @@ class ChunkReader:
                     borrowed = True
             request.started = True
             if fill.retired:
-                raise RemoteError("chunk dropped")
+                raise _Superseded("chunk file retired")
             self.verifier.fetched(version, fill.key.index)
             self.stats.bytes_in_flight += stop - start
             await self.store.get_range_into(
@@ -350,6 +358,8 @@ class ChunkReader:
         except CacheWriteFailed as exc:
             await self.cache.pause(exc, fill.key)
             self._retire(fill)
+            fill.arrivals.failed(request.first, request.end, exc)
+        except _Superseded as exc:
             fill.arrivals.failed(request.first, request.end, exc)
         except ObjectChanged as exc:
             log.warning("object changed while open: %s (ETag %s): %s", what, version.etag, exc)

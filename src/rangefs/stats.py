@@ -16,7 +16,6 @@ class Stats:
     gets: int = 0
     bytes_fetched: int = 0
     fill_hits: int = 0  # reads whose bytes had landed in a chunk being filled
-    disk_hits: int = 0
     range_hits: int = 0
     misses: int = 0
     chunks_stored: int = 0
@@ -44,7 +43,6 @@ class Stats:
             "gets": self.gets,
             "bytes_fetched": self.bytes_fetched,
             "fill_hits": self.fill_hits,
-            "disk_hits": self.disk_hits,
             "range_hits": self.range_hits,
             "misses": self.misses,
             "chunks_stored": self.chunks_stored,

@@ -27,7 +27,7 @@ from tests.support.servers import start_seaweedfs
 
 MiB = 1024 * 1024
 BUCKET, KEY = "ab-test", "big.bin"
-COUNTERS = ("gets", "disk_hits", "range_hits", "memory_hits", "proofs_passed")
+COUNTERS = ("gets", "range_hits", "fill_hits", "misses", "proofs_passed")
 
 
 def drop_page_cache() -> None:

@@ -1,6 +1,7 @@
 """The read engine's pure and small parts: the window policy (property-tested), the arrival
 map, the budget and the chunk files."""
 
+import itertools
 import os
 
 import pytest
@@ -47,7 +48,7 @@ def test_a_sequential_reader_is_asked_ahead_without_overlap_within_the_object(le
         reads.append((offset, length))
         offset += length
     asked, history = run_reads(reads, size)
-    for (_, b), (c, _) in zip(asked, asked[1:], strict=False):
+    for (_, b), (c, _) in itertools.pairwise(asked):
         assert b <= c  # in order, never twice (a gap is a read that overtook read-ahead)
     for a, b in asked:
         assert 0 <= a < b <= size
