@@ -303,14 +303,15 @@ class ChunkReader:
 
     def _demand(self, fill: _Fill, first: int, end: int) -> None:
         """Asks for the missing blocks of ``[first, end)`` now: queued read-ahead for them is
-        promoted, and a new GET reaches at least a first request's worth past ``first``."""
+        promoted, and a new GET runs on to the end of the missing stretch of the chunk (its
+        first bytes wake the reader as soon as they land, so a long GET costs no latency, and
+        a random reader fills whole chunks rather than paying a round trip per read)."""
         for request in fill.requests:
             if request.first < end and first < request.end and not request.started:
                 request.demand = True
                 if request.queue_scope is not None:
                     request.queue_scope.cancel()
-        reach = min(fill.arrivals.blocks, max(end, first + block_count(self.limits.first)))
-        for a, b in fill.arrivals.missing_runs(first, reach):
+        for a, b in fill.arrivals.missing_runs(first, fill.arrivals.blocks):
             if a < end:
                 self.stats.misses += 1
                 self._request(fill, a, b, demand=True)

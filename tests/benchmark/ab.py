@@ -41,6 +41,12 @@ def timed(cmd: list[str]) -> float:
     return time.monotonic() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fio_iops(path: Path, size: int, seconds: int) -> float:
     out = subprocess.run(
         ["fio", "--name=rand", f"--filename={path}", "--rw=randread", "--bs=64k",
@@ -75,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                 cache, mnt = work / "cache", work / "mnt"
                 mnt.mkdir(parents=True)
                 env = {**server.env(), "PYTHONPATH": src}
+                pid_file = work / "pid"
                 mount = [sys.executable, "-m", "rangefs", "mount", "--endpoint-url",
                          server.endpoint_url, "--cache-dir", str(cache), *args.mount_arg,
-                         BUCKET, str(mnt)]  # fmt: skip
+                         "--pid-file", str(pid_file), BUCKET, str(mnt)]  # fmt: skip
                 figures: dict[str, float] = {}
                 for phase in ("cold", "warm", *(("fio",) if args.fio else ())):
                     if phase == "fio":
@@ -85,12 +92,18 @@ def main(argv: list[str] | None = None) -> int:
                     subprocess.run(mount, env=env, check=True, timeout=90)
                     os.stat(mnt / KEY)
                     drop_page_cache()
+                    cpu_before = cpu_seconds(int(pid_file.read_text()))
                     if phase == "fio":
                         figures[phase] = fio_iops(mnt / KEY, size, args.fio_seconds)
                     else:
                         figures[phase] = size / timed(["cp", str(mnt / KEY), "/dev/null"]) / 1e6
                     stats = json.loads(os.getxattr(mnt, "user.rangefs.stats"))
                     work_done = {k: stats.get(k) for k in COUNTERS if k in stats}
+                    cpu = cpu_seconds(int(pid_file.read_text())) - cpu_before
+                    if phase == "cold":
+                        figures["cpu_s_per_gib"] = cpu / (size / 2**30)
+                        results[name].setdefault("cpu_s_per_gib", []).append(cpu / (size / 2**30))
+                    work_done["cpu_s"] = round(cpu, 2)
                     subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
                     unit = "IOPS" if phase == "fio" else "MB/s"
                     print(f"{name:>8} run {run} {phase:<4} {figures[phase]:8.0f} {unit}  "
@@ -98,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     results[name].setdefault(phase, []).append(figures[phase])
                 shutil.rmtree(work, ignore_errors=True)
         for name, phases in results.items():
-            line = ", ".join(f"{p} {statistics.median(v):.0f}" for p, v in phases.items())
+            line = ", ".join(f"{p} {statistics.median(v):.2f}" for p, v in phases.items())
             print(f"median {name}: {line}")
     finally:
         for mnt in base.glob("*/mnt"):
