@@ -47,6 +47,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_gone(pid: int, timeout: float = 60.0) -> None:
+    """Waits until the daemon has exited (an unmount returns before it closed its cache)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def fio_iops(path: Path, size: int, seconds: int) -> float:
     out = subprocess.run(
         ["fio", "--name=rand", f"--filename={path}", "--rw=randread", "--bs=64k",
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                         results[name].setdefault("cpu_s_per_gib", []).append(cpu / (size / 2**30))
                     work_done["cpu_s"] = round(cpu, 2)
                     subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
+                    wait_gone(int(pid_file.read_text()))
                     unit = "IOPS" if phase == "fio" else "MB/s"
                     print(f"{name:>8} run {run} {phase:<4} {figures[phase]:8.0f} {unit}  "
                           f"{work_done}", flush=True)  # fmt: skip
