@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
                         figures[phase] = size / timed(["cp", str(mnt / KEY), "/dev/null"]) / 1e6
                     stats = json.loads(os.getxattr(mnt, "user.rangefs.stats"))
                     work_done = {k: stats.get(k) for k in COUNTERS if k in stats}
-                    cpu = cpu_seconds(int(pid_file.read_text())) - cpu_before
+                    pid = int(pid_file.read_text())
+                    cpu = cpu_seconds(pid) - cpu_before
                     if phase == "cold":
                         figures["cpu_s_per_gib"] = cpu / (size / 2**30)
                         results[name].setdefault("cpu_s_per_gib", []).append(cpu / (size / 2**30))
                     work_done["cpu_s"] = round(cpu, 2)
                     subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
-                    wait_gone(int(pid_file.read_text()))
+                    wait_gone(pid)
                     unit = "IOPS" if phase == "fio" else "MB/s"
                     print(f"{name:>8} run {run} {phase:<4} {figures[phase]:8.0f} {unit}  "
                           f"{work_done}", flush=True)  # fmt: skip
