@@ -7,9 +7,9 @@ How a read flows (docs/ARCHITECTURE.md):
 2. otherwise the chunk's *fill* is opened: its file in ``partial/`` with the blocks a previous
    fill left (:mod:`rangefs.chunk_files`) and its :class:`~rangefs.arrivals.ArrivalMap`;
 3. blocks neither present nor on their way are asked for by a *demand* GET: from the read's
-   first missing block to at least :data:`~rangefs.window.FIRST_REQUEST` further (a seek's
-   first bytes come after one round trip, not a whole chunk); the read waits only for its own
-   blocks, then reads them from the file;
+   first missing block to the end of that missing stretch of the chunk; the read waits only
+   for its own blocks (a seek's first bytes come after one round trip, not a whole chunk),
+   then reads them from the file;
 4. a sequential reader's window (:mod:`rangefs.window`) asks for bytes ahead: read-ahead GETs,
    whole chunks once the window spans chunks;
 5. when a chunk's last block lands its file is moved into the store (a rename) and handed to
