@@ -8,6 +8,7 @@ number of threads touching the disk at once is set in one place.
 import trio
 
 from rangefs.chunk_cache import ChunkCache
+from rangefs.chunk_files import ChunkFile
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.proofs import Proof
 
@@ -49,3 +50,24 @@ class AsyncChunkCache:
         return await trio.to_thread.run_sync(
             self.cache.discard, obj, chunk_size, count, limiter=self._limiter
         )
+
+    async def open_fill(self, key: ChunkKey, length: int) -> ChunkFile | None:
+        return await trio.to_thread.run_sync(
+            self.cache.open_fill, key, length, limiter=self._limiter
+        )
+
+    async def read_file(self, file: ChunkFile, start: int, end: int) -> bytes:
+        return await trio.to_thread.run_sync(file.read, start, end, limiter=self._limiter)
+
+    async def adopt(self, key: ChunkKey, file: ChunkFile) -> bool:
+        return await trio.to_thread.run_sync(self.cache.adopt, key, file, limiter=self._limiter)
+
+    @property
+    def paused(self) -> bool:
+        return self.cache.paused
+
+    async def pause(self, exc: BaseException, key: ChunkKey) -> None:
+        await trio.to_thread.run_sync(self.cache.pause, exc, key, limiter=self._limiter)
+
+    async def discard_fill(self, key: ChunkKey) -> None:
+        await trio.to_thread.run_sync(self.cache.partial.discard, key, limiter=self._limiter)

@@ -29,10 +29,37 @@ def header_size(length: int) -> int:
     return PREFIX.size + DIGEST * block_count(length)
 
 
-def encode_header(data: bytes | memoryview) -> bytes:
+def block_digests(data: bytes | memoryview) -> bytes:
+    """The digests of ``data``'s blocks, in order (the last block may be short)."""
     view = memoryview(data)
-    digests = b"".join(checksum(view[i : i + BLOCK]) for i in range(0, len(view), BLOCK))
-    return PREFIX.pack(MAGIC, BLOCK, len(view)) + digests
+    return b"".join(checksum(view[i : i + BLOCK]) for i in range(0, len(view), BLOCK))
+
+
+def encode_header(data: bytes | memoryview) -> bytes:
+    return PREFIX.pack(MAGIC, BLOCK, len(data)) + block_digests(data)
+
+
+def empty_header(length: int) -> bytes:
+    """The header of a chunk whose blocks have not landed yet: every digest slot is zero (a
+    block is present once its slot holds the digest of its bytes)."""
+    return PREFIX.pack(MAGIC, BLOCK, length) + bytes(DIGEST * block_count(length))
+
+
+def digest_offset(block: int) -> int:
+    """Where block ``block``'s digest sits in a value."""
+    return PREFIX.size + DIGEST * block
+
+
+def block_span(block: int, length: int) -> tuple[int, int]:
+    """Bytes ``[start, end)`` of block ``block`` within a chunk of ``length`` bytes."""
+    start = block * BLOCK
+    return start, min(start + BLOCK, length)
+
+
+def fingerprint(digests: bytes | memoryview) -> int:
+    """A chunk's identity from its block digests: tells whether two fetches of a chunk
+    brought the same bytes without keeping or re-reading them."""
+    return int(xxhash.xxh3_64_intdigest(digests))
 
 
 class EncodedReader:

@@ -39,6 +39,7 @@ from rangefs.cache_format import (
     header_size,
     parse_prefix,
 )
+from rangefs.chunk_files import ChunkFile, MemoryChunkFile, PartialFiles
 from rangefs.errors import UserError
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
@@ -83,9 +84,28 @@ def ensure_private_dir(directory: Path, *, allow_shared: bool = False) -> None:
         )
 
 
+@dataclass(slots=True)
+class _FilledFile:
+    """A complete chunk file (:mod:`rangefs.chunk_files`) to be moved into the store;
+    ``placed``: where it went (removed again if the index refuses the entry)."""
+
+    path: Path
+    placed: str | None = None
+
+
 class _TidyDisk(diskcache.Disk):
     """diskcache's Disk, but a value file whose write failed (ENOSPC) is removed, not left
-    behind half-written to keep the disk full."""
+    behind half-written to keep the disk full; and a filled chunk file is renamed into
+    place, not copied (its bytes were written once, as they arrived)."""
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if not isinstance(value, _FilledFile):
+            return super().store(value, read, key=key)
+        filename, full_path = self.filename(key, value)
+        os.makedirs(os.path.dirname(full_path), exist_ok=True)
+        os.rename(value.path, full_path)
+        value.placed = full_path
+        return os.path.getsize(full_path), diskcache.core.MODE_BINARY, filename, None
 
     def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
         try:
@@ -140,6 +160,7 @@ class ChunkCache:
         self._open_files: OrderedDict[ChunkKey, tuple[int, bytes, float]] = OrderedDict()
         self._disabled_until = 0.0
         self._reported_bad: set[object] = set()
+        self.partial = PartialFiles(self.directory)
 
     def close(self) -> None:
         self._close_open_files()
@@ -284,28 +305,68 @@ class ChunkCache:
 
     def put(self, key: ChunkKey, data: bytes | memoryview) -> bool:
         """Stores a chunk; False (and caching paused) if the disk is full or failing."""
-        if time.monotonic() < self._disabled_until:
+        return self._store(key, EncodedReader(data), read=True)
+
+    def _store(self, key: ChunkKey, value: Any, *, read: bool) -> bool:
+        if self.paused:
             return False
         name = key.encode()
         try:
-            self._cache.set(name, EncodedReader(data), read=True, tag=key.obj.tag(), retry=True)
+            self._cache.set(name, value, read=read, tag=key.obj.tag(), retry=True)
             return True
         except (OSError, sqlite3.Error) as exc:
-            full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            full = full or "full" in str(exc)
-            with self._lock:
-                self._disabled_until = time.monotonic() + RETRY_CACHING_AFTER
+            self.pause(exc, key)
+            with contextlib.suppress(Exception):
+                self._cache.delete(name, retry=True)
+            return False
+
+    def open_fill(self, key: ChunkKey, length: int) -> ChunkFile | None:
+        """The file to fill chunk ``key`` in (with the blocks it already holds), or None if
+        the chunk is complete in the store; in memory while caching is paused."""
+        if self._present(key):
+            return None
+        if not self.paused:
+            try:
+                return self.partial.open(key, length)
+            except OSError as exc:
+                self.pause(exc, key)
+        return MemoryChunkFile(length)
+
+    @property
+    def paused(self) -> bool:
+        """Caching is off for a while (the disk filled up or failed)."""
+        return time.monotonic() < self._disabled_until
+
+    def pause(self, exc: BaseException, key: ChunkKey) -> None:
+        """Turns caching off for :data:`RETRY_CACHING_AFTER` seconds (logged once)."""
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        full = isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        full = full or "full" in str(exc)
+        with self._lock:
+            was_paused = self.paused
+            self._disabled_until = time.monotonic() + RETRY_CACHING_AFTER
+        if not was_paused:
             log.warning(
                 "cache %s: not caching for %.0fs, reads continue from S3 (%s %s chunk %d)",
                 "full" if full else "write failed",
                 RETRY_CACHING_AFTER,
-                exc,
+                cause,
                 key.obj.uri,
                 key.index,
             )
-            with contextlib.suppress(Exception):
-                self._cache.delete(name, retry=True)
-            return False
+        self.partial.discard(key)
+
+    def adopt(self, key: ChunkKey, file: ChunkFile) -> bool:
+        """Moves a complete chunk file into the store (a rename; the file is in the cache
+        directory's filesystem), or stores a chunk filled in memory; False on failure."""
+        if isinstance(file, MemoryChunkFile):
+            return self.put(key, memoryview(file.data))
+        filled = _FilledFile(file.path)
+        stored = self._store(key, filled, read=False)
+        if not stored and filled.placed is not None:
+            with contextlib.suppress(OSError):
+                os.remove(filled.placed)  # moved in, but the index did not take it
+        return stored
 
     def bind_etag(self, obj: ObjectId) -> None:
         """Records the current ETag of an object and drops chunks of any older version."""
@@ -498,4 +559,5 @@ class ChunkCache:
 
     def clear(self) -> int:
         self._close_open_files()
+        self.partial.clear()
         return self._cache.clear(retry=True)

@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from rangefs.async_cache import AsyncChunkCache
+from rangefs.budget import Budget
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.filesystem import Filesystem
@@ -21,8 +22,9 @@ from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectStore
 from rangefs.verifier import CHECKSUM_CHUNKS, Verifier
 
-CACHE_THREADS = 4  # disk cache reads/writes at once
+CACHE_THREADS = 8  # disk cache reads/writes at once (reads are mostly page-cache copies)
 META_THREADS = 8  # listings and HEADs at once
+READERS_AHEAD = 4  # readers whose full windows the global read-ahead budget holds
 
 
 @dataclass
@@ -38,9 +40,10 @@ class Core:
 
 
 def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Stats) -> Core:
-    async_store = AsyncStore(
-        store, trio.CapacityLimiter(META_THREADS), trio.CapacityLimiter(config.parallel)
-    )
+    # Bytes ahead land in the cache: a quarter of it, so they are not evicted before read.
+    max_ahead = min(config.cache_size // 4, READERS_AHEAD * config.max_readahead)
+    budget = Budget(config.parallel, max_ahead)
+    async_store = AsyncStore(store, trio.CapacityLimiter(META_THREADS), budget.get_slots)
     async_cache = AsyncChunkCache(cache, trio.CapacityLimiter(CACHE_THREADS))
     verifier = Verifier(
         async_store,
@@ -54,10 +57,10 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
     reader = ChunkReader(
         async_store,
         async_cache,
+        budget,
         chunk_size=config.chunk_size,
         memory_limit=config.memory_limit,
         max_readahead=config.max_readahead,
-        parallel=config.parallel,
         stats=stats,
         verifier=verifier,
     )

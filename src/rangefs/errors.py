@@ -55,6 +55,11 @@ class ProofFailed(RemoteError):
     returned to this reader were found wrong by it: EIO rather than wrong bytes."""
 
 
+class CacheWriteFailed(RangefsError):
+    """The cache disk refused bytes as they arrived (full, failing): the reader falls back
+    to filling chunks in memory, so a reader never sees it."""
+
+
 class NotADirectory(RangefsError):
     errno = errno.ENOTDIR
 

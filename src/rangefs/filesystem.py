@@ -220,7 +220,7 @@ class Filesystem:
             if not version.version_id:
                 await self.cache.bind_etag(version.id)
             if previous is not None:
-                self.reader.forget_version(previous)
+                await self.reader.forget_version(previous)
         keep_cache = same and not suspect
         fh = next(self._fh)
         self._handles[fh] = OpenFile(ino, path, version)

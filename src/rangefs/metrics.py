@@ -31,16 +31,15 @@ class StatsCollector:
     def collect(self) -> Iterator[Any]:
         s = self.stats
         for name, doc, value in (
-            ("rangefs_gets", "Range GETs that returned a chunk", s.gets),
+            ("rangefs_gets", "Range GETs that completed", s.gets),
             ("rangefs_fetched_bytes", "Bytes received from S3", s.bytes_fetched),
-            ("rangefs_cache_memory_hits", "Chunk lookups served from memory", s.memory_hits),
-            ("rangefs_cache_disk_hits", "Chunks served from the disk cache", s.disk_hits),
-            ("rangefs_cache_range_hits", "Random reads served from disk blocks", s.range_hits),
-            ("rangefs_cache_misses", "Chunks that had to be fetched from S3", s.misses),
+            ("rangefs_cache_fill_hits", "Reads served from chunks being filled", s.fill_hits),
+            ("rangefs_cache_range_hits", "Reads served from chunks complete on disk", s.range_hits),
+            ("rangefs_cache_misses", "Reads that had to ask S3 and wait", s.misses),
             ("rangefs_chunks_stored", "Chunks written to the disk cache", s.chunks_stored),
             ("rangefs_cache_store_failures", "Chunks that could not be cached", s.store_failures),
             ("rangefs_bad_chunks", "Cached chunks dropped by verification", s.bad_chunks),
-            ("rangefs_read_errors", "Chunk fetches that failed", s.read_errors),
+            ("rangefs_read_errors", "Range GETs that failed (after retries)", s.read_errors),
             ("rangefs_read_bytes", "Bytes returned to readers", s.bytes_read),
         ):
             yield CounterMetricFamily(name, doc, value=value)

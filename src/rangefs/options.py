@@ -207,7 +207,8 @@ PROCESS = "process"
 PREFETCH_GROUP = "prefetch"
 GROUP_NOTES = {S3: "credentials come from the standard AWS chain, refreshed as they expire"}
 
-DEFAULT_PARALLEL = 8  # Range GETs in flight at once: --parallel of a mount, --jobs of prefetch
+DEFAULT_PARALLEL = 32  # most Range GETs in flight: enough for ~10 Gb/s at 50 MB/s a connection
+DEFAULT_JOBS = 8  # files or chunks prefetch reads through the mount at once
 WITH_S3 = (MOUNT, PREFETCH)
 WITH_CACHE = (MOUNT, PREFETCH)
 
@@ -248,11 +249,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("shared-cache", FLAG, False, "use a cache dir other users can read or that another "
            "user owns; without it such a dir is refused, since cached chunks are the plaintext of "
            "private objects (a mount needs --allow-other too)", CACHE_GROUP, WITH_CACHE),
-    Option("chunk-size", SIZE, 8 * MiB, "bytes per Range GET and per cached chunk: large enough "
-           "for throughput, small enough for seeks; a chunk is held whole in memory while it is "
-           "served; equal to the part size of multipart uploads (8M for the AWS CLI and boto3), "
-           "S3's ETag proves their bytes", CACHE_GROUP, WITH_CACHE, minimum=64 * KiB,
-           maximum=256 * MiB),
+    Option("chunk-size", SIZE, 8 * MiB, "bytes per cached chunk, and per Range GET of a "
+           "sequential reader; equal to the part size of multipart uploads (8M for the AWS CLI "
+           "and boto3), S3's ETag proves their bytes",
+           CACHE_GROUP, WITH_CACHE, minimum=64 * KiB, maximum=256 * MiB),
     Option("proofs", choice("auto", "etag", "off"), "auto", "check bytes against what S3 "
            "vouches for: auto asks S3 (one HEAD) for the additional checksum of objects of 16 "
            "chunks or more, and of any object whose ETag proves nothing; etag asks only for the "
@@ -277,12 +277,15 @@ OPTIONS: tuple[Option, ...] = (
            "at its newest version not newer than TIME, keys deleted by then hidden",
            FILESYSTEM, (MOUNT,), default_text="off: the current version of each key"),
     # performance
-    Option("parallel", COUNT, DEFAULT_PARALLEL, "Range GETs in flight at once, all files",
-           PERFORMANCE, (MOUNT,), minimum=1),
-    Option("memory-limit", SIZE, 56 * MiB, "memory for chunks in flight and being served, all "
-           "files; must hold three chunks", PERFORMANCE, (MOUNT,)),
-    Option("max-readahead", SIZE, 40 * MiB, "largest read-ahead window of a sequential reader "
-           "(also capped by --memory-limit)", PERFORMANCE, (MOUNT,)),
+    Option("parallel", COUNT, DEFAULT_PARALLEL, "most Range GETs in flight at once, all files; "
+           "each holds a 256 KiB buffer, not a chunk (bytes go to the cache disk as they "
+           "arrive); fewer while the server pushes back (503 SlowDown, 429)", PERFORMANCE,
+           (MOUNT,), minimum=2),
+    Option("memory-limit", SIZE, 56 * MiB, "memory for chunks held in RAM while the cache disk "
+           "refuses writes (full or failing); must hold three chunks", PERFORMANCE, (MOUNT,)),
+    Option("max-readahead", SIZE, 256 * MiB, "largest read-ahead window of a sequential reader, "
+           "on the cache disk (not in RAM); all readers together hold at most a quarter of "
+           "--cache-size ahead", PERFORMANCE, (MOUNT,)),
     Option("kernel-readahead", SIZE, 1 * MiB, "the kernel's read-ahead for this mount, which "
            "sets the FUSE request size; 0 leaves the kernel's own setting; needs root", PERFORMANCE,
            (MOUNT,), field="kernel_readahead_kb", to_field=lambda size: size // KiB,
@@ -302,7 +305,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ready-fd", COUNT, None, "the pipe the daemon reports readiness on", PROCESS,
            (MOUNT,), field=None, hidden=True),
     # prefetch
-    Option("jobs", COUNT, DEFAULT_PARALLEL, "chunks fetched in parallel", PREFETCH_GROUP,
+    Option("jobs", COUNT, DEFAULT_JOBS, "chunks fetched in parallel", PREFETCH_GROUP,
            (PREFETCH,), field=None, minimum=1, short="-j"),
     Option("no-progress", FLAG, False, "no progress bar", PREFETCH_GROUP, (PREFETCH,),
            field=None),

@@ -1,25 +1,37 @@
-"""Serves byte ranges of an object version from chunks: memory, then disk, then S3.
+"""Serves byte ranges of object versions: from the chunk store, from chunk files being
+filled, or from S3, whose bytes stream into those files as they arrive.
+
+How a read flows (docs/ARCHITECTURE.md):
+
+1. a chunk complete in the store is read there (only the blocks the read needs, checked);
+2. otherwise the chunk's *fill* is opened: its file in ``partial/`` with the blocks a previous
+   fill left (:mod:`rangefs.chunk_files`) and its :class:`~rangefs.arrivals.ArrivalMap`;
+3. blocks neither present nor on their way are asked for by a *demand* GET: from the read's
+   first missing block to the end of that missing stretch of the chunk; the read waits only
+   for its own blocks (a seek's first bytes come after one round trip, not a whole chunk),
+   then reads them from the file;
+4. a sequential reader's window (:mod:`rangefs.window`) asks for bytes ahead: read-ahead GETs,
+   whole chunks once the window spans chunks;
+5. when a chunk's last block lands its file is moved into the store (a rename) and handed to
+   the verifier.
 
 What it guarantees:
 
-* one GET per missing chunk however many readers want it (the in-flight map; nothing awaits
-  between looking a chunk up in that map and inserting it, so two tasks cannot both miss);
-* a fetch runs in its own task, so a reader that goes away does not cancel a GET that
-  others wait on, and the chunk is written to the disk cache after the waiters got it;
-* a chunk not in memory is first looked for on disk, reading only the blocks a request
-  needs; a miss there goes straight to S3 (the disk is not asked twice);
-* sequential readers get read-ahead (after half a chunk in sequence) that starts at one
-  chunk and doubles up to ``max_readahead``; a seek resets it;
-* memory is bounded globally: chunks in flight plus chunks held in memory (an LRU of
-  chunks being served or read ahead) stay within ``memory_limit``; the read-ahead window
-  never exceeds that budget less two chunks, so read-ahead does not evict what it fetched
-  before the reader gets there; read-ahead never takes the last fetch slot, so a
-  reader waiting for its chunk is not starved by read-ahead;
-* bytes are checked against S3's proof by a :class:`~rangefs.verifier.Verifier`: each whole
-  chunk obtained is handed to it after its waiters got it, and the read that returns an
-  object's last bytes to a reader that read the whole file waits until the version is
-  proven (only that read waits); a refetch by the verifier makes that read start over, a
-  failed proof fails it and every later read of that open file (EIO).
+* every GET covers a 64 KiB-aligned range inside one chunk; a block is asked for once however
+  many readers want it (the arrival map; nothing awaits between looking blocks up and marking
+  them wanted);
+* RAM per GET in flight is one receive buffer, whatever the chunk size; GETs in flight and
+  bytes ahead are capped for all readers together (:class:`~rangefs.budget.Budget`), and a
+  read waiting for its bytes never queues behind read-ahead (queued read-ahead for blocks a
+  reader needs is promoted);
+* a GET runs in its own task: a reader that goes away does not cancel what others wait on;
+  blocks that landed before a GET failed are kept (on disk too: a crash or a cut costs only
+  what was in flight);
+* bytes are checked against S3's proof by a :class:`~rangefs.verifier.Verifier`: a chunk
+  from S3 un-proves a proven version when its GET starts, each completed chunk is handed to
+  it, and the read that returns an object's last bytes to a reader that read the whole file
+  waits until the version is proven (only that read waits); a refetch by the verifier makes
+  that read start over, a failed proof fails it and every later read of that file (EIO).
 """
 
 import logging
@@ -31,38 +43,78 @@ from typing import Any
 import trio
 
 from rangefs import chunks
+from rangefs.arrivals import ArrivalMap
 from rangefs.async_cache import AsyncChunkCache
-from rangefs.errors import BadResponse, ObjectChanged, ProofFailed, RangefsError, RemoteError
+from rangefs.budget import Budget
+from rangefs.cache_format import BLOCK, block_count
+from rangefs.chunk_files import ChunkFile, MemoryChunkFile
+from rangefs.errors import CacheWriteFailed, ObjectChanged, ProofFailed, RangefsError, RemoteError
 from rangefs.keys import ChunkKey
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectVersion
 from rangefs.verifier import Verifier
+from rangefs.window import FIRST_REQUEST, Limits, Window, advance
 
 log = logging.getLogger(__name__)
 
-ChunkData = bytes | memoryview
-DEMAND_RESERVE = 1  # fetch slots read-ahead may never use
+
+class _Superseded(RangefsError):
+    """The fill a read waited on was retired (its disk failed, its version was dropped): the
+    read starts over with the chunk's current state."""
 
 
-@dataclass
+OPEN_FILLS = 256  # chunk files kept open (idle ones beyond this are closed; they stay on disk)
+PUSHBACK_CAUSES = ("http_503", "http_429")
+
+
+@dataclass(eq=False)
 class ReadStream:
-    """Per open file: where the next sequential read would start, the bytes read in sequence
-    since the last seek, the read-ahead window, and the last chunk read-ahead was started for
-    (each chunk is scheduled once a run); ``failed``: the proof error every later read of
-    this file raises (bytes it returned before may be wrong)."""
+    """Per open file: its read-ahead window; whether its last read had to wait for bytes
+    (the window grows); ``failed``: the proof error every later read of this file raises."""
 
-    next_offset: int = 0
-    window: int = 0
-    ahead_until: int = -1
-    run: int = 0
+    window: Window = field(default_factory=Window)
+    waited: bool = False
     failed: ProofFailed | None = None
 
+    def ahead(self) -> int:
+        return self.window.ahead()
 
-@dataclass
-class _Fetch:
-    done: trio.Event = field(default_factory=trio.Event)
-    data: ChunkData | None = None
-    error: Exception | None = None
+
+@dataclass(eq=False)
+class _Request:
+    """One GET of blocks ``[first, end)`` of a fill, queued or in flight."""
+
+    first: int
+    end: int
+    demand: bool
+    started: bool = False
+    queue_scope: trio.CancelScope | None = None
+    landed: int = 0  # bytes written so far
+
+
+@dataclass(eq=False)
+class _Fill:
+    """A chunk not complete in the store: its file, which blocks it holds, its GETs."""
+
+    key: ChunkKey
+    version: ObjectVersion
+    start: int
+    file: ChunkFile
+    arrivals: ArrivalMap
+    requests: list[_Request] = field(default_factory=list)
+    users: int = 0
+    finishing: bool = False
+    retired: bool = False
+    finished: bool = False  # moved into the store, or refused by it
+    changed: trio.Event = field(default_factory=trio.Event)  # set when a GET ends (renewed)
+
+    @property
+    def length(self) -> int:
+        return self.file.length
+
+    @property
+    def idle(self) -> bool:
+        return not self.requests and not self.users and not self.finishing
 
 
 class ChunkReader:
@@ -70,40 +122,49 @@ class ChunkReader:
         self,
         store: AsyncStore,
         cache: AsyncChunkCache,
+        budget: Budget,
         *,
         chunk_size: int,
-        memory_limit: int,
         max_readahead: int,
-        parallel: int,
+        memory_limit: int,
         stats: Stats | None = None,
         verifier: Verifier | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
+        self.budget = budget
         self.chunk_size = chunk_size
         self.stats = stats or Stats()
         self.verifier = verifier or Verifier(store, cache, chunk_size=chunk_size, stats=self.stats)
-        budget = max(3, memory_limit // chunk_size)
-        slots = max(1, min(parallel, budget - 2))
-        self.fetch_slots = trio.CapacityLimiter(slots)
-        self._readahead_slots = trio.Semaphore(max(1, slots - DEMAND_RESERVE))
-        self._memory: OrderedDict[ChunkKey, ChunkData] = OrderedDict()
-        self._memory_bytes = 0
-        self.memory_limit = budget * chunk_size
-        self.peak_bytes = 0  # most chunk bytes ever held in memory and in flight at once
-        self.max_readahead = max(chunk_size, min(max_readahead, (budget - 2) * chunk_size))
-        self._inflight: dict[ChunkKey, _Fetch] = {}
-        self._readahead_pending: set[ChunkKey] = set()
-        self._unread: set[ChunkKey] = set()  # chunks read ahead that no reader has touched yet
+        self.limits = Limits(
+            first=min(FIRST_REQUEST, max(BLOCK, max_readahead // 8)),
+            largest=max(max_readahead, BLOCK),
+            slack=chunk_size,
+            chunk=chunk_size,
+        )
+        self.memory_fills = max(2, memory_limit // chunk_size)  # chunks in RAM, cache paused
+        self._fills: OrderedDict[ChunkKey, _Fill] = OrderedDict()
+        self._opening: dict[ChunkKey, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
-        self._writing: dict[ChunkKey, trio.Event] = {}  # chunks being written to the disk
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._pushbacks = 0
+        self._finishing = 0
+        self._following = 0  # read-ahead tasks still opening their fills
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Hosts the fetch tasks; runs until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        """Hosts the GET tasks; runs until cancelled."""
+        self._token = trio.lowlevel.current_trio_token()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            for fill in list(self._fills.values()):
+                fill.file.close()
+            self._fills.clear()
+
+    # -- reads -------------------------------------------------------------------------------
 
     async def read(
         self, version: ObjectVersion, offset: int, length: int, stream: ReadStream | None = None
@@ -115,30 +176,17 @@ class ChunkReader:
         if not parts:
             return b""
         if stream is not None:
-            self._follow(stream, version, offset, length, parts[-1].index)
+            self._follow(stream, version, offset, length)
         first, last = parts[0].index, parts[-1].index
         self.verifier.reading(version, first, last)
-        out: list[memoryview] = []
+        out: list[bytes] = []
+        waited = False
         for part in parts:
-            key = version.chunk(self.chunk_size, part.index)
-            checked_disk = False
-            # A chunk not in memory may be on disk: read just the blocks this request needs
-            # (a random reader, or a chunk evicted while many readers share the budget).
-            if key not in self._memory and key not in self._inflight:
-                piece = await self.cache.read_range(
-                    key,
-                    chunks.chunk_length(part.index, version.size, self.chunk_size),
-                    part.start,
-                    part.end,
-                )
-                if piece is not None:
-                    self.stats.range_hits += 1
-                    out.append(memoryview(piece))
-                    continue
-                checked_disk = True
-            got = self._lookup_or_start(key, version, check_disk=not checked_disk)
-            data = got if not isinstance(got, _Fetch) else await self._wait(got)
-            out.append(memoryview(data)[part.start : part.end])
+            data, had_to_wait = await self._read_piece(version, part)
+            out.append(data)
+            waited = waited or had_to_wait
+        if stream is not None:
+            stream.waited = waited
         if offset + length >= version.size and self.verifier.read_whole(version):
             # The last bytes of a whole-file read: not returned before the proof holds.
             try:
@@ -154,257 +202,302 @@ class ChunkReader:
         self.stats.observe_read(trio.current_time() - started)
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def _lookup_or_start(
-        self, key: ChunkKey, version: ObjectVersion, *, check_disk: bool
-    ) -> ChunkData | _Fetch:
-        """The chunk from memory, or the fetch that brings it (started here if none runs);
-        ``check_disk`` False when the caller just found it missing from the disk cache."""
-        self._unread.discard(key)  # a reader wants it: no longer only read ahead
-        data = self._memory.get(key)
-        if data is not None:
-            self._memory.move_to_end(key)
-            self.stats.memory_hits += 1
-            return data
-        fetch = self._inflight.get(key)
-        if fetch is None:
-            fetch = _Fetch()
-            self._inflight[key] = fetch
-            self._spawn(self._fetch, key, version, fetch, check_disk)
-        return fetch
+    async def _read_piece(self, version: ObjectVersion, part: chunks.Piece) -> tuple[bytes, bool]:
+        """Bytes ``[part.start, part.end)`` of one chunk, and whether the read waited for S3."""
+        key = version.chunk(self.chunk_size, part.index)
+        length = chunks.chunk_length(part.index, version.size, self.chunk_size)
+        while True:
+            if key not in self._fills and key not in self._opening:
+                piece = await self.cache.read_range(key, length, part.start, part.end)
+                if piece is not None:
+                    self.stats.range_hits += 1
+                    return piece, False
+            fill = await self._fill(version, part.index)
+            if fill is None:
+                continue
+            first, end = part.start // BLOCK, block_count(part.end)
+            fill.users += 1
+            try:
+                waited = not fill.arrivals.has(first, end)
+                if waited:
+                    self._demand(fill, first, end)
+                    await fill.arrivals.wait(first, end)
+                else:
+                    self.stats.fill_hits += 1
+                return await self.cache.read_file(fill.file, part.start, part.end), waited
+            except CacheWriteFailed as exc:
+                # The disk refused or lost the bytes: caching pauses, the next fill is in RAM.
+                if not isinstance(fill.file, MemoryChunkFile) and not self.cache.paused:
+                    await self.cache.pause(exc, key)
+                self._retire(fill)
+                continue
+            except _Superseded:
+                continue
+            finally:
+                fill.users -= 1
+                self._close_if_retired(fill)
+
+    # -- fills -------------------------------------------------------------------------------
+
+    async def _fill(self, version: ObjectVersion, index: int) -> _Fill | None:
+        """The fill of chunk ``index`` (opened, with what its file holds), or None if the
+        chunk is complete in the store."""
+        key = version.chunk(self.chunk_size, index)
+        while True:
+            fill = self._fills.get(key)
+            if fill is not None:
+                self._fills.move_to_end(key)
+                return fill
+            opening = self._opening.get(key)
+            if opening is None:
+                break
+            await opening.wait()
+            if key not in self._fills:
+                return None
+        event = self._opening[key] = trio.Event()
+        try:
+            length = chunks.chunk_length(index, version.size, self.chunk_size)
+            file = await self.cache.open_fill(key, length)
+            if file is None:
+                return None
+            arrivals = ArrivalMap(file.blocks, file.present)
+            fill = _Fill(key, version, index * self.chunk_size, file, arrivals)
+            self._fills[key] = fill
+            self._trim()
+            if fill.arrivals.complete:  # left complete by a fill whose move into the store failed
+                self._schedule_finish(fill)
+            return fill
+        finally:
+            del self._opening[key]
+            event.set()
+
+    def _trim(self) -> None:
+        """Retires the least recently used idle fills beyond :data:`OPEN_FILLS`, and beyond
+        ``memory_fills`` of those held in RAM (their files, if any, stay on disk)."""
+        in_memory = sum(isinstance(f.file, MemoryChunkFile) for f in self._fills.values())
+        for fill in list(self._fills.values()):
+            if len(self._fills) <= OPEN_FILLS and in_memory <= self.memory_fills:
+                break
+            if fill.idle and fill.arrivals.idle:
+                in_memory -= isinstance(fill.file, MemoryChunkFile)
+                self._retire(fill)
+
+    def _retire(self, fill: _Fill) -> None:
+        if self._fills.get(fill.key) is fill:
+            del self._fills[fill.key]
+        fill.retired = True
+        self._changed(fill)
+        self._close_if_retired(fill)
+
+    @staticmethod
+    def _changed(fill: _Fill) -> None:
+        fill.changed.set()
+        fill.changed = trio.Event()
+
+    @staticmethod
+    def _close_if_retired(fill: _Fill) -> None:
+        if fill.retired and not fill.users and not fill.requests:
+            fill.file.close()
+
+    # -- GETs --------------------------------------------------------------------------------
+
+    def _demand(self, fill: _Fill, first: int, end: int) -> None:
+        """Asks for the missing blocks of ``[first, end)`` now: queued read-ahead for them is
+        promoted, and a new GET runs on to the end of the missing stretch of the chunk (its
+        first bytes wake the reader as soon as they land, so a long GET costs no latency, and
+        a random reader fills whole chunks rather than paying a round trip per read)."""
+        for request in fill.requests:
+            if request.first < end and first < request.end and not request.started:
+                request.demand = True
+                if request.queue_scope is not None:
+                    request.queue_scope.cancel()
+        for a, b in fill.arrivals.missing_runs(first, fill.arrivals.blocks):
+            if a < end:
+                self.stats.misses += 1
+                self._request(fill, a, b, demand=True)
+
+    def _request(self, fill: _Fill, first: int, end: int, *, demand: bool) -> None:
+        fill.arrivals.want(first, end)
+        request = _Request(first, end, demand)
+        fill.requests.append(request)
+        self._spawn(self._get, fill, request)
 
     def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         if self._nursery is None:
             raise RuntimeError("ChunkReader.run() is not running")
         self._nursery.start_soon(fn, *args)
 
-    async def _wait(self, fetch: _Fetch) -> ChunkData:
-        await fetch.done.wait()
-        if fetch.error is not None:
-            raise fetch.error
-        assert fetch.data is not None
-        return fetch.data
-
-    def _follow(
-        self, stream: ReadStream, version: ObjectVersion, offset: int, length: int, last: int
-    ) -> None:
-        """Grows read-ahead while the reader stays sequential; a seek resets it.
-
-        Read-ahead starts once the reader has read half a chunk in sequence since its last
-        seek: a media player that seeks and reads a frame should not pull in chunks it will
-        not read. "Sequential" tolerates a chunk of slack: the kernel's own read-ahead
-        requests run concurrently and may arrive slightly out of order.
-        """
-        sequential = abs(offset - stream.next_offset) <= self.chunk_size
-        crossed = last > (stream.next_offset - 1) // self.chunk_size
-        stream.next_offset = offset + length
-        if not sequential:
-            stream.window = 0
-            stream.run = length
-            stream.ahead_until = last
-            return
-        stream.run += length
-        if stream.run < self.chunk_size // 2:
-            return
-        if stream.window == 0:
-            stream.window = self.chunk_size
-        elif crossed:
-            stream.window = min(stream.window * 2, self.max_readahead)
-        count = chunks.chunk_count(version.size, self.chunk_size)
-        ahead = max(1, stream.window // self.chunk_size)
-        first = max(last + 1, stream.ahead_until + 1)
-        end = min(count, last + 1 + ahead)
-        # All readers share the budget: read-ahead waits while the chunks already read ahead
-        # (in flight or not yet read) fill it, instead of evicting each other's chunks.
-        room = (
-            self.memory_limit // self.chunk_size - 2 - len(self._unread | self._readahead_pending)
-        )
-        for index in range(first, end):
-            key = version.chunk(self.chunk_size, index)
-            held = key in self._memory or key in self._inflight or key in self._readahead_pending
-            if not held:
-                if room <= 0:
-                    break
-                room -= 1
-                self._readahead_pending.add(key)
-                self._spawn(self._readahead, key, version)
-            stream.ahead_until = index
-
-    async def _readahead(self, key: ChunkKey, version: ObjectVersion) -> None:
+    async def _get(self, fill: _Fill, request: _Request) -> None:
+        version = fill.version
+        start = fill.start + request.first * BLOCK
+        stop = fill.start + min(request.end * BLOCK, fill.length)
+        what = f"s3://{version.bucket}/{version.key} bytes={start}-{stop - 1}"
+        borrowed = False
         try:
-            async with self._readahead_slots:
-                if key in self._memory or key in self._inflight:
-                    return
-                fetch = _Fetch()
-                self._inflight[key] = fetch
-                self._unread.add(key)
-                await self._fetch(key, version, fetch)
-        finally:
-            self._readahead_pending.discard(key)
-
-    async def _fetch(
-        self, key: ChunkKey, version: ObjectVersion, fetch: _Fetch, check_disk: bool = True
-    ) -> None:
-        index = key.index
-        start, end = chunks.chunk_bounds(index, version.size, self.chunk_size)
-        try:
-            async with self.fetch_slots:
-                self.stats.bytes_in_flight += end - start
-                self._evict()  # the chunk on its way counts against the budget from now on
-                self._note_peak()
-                try:
-                    data: ChunkData | None = None
-                    if check_disk:
-                        data = await self.cache.get(key, end - start)
-                    fetched = data is None
-                    if fetched:
-                        self.stats.misses += 1
-                        body = await self.store.get_range(
-                            version.key, start, end, version.etag, version.size, version.version_id
-                        )
-                        if len(body) != end - start:
-                            raise BadResponse(f"store returned {len(body)} bytes for {end - start}")
-                        self.stats.gets += 1
-                        self.stats.bytes_fetched += len(body)
-                        data = body
-                        log.debug(
-                            "fetched s3://%s/%s bytes=%d-%d",
-                            version.bucket,
-                            version.key,
-                            start,
-                            end - 1,
-                        )
-                    else:
-                        self.stats.disk_hits += 1
-                finally:
-                    self.stats.bytes_in_flight -= end - start
-                assert data is not None
-                if fetched:
-                    self.verifier.fetched(version, index, data)
-                self._publish(key, fetch, data)
-                if fetched:
-                    written = self._writing[key] = trio.Event()
-                    try:
-                        stored = await self.cache.put(key, data)
-                    finally:
-                        del self._writing[key]
-                        written.set()
-                    if stored:
-                        self.stats.chunks_stored += 1
-                    else:
-                        self.stats.store_failures += 1
-                await self._arrived(version, index, data)
-        except ObjectChanged as exc:
-            log.warning(
-                "object changed while open: s3://%s/%s bytes=%d-%d (ETag %s): %s",
-                version.bucket,
+            if not request.demand:
+                with trio.CancelScope() as request.queue_scope:
+                    await self.budget.readahead_slots.acquire_on_behalf_of(request)
+                    borrowed = True
+            request.started = True
+            if fill.retired:
+                raise _Superseded("chunk file retired")
+            self.verifier.fetched(version, fill.key.index)
+            self.stats.bytes_in_flight += stop - start
+            await self.store.get_range_into(
                 version.key,
                 start,
-                end - 1,
+                stop,
                 version.etag,
-                exc,
+                version.size,
+                self._sink(fill, request),
+                version_id=version.version_id,
+                align=BLOCK,
             )
-            self._fail(key, fetch, exc)
+            self.stats.gets += 1
+            self.budget.succeeded()
+            log.debug("fetched %s", what)
+        except CacheWriteFailed as exc:
+            await self.cache.pause(exc, fill.key)
+            self._retire(fill)
+            fill.arrivals.failed(request.first, request.end, exc)
+        except _Superseded as exc:
+            fill.arrivals.failed(request.first, request.end, exc)
+        except ObjectChanged as exc:
+            log.warning("object changed while open: %s (ETag %s): %s", what, version.etag, exc)
+            fill.arrivals.failed(request.first, request.end, exc)
         except RangefsError as exc:
-            log.error(
-                "read failed: s3://%s/%s bytes=%d-%d: %s",
-                version.bucket,
-                version.key,
-                start,
-                end - 1,
-                exc,
-            )
-            self._fail(key, fetch, exc)
+            self.stats.read_errors += 1
+            log.error("read failed: %s: %s", what, exc)
+            fill.arrivals.failed(request.first, request.end, exc)
         except Exception as exc:
-            log.exception(
-                "unexpected error fetching s3://%s/%s chunk %d", version.bucket, version.key, index
-            )
-            self._fail(key, fetch, RemoteError(f"unexpected: {exc!r}"))
+            self.stats.read_errors += 1
+            log.exception("unexpected error fetching %s", what)
+            fill.arrivals.failed(request.first, request.end, RemoteError(f"unexpected: {exc!r}"))
         finally:
-            if not fetch.done.is_set():
-                self._fail(key, fetch, RemoteError("fetch cancelled"))
+            if borrowed:
+                self.budget.readahead_slots.release_on_behalf_of(request)
+            if request.started:
+                self.stats.bytes_in_flight -= (stop - start) - request.landed
+            fill.requests.remove(request)
+            if not request.started:  # cancelled with the reader (shutdown)
+                fill.arrivals.failed(request.first, request.end, RemoteError("fetch cancelled"))
+            self._note_pushback()
+            if fill.arrivals.complete:
+                self._schedule_finish(fill)
+            self._changed(fill)
+            self._close_if_retired(fill)
 
-    async def _arrived(self, version: ObjectVersion, index: int, data: ChunkData) -> None:
-        """Hands a chunk its waiters already have to the verifier; its trouble is not theirs
-        (the proof is completed at the last read anyway)."""
-        try:
-            await self.verifier.arrived(version, index, data, self)
-        except Exception:
-            log.exception("verifier failed on chunk %d of %s", index, version.id.uri)
+    def _sink(self, fill: _Fill, request: _Request) -> Callable[[int, memoryview], None]:
+        """Writes a GET's pieces into the chunk file (in the GET's thread) and tells the
+        arrival map on the trio thread (in order: before the GET's own return)."""
+        token = self._token
+        assert token is not None
 
-    def _publish(self, key: ChunkKey, fetch: _Fetch, data: ChunkData) -> None:
-        fetch.data = data
-        self._remember(key, data)
-        if self._inflight.get(key) is fetch:
-            del self._inflight[key]
-        fetch.done.set()
+        def sink(offset: int, data: memoryview) -> None:
+            relative = offset - fill.start
+            fill.file.write(relative, data)
+            first = relative // BLOCK
+            end = first + block_count(len(data))
+            token.run_sync_soon(self._landed, fill, request, first, end, len(data))
 
-    def _fail(self, key: ChunkKey, fetch: _Fetch, exc: Exception) -> None:
-        self.stats.read_errors += 1
-        self._unread.discard(key)
-        fetch.error = exc
-        if self._inflight.get(key) is fetch:
-            del self._inflight[key]
-        fetch.done.set()
+        return sink
 
-    def _remember(self, key: ChunkKey, data: ChunkData) -> None:
-        old = self._memory.pop(key, None)
-        if old is not None:
-            self._memory_bytes -= len(old)
-        self._memory[key] = data
-        self._memory_bytes += len(data)
-        self._evict(keep=key)
-        self._note_peak()
+    def _landed(self, fill: _Fill, request: _Request, first: int, end: int, size: int) -> None:
+        """Runs on the trio thread as a trio-token callback: must not raise."""
+        request.landed += size
+        self.stats.bytes_in_flight -= size
+        self.stats.bytes_fetched += size
+        fill.arrivals.landed(first, end)
 
-    def _evict(self, keep: ChunkKey | None = None) -> None:
-        """Drops chunks from memory until they and the chunks in flight fit the budget."""
-        limit = self.memory_limit - self.stats.bytes_in_flight
-        if self._memory_bytes <= limit:
+    def _note_pushback(self) -> None:
+        count = sum(self.stats.retries[cause] for cause in PUSHBACK_CAUSES)
+        if count > self._pushbacks:
+            self._pushbacks = count
+            self.budget.pushback()
+
+    def _schedule_finish(self, fill: _Fill) -> None:
+        """Marks the fill finishing at once (so the verifier waits for it), then finishes it."""
+        if fill.finishing or fill.retired or fill.finished:
             return
-        # Chunks read ahead and not read yet go last: evicting the next chunk a reader needs
-        # would only make it load again.
-        read_first = [k for k in self._memory if k not in self._unread]
-        for victim in [*read_first, *(k for k in self._memory if k in self._unread)]:
-            if self._memory_bytes <= limit or len(self._memory) <= 1:
-                break
-            if victim == keep:
-                continue
-            self._memory_bytes -= len(self._memory.pop(victim))
-            self._unread.discard(victim)
+        fill.finishing = True
+        self._finishing += 1
+        self._spawn(self._finish, fill)
 
-    def _note_peak(self) -> None:
-        self.peak_bytes = max(self.peak_bytes, self._memory_bytes + self.stats.bytes_in_flight)
+    async def _finish(self, fill: _Fill) -> None:
+        """A fill's last block landed: its file goes into the store (then the fill retires),
+        and the verifier gets the chunk. A chunk the store refused (caching paused) stays
+        a fill and serves reads until trimmed."""
+        try:
+            try:
+                stored = await self.cache.adopt(fill.key, fill.file)
+            finally:
+                fill.finishing = False
+                fill.finished = True
+            if stored:
+                self.stats.chunks_stored += 1
+                self._retire(fill)
+            else:
+                self.stats.store_failures += 1
+                self._changed(fill)
+                self._trim()
+            await self.verifier.arrived(fill.version, fill.key.index, self)
+        except Exception:
+            log.exception("finishing chunk %d of %s failed", fill.key.index, fill.version.id.uri)
+        finally:
+            self._finishing -= 1
+
+    # -- read-ahead --------------------------------------------------------------------------
+
+    def _follow(self, stream: ReadStream, version: ObjectVersion, offset: int, length: int) -> None:
+        """Moves the reader's window and asks for the bytes it now wants ahead."""
+        self.budget.register(stream)
+        stream.window, ranges = advance(
+            stream.window,
+            offset,
+            length,
+            version.size,
+            self.limits,
+            waited=stream.waited,
+            room=self.budget.room(excluding=stream),
+        )
+        for start, end in ranges:
+            for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
+                self._spawn(self._readahead, version, part)
+
+    async def _readahead(self, version: ObjectVersion, part: chunks.Piece) -> None:
+        if self.cache.paused:
+            return  # chunks would fill in memory: only for reads that wait for them
+        self._following += 1
+        try:
+            fill = await self._fill(version, part.index)
+            if fill is None:
+                return
+            for a, b in fill.arrivals.missing_runs(part.start // BLOCK, block_count(part.end)):
+                self._request(fill, a, b, demand=False)
+        except Exception as exc:
+            log.warning("read-ahead of %s chunk %d: %s", version.id.uri, part.index, exc)
+        finally:
+            self._following -= 1
+
+    # -- what the verifier and the filesystem ask --------------------------------------------
 
     @property
     def pending_fetches(self) -> int:
-        """Chunks being fetched or waiting to be read ahead now (0: nothing on its way)."""
-        return len(self._inflight.keys() | self._readahead_pending)
+        """GETs queued or in flight, chunks being opened, moved into the store or handed to
+        the verifier (0: quiet)."""
+        requests = sum(len(f.requests) for f in self._fills.values())
+        return requests + len(self._opening) + self._finishing + self._following
 
-    @property
-    def memory_bytes(self) -> int:
-        """Chunk bytes held in memory now (in-flight bytes are in ``stats.bytes_in_flight``)."""
-        return self._memory_bytes
+    async def settled(self, key: ChunkKey) -> None:
+        """Waits until no GET of chunk ``key`` is on its way (for the verifier)."""
+        fill = self._fills.get(key)
+        while fill is not None and not fill.retired and (fill.requests or fill.finishing):
+            await fill.changed.wait()
 
-    def in_memory(self, key: ChunkKey) -> ChunkData | None:
-        """The chunk if held in memory now (for the verifier; not an LRU touch)."""
-        return self._memory.get(key)
-
-    async def pending(self, key: ChunkKey) -> ChunkData | None:
-        """The chunk a fetch already running brings, else None (for the verifier)."""
-        fetch = self._inflight.get(key)
-        if fetch is None:
-            return None
-        await fetch.done.wait()
-        return fetch.data if fetch.error is None else None
-
-    async def writes_done(self, version: ObjectVersion) -> None:
-        """Waits until no chunk of ``version`` is being written to the disk cache (so the
-        verifier's drop is not undone by a write that finishes after it)."""
-        for key, written in list(self._writing.items()):
+    async def forget_version(self, version: ObjectVersion) -> None:
+        """Drops the fills of ``version`` (a failed proof, or a version no longer current):
+        their blocks are not kept."""
+        for key, fill in list(self._fills.items()):
             if key.obj == version.id:
-                await written.wait()
-
-    def forget_version(self, version: ObjectVersion) -> None:
-        """Drops in-memory chunks of a version no longer current."""
-        for key in [k for k in self._memory if k.obj == version.id]:
-            self._memory_bytes -= len(self._memory.pop(key))
-            self._unread.discard(key)
+                self._retire(fill)
+                await self.cache.discard_fill(key)

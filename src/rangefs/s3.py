@@ -33,7 +33,7 @@ from rangefs.errors import (
 )
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
-from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo
+from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
 from rangefs.versions import VersionEntry
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ MAX_PARTS_PAGE = 1000  # GetObjectAttributes lists at most this many parts per c
 
 
 T = TypeVar("T")
+RECEIVE_PIECE = 256 * 1024  # a streaming GET's buffer: its RAM, and how often readers wake
 
 
 def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
@@ -499,3 +500,62 @@ class S3Store:
             return data
 
         return self._call(what, fetch)
+
+    def get_range_into(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        etag: str,
+        size: int,
+        sink: Sink,
+        *,
+        version_id: str = "",
+        align: int = 1,
+    ) -> None:
+        """Streams bytes ``[start, end)`` to ``sink`` through one reused buffer (RAM per GET
+        in flight: one piece). The checks are :meth:`get_range`'s; a retry after a body
+        cut short asks only for what did not arrive."""
+        what = f"GET s3://{self.bucket}/{key} {byte_range(start, end)}"
+        buffer = memoryview(bytearray(max(align, RECEIVE_PIECE - RECEIVE_PIECE % align)))
+        done = start
+
+        def attempt() -> None:
+            nonlocal done
+            rng = byte_range(done, end)
+            resp = self.client.get_object(Range=rng, **self._object_args(key, etag, version_id))
+            body = resp["Body"]
+            try:
+                status = resp["ResponseMetadata"]["HTTPStatusCode"]
+                expected_cr = f"bytes {done}-{end - 1}/{size}"
+                if status != 206:
+                    raise BadResponse(f"{what}: expected 206 Partial Content, got {status}")
+                if resp.get("ContentRange") != expected_cr:
+                    raise BadResponse(
+                        f"{what}: Content-Range {resp.get('ContentRange')!r}, "
+                        f"expected {expected_cr!r}"
+                    )
+                while done < end:
+                    want = min(len(buffer), end - done)
+                    filled = 0
+                    try:
+                        while filled < want:
+                            n = body.readinto(buffer[filled:want])
+                            if not n:
+                                raise Transient(
+                                    f"short body: {done + filled - start} of {end - start} bytes",
+                                    "short_body",
+                                )
+                            filled += n
+                    except BaseException:
+                        whole = filled - filled % align
+                        if whole:
+                            sink(done, buffer[:whole])
+                            done += whole
+                        raise
+                    sink(done, buffer[:filled])
+                    done += filled
+            finally:
+                body.close()
+
+        self._call(what, attempt)

@@ -15,8 +15,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 class Stats:
     gets: int = 0
     bytes_fetched: int = 0
-    memory_hits: int = 0
-    disk_hits: int = 0
+    fill_hits: int = 0  # reads whose bytes had landed in a chunk being filled
     range_hits: int = 0
     misses: int = 0
     chunks_stored: int = 0
@@ -43,8 +42,7 @@ class Stats:
         return {
             "gets": self.gets,
             "bytes_fetched": self.bytes_fetched,
-            "memory_hits": self.memory_hits,
-            "disk_hits": self.disk_hits,
+            "fill_hits": self.fill_hits,
             "range_hits": self.range_hits,
             "misses": self.misses,
             "chunks_stored": self.chunks_stored,

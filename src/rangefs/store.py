@@ -5,6 +5,7 @@
 thread under an explicit :class:`trio.CapacityLimiter`, so the trio loop never blocks.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -84,6 +85,10 @@ class ObjectVersion:
         return ChunkKey(self.id, chunk_size, index)
 
 
+Sink = Callable[[int, memoryview], None]
+"""Receives a GET's body in pieces, in order: (object offset, bytes), in the GET's thread."""
+
+
 class ObjectStore(Protocol):
     """Blocking access to one bucket. Failures are domain errors (:mod:`rangefs.errors`);
     transient ones have already been retried under the store's :class:`RetryPolicy`."""
@@ -120,6 +125,24 @@ class ObjectStore(Protocol):
         ``version_id`` when one is given."""
         ...
 
+    def get_range_into(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        etag: str,
+        size: int,
+        sink: Sink,
+        *,
+        version_id: str = "",
+        align: int = 1,
+    ) -> None:
+        """Streams bytes ``[start, end)`` (as :meth:`get_range`) to ``sink`` in pieces
+        whose length is a multiple of ``align`` except the one ending at ``end``. An attempt
+        cut short delivers its whole ``align`` units and the retry asks only for the rest,
+        so ``sink`` sees each byte once."""
+        ...
+
 
 class AsyncStore:
     """Runs the blocking store calls in threads; ``fetch_limiter`` bounds GETs in flight."""
@@ -154,3 +177,22 @@ class AsyncStore:
         return await trio.to_thread.run_sync(
             self.store.get_range, key, start, end, etag, size, version_id, limiter=self._fetch
         )
+
+    async def get_range_into(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        etag: str,
+        size: int,
+        sink: Sink,
+        *,
+        version_id: str = "",
+        align: int = 1,
+    ) -> None:
+        def call() -> None:
+            self.store.get_range_into(
+                key, start, end, etag, size, sink, version_id=version_id, align=align
+            )
+
+        await trio.to_thread.run_sync(call, limiter=self._fetch)

@@ -74,20 +74,13 @@ CHECKSUM_CHUNKS = 16  # from this many chunks on, a HEAD for the checksum adds <
 class ChunkSource(Protocol):
     """What the verifier asks of the reader."""
 
-    def in_memory(self, key: ChunkKey) -> ChunkData | None:
-        """The chunk if the reader holds it in memory now (no I/O)."""
+    async def settled(self, key: ChunkKey) -> None:
+        """Waits until no GET of the chunk is on its way (its bytes are then in the store,
+        or will not be)."""
         ...
 
-    async def pending(self, key: ChunkKey) -> ChunkData | None:
-        """The chunk a fetch already running brings (awaited), else None."""
-        ...
-
-    async def writes_done(self, version: ObjectVersion) -> None:
-        """Waits until no chunk of the version is being written to the disk cache."""
-        ...
-
-    def forget_version(self, version: ObjectVersion) -> None:
-        """Drops the version's chunks from memory."""
+    async def forget_version(self, version: ObjectVersion) -> None:
+        """Drops what the reader holds of the version (chunks being filled)."""
         ...
 
 
@@ -182,33 +175,27 @@ class Verifier:
         while len(self._learned) > VERSIONS:
             self._learned.popitem(last=False)
 
-    def fetched(self, version: ObjectVersion, index: int, data: ChunkData) -> None:
-        """Chunk ``index`` came from S3 (called before its waiters get it): a proof that did
-        not hash these very bytes does not cover them any more."""
+    def fetched(self, version: ObjectVersion, index: int) -> None:
+        """A GET of chunk ``index`` starts (before any reader gets its bytes): a proof that
+        did not hash these very bytes does not cover them any more."""
         state = self._state(version)
         if not state.proof.verifiable:
             return
         if state.proven:
-            if state.fingerprints.get(index) == xxhash.xxh3_64_intdigest(data):
-                return  # hashed for the proof already (the proof's own chunk, late)
             state = self._restart(version, keep_served=True)
             state.record_stale = True
         elif not state.record_checked:
             state.record_checked = True  # whatever a record says, it is not about these bytes
             state.record_stale = True
 
-    async def arrived(
-        self, version: ObjectVersion, index: int, data: ChunkData, source: ChunkSource
-    ) -> None:
-        """A whole chunk reached the reader (from S3 or the disk) and its waiters."""
+    async def arrived(self, version: ObjectVersion, index: int, source: ChunkSource) -> None:
+        """Chunk ``index`` is complete in the store: hashed now if it is its part's next (read
+        back from the store, one chunk at a time), so the last read rarely waits."""
         state = await self._checked_state(version)
         if not state.proof.verifiable or state.refetching or state.proven:
             return
         await self._forget_stale_record(state)
-        if source.in_memory(version.chunk(self.chunk_size, index)) is not data:
-            return  # dropped meanwhile (a failed proof) or evicted: settle() reads it again
-        await self._feed(state, index, data)
-        await self._advance(state, state.parts[self._part_index(state, index)], source)
+        await self._advance(state, state.parts[self._part_index(state, index)])
 
     def reading(self, version: ObjectVersion, first: int, last: int) -> None:
         """A read of chunks ``first..last`` of ``version`` starts (its bytes will be returned
@@ -377,25 +364,27 @@ class Verifier:
                 part.digest = part.hasher.digest()
             return True
 
-    async def _advance(self, state: _State, part: _Part, source: ChunkSource) -> None:
-        """Feeds the part's next chunks while the reader still holds them in memory."""
-        while part.digest is None:
-            data = source.in_memory(state.version.chunk(self.chunk_size, part.next))
-            if data is None or not await self._feed(state, part.next, data):
+    async def _advance(self, state: _State, part: _Part) -> None:
+        """Feeds the part's next chunks while the store holds them."""
+        while part.digest is None and not state.refetching:
+            index = part.next
+            data = await self.cache.get(
+                state.version.chunk(self.chunk_size, index), self._length(state.version, index)
+            )
+            if data is None or not await self._feed(state, index, data):
                 return
 
     async def _complete(self, state: _State, source: ChunkSource, *, fresh: bool) -> str:
-        """Hashes every chunk not hashed yet, in order: from memory, the disk cache or S3
-        (``fresh``: from S3 only); returns the ETag the bytes give."""
+        """Hashes every chunk not hashed yet, in order: from the store or S3 (``fresh``: from
+        S3 only); returns the ETag the bytes give."""
         version = state.version
         for part in state.parts:
             while part.digest is None:
                 index = part.next
                 key = version.chunk(self.chunk_size, index)
-                data = None if fresh else source.in_memory(key)
-                if data is None and not fresh:
-                    data = await source.pending(key)
-                if data is None and not fresh:
+                data: ChunkData | None = None
+                if not fresh:
+                    await source.settled(key)
                     data = await self.cache.get(key, self._length(version, index))
                 if data is None:
                     data = await self._fetch(version, index)
@@ -481,8 +470,7 @@ class Verifier:
 
     async def _drop(self, state: _State, source: ChunkSource) -> None:
         version = state.version
-        await source.writes_done(version)
-        source.forget_version(version)
+        await source.forget_version(version)
         count = chunks.chunk_count(version.size, self.chunk_size)
         await self.cache.discard(version.id, self.chunk_size, count)
 

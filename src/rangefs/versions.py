@@ -22,7 +22,7 @@ from typing import Protocol
 from rangefs.config import format_timestamp
 from rangefs.errors import NotFound, RangefsError
 from rangefs.retry import RetryPolicy
-from rangefs.store import Listing, ObjectFacts, ObjectInfo, ObjectStore
+from rangefs.store import Listing, ObjectFacts, ObjectInfo, ObjectStore, Sink
 
 VERSIONED_STATES = ("Enabled", "Suspended")  # a suspended bucket still holds its history
 
@@ -153,3 +153,19 @@ class VersionedStore:
         self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
     ) -> bytes:
         return self.inner.get_range(key, start, end, etag, size, version_id)
+
+    def get_range_into(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        etag: str,
+        size: int,
+        sink: Sink,
+        *,
+        version_id: str = "",
+        align: int = 1,
+    ) -> None:
+        self.inner.get_range_into(
+            key, start, end, etag, size, sink, version_id=version_id, align=align
+        )

@@ -33,7 +33,7 @@ from tests.support.servers import start_seaweedfs
 
 MiB = 1024 * 1024
 BUCKET, KEY = "ab-test", "big.bin"
-COUNTERS = ("gets", "disk_hits", "range_hits", "memory_hits", "proofs_passed")
+COUNTERS = ("gets", "range_hits", "fill_hits", "misses", "proofs_passed")
 
 
 def drop_page_cache() -> None:
@@ -48,10 +48,17 @@ def timed(cmd: list[str]) -> float:
 
 
 def daemon_cpu_seconds(pid: int) -> float:
-    """User + system CPU the daemon has used since it started: the cost of its work, which a
-    busy machine slows down but does not change (unlike MB/s)."""
+    """User + system CPU the daemon has used so far (a phase's is the difference): the cost of
+    its work, which a busy machine slows down but does not change (unlike MB/s)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_gone(pid: int, timeout: float = 60.0) -> None:
+    """Waits until the daemon has exited (an unmount returns before it closed its cache)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def fio_iops(path: Path, size: int, seconds: int) -> float:
@@ -113,15 +120,18 @@ def main(argv: list[str] | None = None) -> int:
                     subprocess.run(mount, env=env, check=True, timeout=90)
                     os.stat(mnt / KEY)
                     drop_page_cache()
+                    cpu_before = daemon_cpu_seconds(int(pid_file.read_text()))
                     if phase == "fio":
                         figures[phase] = fio_iops(mnt / KEY, size, args.fio_seconds)
                     else:
                         figures[phase] = size / timed(["cp", str(mnt / KEY), "/dev/null"]) / 1e6
                     stats = json.loads(os.getxattr(mnt, "user.rangefs.stats"))
                     work_done = {k: stats.get(k) for k in COUNTERS if k in stats}
-                    cpu = daemon_cpu_seconds(int(pid_file.read_text()))
+                    pid = int(pid_file.read_text())
+                    cpu = daemon_cpu_seconds(pid) - cpu_before
                     work_done["daemon_cpu_s"] = round(cpu, 2)
                     subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
+                    wait_gone(pid)
                     unit = "IOPS" if phase == "fio" else "MB/s"
                     print(f"{name:>8} run {run} {phase:<4} {figures[phase]:8.0f} {unit}  "
                           f"{work_done}", flush=True)  # fmt: skip

@@ -40,7 +40,7 @@ from awscrt import checksums as crt
 from rangefs.errors import BadResponse, NotFound, ObjectChanged, Transient
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
-from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo
+from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
 from rangefs.versions import VersionEntry
 from tests.support.patterns import pattern_bytes
 
@@ -52,6 +52,17 @@ GATE_TIMEOUT = 10.0  # a held GET never outlives a broken test by more than this
 FIRST_MTIME = 1_700_000_000.0
 
 ErrorSpec = Exception | Callable[[], Exception]
+
+
+PIECE = 256 * 1024  # what one streamed piece holds (the S3 store's receive buffer)
+
+
+class _Cut(Transient):
+    """A body cut short: what arrived before the cut."""
+
+    def __init__(self, message: str, cause: str, partial: bytes) -> None:
+        super().__init__(message, cause)
+        self.partial = partial
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,8 @@ class _State:
     calls: Counter[str] = field(default_factory=Counter)
     gets: list[GetCall] = field(default_factory=list)
     bytes_sent: int = 0
+    in_flight: int = 0  # streamed GET attempts running now
+    max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     clock: itertools.count = field(default_factory=lambda: itertools.count())
 
@@ -345,6 +358,11 @@ class FakeStore:
     def bytes_sent(self) -> int:
         return self._state.bytes_sent
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most streamed GETs that were running at once."""
+        return self._state.max_in_flight
+
     # -- the ObjectStore protocol ------------------------------------------------------------
 
     def with_retries(self, policy: RetryPolicy) -> FakeStore:
@@ -485,6 +503,48 @@ class FakeStore:
             what, lambda: self._get_once(what, key, start, end, etag, size, version_id)
         )
 
+    def get_range_into(
+        self,
+        key: str,
+        start: int,
+        end: int,
+        etag: str,
+        size: int,
+        sink: Sink,
+        *,
+        version_id: str = "",
+        align: int = 1,
+    ) -> None:
+        """As the S3 store: pieces of :data:`PIECE` bytes; an attempt cut short delivers its
+        whole ``align`` units and the retry asks for the rest only."""
+        what = f"GET s3://{self.bucket}/{key} bytes={start}-{end - 1}"
+        done = start
+
+        def attempt() -> None:
+            nonlocal done
+            with self._state.lock:
+                self._state.in_flight += 1
+                self._state.max_in_flight = max(self._state.max_in_flight, self._state.in_flight)
+            try:
+                data = self._get_once(what, key, done, end, etag, size, version_id)
+                if len(data) != end - done:
+                    raise _Cut(f"{what}: short body", "short_body", data)
+            except _Cut as cut:
+                whole = len(cut.partial) - len(cut.partial) % align
+                if whole:
+                    sink(done, memoryview(cut.partial)[:whole])
+                    done += whole
+                raise
+            finally:
+                with self._state.lock:
+                    self._state.in_flight -= 1
+            view = memoryview(data)
+            for offset in range(0, len(view), PIECE):
+                sink(done, view[offset : offset + PIECE])
+                done += len(view[offset : offset + PIECE])
+
+        self.retrier.call(what, attempt)
+
     def _get_once(
         self, what: str, key: str, start: int, end: int, etag: str, size: int, version_id: str
     ) -> bytes:
@@ -519,8 +579,9 @@ class FakeStore:
                 assert f.error is not None
                 raise f.error() if callable(f.error) else f.error
             if f.kind == "cut":
-                self._sent(len(data) // 2)
-                raise Transient(f"{what}: connection reset after {len(data) // 2} bytes", "cut")
+                half = len(data) // 2
+                self._sent(half)
+                raise _Cut(f"{what}: connection reset after {half} bytes", "cut", data[:half])
             if f.kind == "short":
                 data = data[:-1]
             if f.kind == "flip":

@@ -10,7 +10,6 @@ import trio.testing
 from rangefs import xattrs
 from rangefs.errors import (
     AccessDenied,
-    BadResponse,
     NotFound,
     ObjectChanged,
     RemoteError,
@@ -166,7 +165,7 @@ async def test_a_short_body_fails_the_read_and_is_never_served_or_cached(env):
     env.store.short_body("f", at=0)
     async with env.core() as core:
         fh = await open_path(core.fs, "f")
-        with pytest.raises(BadResponse) as exc:
+        with pytest.raises(RemoteError) as exc:
             await core.fs.read(fh, 0, 1000)
         assert exc.value.errno == errno.EIO
         await settle(core)

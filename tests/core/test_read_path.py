@@ -138,40 +138,44 @@ async def test_a_reader_that_goes_away_does_not_cancel_the_shared_get(env):
 # -- read-ahead ------------------------------------------------------------------------------
 
 
-async def test_sequential_reader_window_doubles_up_to_the_maximum(env):
+async def test_a_sequential_reader_gets_read_ahead_from_its_second_read(env):
     env.store.put("f", size=64 * CHUNK, seed=7)
-    async with env.core(memory_limit=16 * CHUNK, max_readahead=8 * CHUNK) as core:
+    async with env.core(max_readahead=8 * CHUNK) as core:
         fh = await open_path(core.fs, "f")
-        stream = core.fs._handles[fh].stream
-        windows = []
-        for i in range(6):
+        await core.fs.read(fh, 0, CHUNK)
+        await settle(core)
+        assert env.store.chunks_fetched("f", CHUNK) == [0]  # one read: nothing ahead
+        await core.fs.read(fh, CHUNK, CHUNK)
+        await settle(core)
+        # The first window is an eighth of the largest: one chunk ahead, fetched once.
+        assert sorted(env.store.chunks_fetched("f", CHUNK)) == [0, 1, 2]
+        for i in range(2, 40):
             await core.fs.read(fh, i * CHUNK, CHUNK)
-            await settle(core)
-            windows.append(stream.window // CHUNK)
-        assert windows == [1, 2, 4, 8, 8, 8]
-        # Read-ahead fetched up to a full window past the last chunk read, each chunk once.
+        await settle(core)
         fetched = env.store.chunks_fetched("f", CHUNK)
-        assert sorted(fetched) == list(range(5 + 1 + 8))
-        assert core.stats.memory_hits >= 5  # the chunks read were already there
+        assert sorted(set(fetched)) == list(range(len(set(fetched))))  # no holes, in order
+        assert len(fetched) == len(set(fetched))  # each chunk once
+        assert 40 < len(fetched) <= 40 + 8  # never more than the largest window past the reader
+        assert core.stats.range_hits + core.stats.fill_hits >= 30  # most reads did not wait
 
 
 async def test_a_seek_resets_the_window(env):
     env.store.put("f", size=64 * CHUNK, seed=8)
-    async with env.core() as core:
+    async with env.core(max_readahead=8 * CHUNK) as core:
         fh = await open_path(core.fs, "f")
         stream = core.fs._handles[fh].stream
         for i in range(4):
             await core.fs.read(fh, i * CHUNK, CHUNK)
         await settle(core)
-        assert stream.window == 8 * CHUNK
+        assert stream.window.size >= CHUNK
         before = len(env.store.gets)
         await core.fs.read(fh, 40 * CHUNK, CHUNK)  # a seek
         await settle(core)
-        assert stream.window == 0
+        assert stream.window.size == 0
         assert env.store.chunks_fetched("f", CHUNK)[before:] == [40]  # nothing ahead
         await core.fs.read(fh, 41 * CHUNK, CHUNK)  # sequential again: starts over small
         await settle(core)
-        assert stream.window == CHUNK
+        assert stream.window.size == CHUNK
         assert sorted(env.store.chunks_fetched("f", CHUNK)[before:]) == [40, 41, 42]
 
 
@@ -183,19 +187,20 @@ async def test_a_single_random_read_triggers_no_read_ahead(env):
         await settle(core)
         assert bytes(got) == data[20 * CHUNK + 5 : 20 * CHUNK + 5 + 128 * 1024]
         assert sorted(env.store.chunks_fetched("f", CHUNK)) == [20, 21, 22]
-        assert core.fs._handles[fh].stream.window == 0
+        assert core.fs._handles[fh].stream.window.size == 0
 
 
-async def test_read_ahead_waits_for_half_a_chunk_in_sequence(env):
-    env.store.put("f", size=8 * CHUNK, seed=10)
-    async with env.core() as core:
+async def test_a_reader_that_waits_doubles_its_window(env):
+    env.store.put("f", size=256 * CHUNK, seed=10)
+    async with env.core(max_readahead=64 * CHUNK, parallel=32) as core:
         fh = await open_path(core.fs, "f")
-        await core.fs.read(fh, 0, CHUNK // 4)  # a media player's first small read
-        await settle(core)
-        assert env.store.chunks_fetched("f", CHUNK) == [0]
-        await core.fs.read(fh, CHUNK // 4, CHUNK // 4)  # half a chunk in sequence now
-        await settle(core)
-        assert env.store.chunks_fetched("f", CHUNK) == [0, 1]
+        stream = core.fs._handles[fh].stream
+        sizes = []
+        for _ in range(7):
+            # Each read jumps to the end of what was asked for: its bytes are not there yet.
+            await core.fs.read(fh, stream.window.asked, CHUNK)
+            sizes.append(stream.window.size // CHUNK)
+        assert sizes == [0, 8, 16, 32, 64, 64, 64]
 
 
 async def test_read_ahead_stops_at_eof(env):
@@ -207,23 +212,12 @@ async def test_read_ahead_stops_at_eof(env):
         assert sorted(env.store.chunks_fetched("f", CHUNK)) == [0, 1, 2, 3]
 
 
-# -- the memory budget -----------------------------------------------------------------------
+# -- the budget: GETs in flight and bytes ahead ----------------------------------------------
 
 
-async def test_memory_budget_holds_for_one_sequential_reader(env):
-    data = env.store.put("f", size=32 * CHUNK, seed=13)
-    async with env.core(memory_limit=4 * CHUNK, parallel=8, max_readahead=64 * CHUNK) as core:
-        fh = await open_path(core.fs, "f")
-        assert await read_all(core.fs, fh, len(data), request=CHUNK) == data
-        await settle(core)
-        assert core.reader.memory_limit == 4 * CHUNK
-        assert 0 < core.reader.peak_bytes <= core.reader.memory_limit
-        assert core.reader.memory_bytes <= core.reader.memory_limit
-
-
-async def test_memory_budget_holds_for_concurrent_readers_of_several_files(env):
-    files = {f"f{i}": env.store.put(f"f{i}", size=12 * CHUNK + i, seed=20 + i) for i in range(5)}
-    async with env.core(memory_limit=6 * CHUNK, parallel=4, max_readahead=64 * CHUNK) as core:
+async def test_gets_in_flight_never_exceed_the_cap(env):
+    files = {f"f{i}": env.store.put(f"f{i}", size=40 * CHUNK + i, seed=20 + i) for i in range(5)}
+    async with env.core(parallel=4, max_readahead=64 * CHUNK) as core:
         results = {}
 
         async def cat(name):
@@ -235,26 +229,26 @@ async def test_memory_budget_holds_for_concurrent_readers_of_several_files(env):
                 nursery.start_soon(cat, name)
         await settle(core)
         assert results == files
-        assert core.reader.peak_bytes <= core.reader.memory_limit == 6 * CHUNK
+        assert env.store.max_in_flight <= 4
+        for name in files:
+            fetched = env.store.chunks_fetched(name, CHUNK)
+            assert len(fetched) == len(set(fetched)) == -(-len(files[name]) // CHUNK)  # once
 
 
-async def test_memory_budget_holds_while_read_ahead_runs_ahead(env):
-    data = env.store.put("f", size=40 * CHUNK, seed=14)
-    gate = env.store.hold("f", beyond=2 * CHUNK)
-    async with env.core(memory_limit=8 * CHUNK, parallel=8, max_readahead=64 * CHUNK) as core:
-        fh = await open_path(core.fs, "f")
-        for i in range(2):
-            await core.fs.read(fh, i * CHUNK, CHUNK)
-        await trio.testing.wait_all_tasks_blocked()
-        # Read-ahead may not take more than the budget less two chunks, nor the last slot.
-        assert core.reader.pending_fetches <= 8 - 2
-        assert core.stats.bytes_in_flight <= (8 - 2) * CHUNK
-        gate.release()
-        offset = 2 * CHUNK
-        rest = await read_all_from(core, fh, offset, len(data))
-        assert data[:offset] + rest == data[: offset + len(rest)]
+async def test_bytes_ahead_of_all_readers_stay_within_the_budget(env):
+    for i in range(4):
+        env.store.put(f"f{i}", size=200 * CHUNK, seed=30 + i)
+    # cache-size 64 chunks: a quarter, 16 chunks, may be ahead of all readers together
+    async with env.core(cache_size=64 * CHUNK, max_readahead=64 * CHUNK, parallel=8) as core:
+        handles = [await open_path(core.fs, f"f{i}") for i in range(4)]
+        for step in range(6):
+            for fh in handles:
+                await core.fs.read(fh, step * CHUNK, CHUNK)
         await settle(core)
-        assert core.reader.peak_bytes <= core.reader.memory_limit
+        ahead = sum(core.fs._handles[fh].stream.ahead() for fh in handles)
+        assert 0 < ahead <= 16 * CHUNK
+        fetched = sum(len(env.store.chunks_fetched(f"f{i}", CHUNK)) for i in range(4))
+        assert fetched <= 4 * 6 + 16
 
 
 async def read_all_from(core, fh, offset, size):
@@ -266,62 +260,67 @@ async def read_all_from(core, fh, offset, size):
     return bytes(out)
 
 
-async def test_read_ahead_chunks_not_yet_read_are_evicted_last(env):
-    env.store.put("seq", size=16 * CHUNK, seed=15)
-    rand = env.store.put("rand", size=32 * CHUNK, seed=16)
-    async with env.core(memory_limit=8 * CHUNK, parallel=2, max_readahead=64 * CHUNK) as core:
+async def test_read_ahead_never_takes_the_last_fetch_slots(env):
+    env.store.put("seq", size=64 * CHUNK, seed=25)
+    other = env.store.put("other", size=CHUNK, seed=26)
+    gate = env.store.hold("seq", beyond=2 * CHUNK)
+    async with env.core(parallel=4, max_readahead=32 * CHUNK) as core:
         seq = await open_path(core.fs, "seq")
-        for i in range(2):
+        for i in range(2):  # then read-ahead of chunks 2..5 hangs at the gate
             await core.fs.read(seq, i * CHUNK, CHUNK)
-        await settle(core)
-        ahead = sorted(set(env.store.chunks_fetched("seq", CHUNK)) - {0, 1})
-        assert ahead  # some chunks were read ahead and are not read yet
-        # A random reader now streams chunks through memory: what it read goes first.
-        rnd = await open_path(core.fs, "rand")
-        for i in range(0, 32, 3):
-            got = await core.fs.read(rnd, i * CHUNK, 1000)
-            assert bytes(got) == rand[i * CHUNK : i * CHUNK + 1000]
-        await settle(core)
-        hits, gets = core.stats.memory_hits, len(env.store.gets)
-        range_hits = core.stats.range_hits
-        for i in ahead:
-            await core.fs.read(seq, i * CHUNK, 100)
-        assert core.stats.memory_hits - hits == len(ahead)  # all still in memory
-        assert core.stats.range_hits == range_hits  # none had to come from disk
-        assert len(env.store.gets) >= gets  # (read-ahead may go on; nothing refetched)
-        assert env.store.chunks_fetched("seq", CHUNK).count(ahead[0]) == 1
+        await gate_reached(gate)
+        await trio.testing.wait_all_tasks_blocked()
+        assert core.stats.bytes_in_flight == 2 * CHUNK  # two slots for read-ahead, two kept
+        fh = await open_path(core.fs, "other")
+        with trio.fail_after(5):  # served by a slot read-ahead may not use
+            assert bytes(await core.fs.read(fh, 0, 100)) == other[:100]
+        gate.release()
+
+
+async def test_a_read_of_queued_read_ahead_is_promoted(env):
+    data = env.store.put("seq", size=64 * CHUNK, seed=28)
+    gate = env.store.hold("seq", beyond=2 * CHUNK)
+    async with env.core(parallel=4, max_readahead=32 * CHUNK) as core:
+        seq = await open_path(core.fs, "seq")
+        for i in range(2):  # then two of chunks 2..5 are read ahead (held), two queued
+            await core.fs.read(seq, i * CHUNK, CHUNK)
+        await gate_reached(gate)
+        await trio.testing.wait_all_tasks_blocked()
+        assert core.stats.bytes_in_flight == 2 * CHUNK  # two read-ahead slots
+        queued = min(
+            key.index
+            for key, fill in core.reader._fills.items()
+            if any(not request.started for request in fill.requests)
+        )
+        got = {}
+
+        async def reader():
+            got["data"] = bytes(await core.fs.read(seq, queued * CHUNK, 100))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            # The read's GET is on its way, in a slot read-ahead may not use.
+            assert core.stats.bytes_in_flight == 3 * CHUNK
+            gate.release()
+        assert env.store.chunks_fetched("seq", CHUNK).count(queued) == 1
+        assert got["data"] == data[queued * CHUNK : queued * CHUNK + 100]
 
 
 # -- caching and the checkpoint ----------------------------------------------------------------
 
 
-async def test_second_read_is_served_from_memory_without_a_get(env):
+async def test_second_read_is_served_from_the_cache_without_a_get(env):
     data = env.store.put("f", size=2 * CHUNK, seed=17)
     async with env.core() as core:
         fh = await open_path(core.fs, "f")
         first = bytes(await core.fs.read(fh, 100, 1000))
-        hits = core.stats.memory_hits
+        await settle(core)
+        hits = core.stats.range_hits
         second = bytes(await core.fs.read(fh, 100, 1000))
         assert first == second == data[100:1100]
-        assert env.store.get_count("f") == 1
-        assert core.stats.memory_hits == hits + 1
-
-
-async def test_chunk_evicted_from_memory_is_served_from_disk_without_a_get(env):
-    data = env.store.put("f", size=CHUNK, seed=18)
-    env.store.put("other", size=12 * CHUNK, seed=19)
-    async with env.core(memory_limit=4 * CHUNK) as core:
-        fh = await open_path(core.fs, "f")
-        await core.fs.read(fh, 0, 10)
-        other = await open_path(core.fs, "other")
-        for i in range(0, 12, 2):  # random reads: no read-ahead, six chunks through memory
-            await core.fs.read(other, i * CHUNK, 10)
-        await settle(core)
-        gets = len(env.store.gets)
-        got = await core.fs.read(fh, 5000, 3000)
-        assert bytes(got) == data[5000:8000]
-        assert len(env.store.gets) == gets
-        assert core.stats.range_hits == 1
+        assert env.store.get_count("f", start=0) == 1
+        assert core.stats.range_hits == hits + 1
 
 
 async def test_a_fresh_core_over_the_same_cache_reads_with_zero_gets(env):
@@ -338,7 +337,7 @@ async def test_a_fresh_core_over_the_same_cache_reads_with_zero_gets(env):
         await settle(core)
         assert len(env.store.gets) == gets
         assert core.stats.gets == 0 and core.stats.misses == 0
-        assert core.stats.disk_hits + core.stats.range_hits >= 7
+        assert core.stats.range_hits >= 7
 
 
 async def test_a_damaged_cache_chunk_is_a_miss_and_is_fetched_again(env):
@@ -411,31 +410,27 @@ async def test_read_latency_is_measured_on_the_trio_clock(env):
         assert core.stats.read_latency_sum == 2.0
 
 
-async def test_read_ahead_never_takes_the_last_fetch_slot(env):
-    env.store.put("seq", size=16 * CHUNK, seed=25)
-    other = env.store.put("other", size=CHUNK, seed=26)
-    gate = env.store.hold("seq", beyond=2 * CHUNK)
-    async with env.core(parallel=2, memory_limit=16 * CHUNK) as core:
-        seq = await open_path(core.fs, "seq")
-        await core.fs.read(seq, 0, CHUNK)
-        await settle(core)  # chunk 1 read ahead
-        await core.fs.read(seq, CHUNK, CHUNK)  # a window of two: chunks 2 and 3, which hang
-        await gate_reached(gate)  # chunk 2 or 3, whichever trio scheduled first
-        await trio.testing.wait_all_tasks_blocked()
-        assert core.stats.bytes_in_flight == CHUNK  # one slot for read-ahead, one kept
-        fh = await open_path(core.fs, "other")
-        with trio.fail_after(5):  # served by the slot read-ahead may not use
-            assert bytes(await core.fs.read(fh, 0, 100)) == other[:100]
-        gate.release()
-
-
 async def test_a_failed_read_ahead_is_not_remembered(env):
     data = env.store.put("f", size=4 * CHUNK, seed=27)
     env.store.fail_transient("f", at=CHUNK, times=3)  # exactly one fetch's attempts
     async with env.core() as core:
         fh = await open_path(core.fs, "f")
-        await core.fs.read(fh, 0, CHUNK)  # read-ahead of chunk 1 fails in the background
+        for i in range(2):  # read-ahead of chunk 1 fails in the background
+            await core.fs.read(fh, i * CHUNK // 2, CHUNK // 2)
         await settle(core)
         assert core.stats.read_errors == 1
         assert bytes(await core.fs.read(fh, CHUNK, CHUNK)) == data[CHUNK : 2 * CHUNK]
         assert env.store.get_count("f", start=CHUNK) == 4
+
+
+async def test_server_pushback_halves_the_gets_in_flight(env):
+    data = env.store.put("f", size=64 * CHUNK, seed=29)
+    env.store.fail_transient("f", at=5 * CHUNK, times=1, cause="http_429")  # one SlowDown
+    async with env.core(parallel=16, max_readahead=32 * CHUNK) as core:
+        assert core.reader.budget.gets_allowed == 16
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data), request=CHUNK) == data
+        await settle(core)
+        assert core.stats.retries == {"http_429": 1}
+        assert core.reader.budget.gets_allowed < 16  # halved, then regrown by a few at most
+        assert env.store.max_in_flight <= 16

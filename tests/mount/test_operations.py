@@ -38,6 +38,7 @@ from tests.support import (
     with_source,
 )
 from tests.support.patterns import pattern_bytes, upload_pattern
+from tests.support.proxy import asked_bytes, covered
 from tests.support.servers import DevServer, free_port
 
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-mount-helper.sh"
@@ -419,7 +420,7 @@ def test_two_mounts_share_a_cache_dir(rangefs_mount: Any, bucket: str, tmp_path:
     ]
     assert (stats[0]["gets"], stats[0]["bytes_fetched"]) == (3, FILE_SIZE)
     assert stats[1]["gets"] == 0
-    assert stats[1]["disk_hits"] + stats[1]["range_hits"] >= 3, stats[1]  # chunks or blocks
+    assert stats[1]["range_hits"] >= 3, stats[1]
 
 
 # --- introspection: xattrs, metrics, logs -------------------------------------------------
@@ -508,16 +509,16 @@ def test_metrics_endpoint(rangefs_mount: Any, bucket: str) -> None:
         timeout=10,
         what="3 chunks stored",
     )
-    assert warm["rangefs_gets_total"] == 3  # one Range GET per 1 MiB chunk
+    assert warm["rangefs_gets_total"] >= 3  # at least one Range GET per 1 MiB chunk
     assert warm["rangefs_fetched_bytes_total"] == FILE_SIZE
-    assert warm["rangefs_cache_misses_total"] == 3
+    assert warm["rangefs_cache_misses_total"] >= 1  # reads that waited for S3
     assert warm["rangefs_read_bytes_total"] == FILE_SIZE
     assert warm["rangefs_read_seconds_count"] > 0
     assert warm['rangefs_read_seconds_bucket{le="+Inf"}'] == warm["rangefs_read_seconds_count"]
     assert warm["rangefs_cache_used_bytes"] >= FILE_SIZE
     for name in (
-        "rangefs_cache_memory_hits_total",
-        "rangefs_cache_disk_hits_total",
+        "rangefs_cache_fill_hits_total",
+        "rangefs_cache_range_hits_total",
         "rangefs_chunks_stored_total",
         "rangefs_bad_chunks_total",
         "rangefs_read_errors_total",
@@ -537,13 +538,10 @@ def test_debug_log_shows_each_get_and_no_credentials(
     mnt.unmount()
 
     log = mnt.log()
-    gets = re.findall(r"fetched (s3://\S+) bytes=(\d+)-(\d+)", log)
-    uri = f"s3://{bucket}/data/file.bin"
-    assert sorted(gets, key=lambda g: int(g[1])) == [
-        (uri, "0", str(CHUNK - 1)),
-        (uri, str(CHUNK), str(2 * CHUNK - 1)),
-        (uri, str(2 * CHUNK), str(FILE_SIZE - 1)),
-    ]
+    gets = re.findall(r"fetched (s3://\S+) (bytes=\d+-\d+)", log)
+    assert {uri for uri, _ in gets} == {f"s3://{bucket}/data/file.bin"}
+    ranges = [rng for _, rng in gets]
+    assert covered(ranges) == [(0, FILE_SIZE)] and asked_bytes(ranges) == FILE_SIZE
     secrets = {s3server.access_key, s3server.secret_key}
     secrets |= {s3server.denied_access_key or "", s3server.denied_secret_key or ""} - {""}
     outputs = [p for p in tmp_path.iterdir() if p.suffix in (".log", ".stderr", ".stdout")]

@@ -113,6 +113,32 @@ class _Injection:
     spec: str
 
 
+def spans(ranges: Any) -> list[tuple[int, int]]:
+    """The byte spans ``[start, end)`` of ``Range`` values (``bytes=a-b``), in order."""
+    out = []
+    for value in ranges:
+        first, last = value.removeprefix("bytes=").split("-")
+        out.append((int(first), int(last) + 1))
+    return sorted(out)
+
+
+def covered(ranges: Any) -> list[tuple[int, int]]:
+    """The bytes that ``Range`` values cover together, as merged spans: GETs split
+    differently cover the same bytes the same way."""
+    merged: list[tuple[int, int]] = []
+    for start, end in spans(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def asked_bytes(ranges: Any) -> int:
+    """Bytes the ``Range`` values ask for, counting overlaps as many times as asked."""
+    return sum(end - start for start, end in spans(ranges))
+
+
 def _parse_injection(spec: str, only_ranged: bool) -> _Injection:
     kind, _, arg = spec.partition(":")
     if kind.isdigit() and not arg:

@@ -1,0 +1,72 @@
+"""What all readers of a mount share: GETs in flight and bytes asked for ahead.
+
+* GETs in flight are capped (``max_gets``; each costs one receive buffer of RAM, not a
+  chunk) and the cap follows the server: halved on pushback (503 SlowDown, 429), grown by one
+  after a cap's worth of GETs succeed (AIMD), so a throttling server sees fewer requests, not
+  a retry storm.
+* Read-ahead GETs never take the last ``reserve`` slots: a read waiting for its bytes is not
+  queued behind read-ahead.
+* Bytes asked for ahead of readers (on disk, not in RAM) are capped across readers
+  (``max_ahead``); a reader's window shrinks when the cap is reached.
+"""
+
+import logging
+import weakref
+from typing import Protocol
+
+import trio
+
+log = logging.getLogger(__name__)
+
+MIN_GETS = 2
+PUSHBACK_QUIET = 1.0  # seconds: pushbacks closer than this are one event (one halving)
+
+
+class HoldsAhead(Protocol):
+    def ahead(self) -> int: ...
+
+
+class Budget:
+    def __init__(self, max_gets: int, max_ahead: int, reserve: int = 2) -> None:
+        self.max_gets = max(MIN_GETS, max_gets)
+        self.reserve = max(1, min(reserve, self.max_gets - 1))
+        self.get_slots = trio.CapacityLimiter(self.max_gets)
+        self.readahead_slots = trio.CapacityLimiter(self.max_gets - self.reserve)
+        self.max_ahead = max_ahead
+        self._holders: weakref.WeakSet[HoldsAhead] = weakref.WeakSet()
+        self._successes = 0
+        self._last_pushback = -PUSHBACK_QUIET
+
+    @property
+    def gets_allowed(self) -> int:
+        return int(self.get_slots.total_tokens)
+
+    def _set(self, total: int) -> None:
+        total = max(MIN_GETS, min(self.max_gets, total))
+        self.get_slots.total_tokens = total
+        self.readahead_slots.total_tokens = max(1, total - self.reserve)
+
+    def pushback(self) -> None:
+        """The server asked to slow down (503 SlowDown, 429): halve the GETs in flight."""
+        now = trio.current_time()
+        if now - self._last_pushback < PUSHBACK_QUIET:
+            return
+        self._last_pushback = now
+        before = self.gets_allowed
+        self._set(before // 2)
+        self._successes = 0
+        log.info("server pushback: GETs in flight %d -> %d", before, self.gets_allowed)
+
+    def succeeded(self) -> None:
+        self._successes += 1
+        if self._successes >= self.gets_allowed and self.gets_allowed < self.max_gets:
+            self._successes = 0
+            self._set(self.gets_allowed + 1)
+
+    def register(self, holder: HoldsAhead) -> None:
+        self._holders.add(holder)
+
+    def room(self, excluding: HoldsAhead | None = None) -> int:
+        """Bytes of read-ahead still free (``excluding``'s own share counts as free)."""
+        used = sum(h.ahead() for h in list(self._holders) if h is not excluding)
+        return max(0, self.max_ahead - used)
