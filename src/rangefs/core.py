@@ -7,6 +7,7 @@ never blocks and no caller passes limiters around.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -16,6 +17,7 @@ from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.filesystem import Filesystem
 from rangefs.namespace import Namespace
+from rangefs.reachability import Reachability
 from rangefs.reader import ChunkReader
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectStore
@@ -31,15 +33,29 @@ class Core:
     reader: ChunkReader
     store: AsyncStore
     stats: Stats
+    reachability: Reachability
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Hosts the fetch tasks; ``nursery.start(core.run)`` before serving reads."""
-        await self.reader.run(task_status=task_status)
+        """Hosts the fetch tasks and the offline probe; ``nursery.start(core.run)`` before
+        serving reads."""
+        prefix = self.fs.namespace.prefix
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.reachability.run, partial(self.store.probe, prefix))
+            await nursery.start(self.reader.run)
+            task_status.started()
 
 
-def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Stats) -> Core:
+def build_core(
+    config: Config, store: ObjectStore, cache: ChunkCache, stats: Stats, online: bool = True
+) -> Core:
+    """The core over ``store``; ``online=False`` starts it offline (``--allow-offline``)."""
+    where = f"S3 at {config.endpoint_url}" if config.endpoint_url else "S3"
+    reachability = Reachability(stats, where, online=online)
     async_store = AsyncStore(
-        store, trio.CapacityLimiter(META_THREADS), trio.CapacityLimiter(config.parallel)
+        store,
+        trio.CapacityLimiter(META_THREADS),
+        trio.CapacityLimiter(config.parallel),
+        reachability,
     )
     async_cache = AsyncChunkCache(cache, trio.CapacityLimiter(CACHE_THREADS))
     verifier = Verifier(
@@ -61,4 +77,4 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
     )
     namespace = Namespace(async_store, config.prefix, config.metadata_ttl)
     fs = Filesystem(config, namespace, reader, async_cache, stats)
-    return Core(fs, reader, async_store, stats)
+    return Core(fs, reader, async_store, stats, reachability)

@@ -270,6 +270,8 @@ class Filesystem:
             return f"s3://{self.namespace.store.bucket}/{key}".encode()
         if name == xattrs.STATS:
             return xattrs.encode_stats(self.stats.as_dict())
+        if name == xattrs.ONLINE:
+            return xattrs.encode_online(self.namespace.store.reachability.online)
         version = await self._version_of(ino)
         assert version is not None
         if name == xattrs.ETAG:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from rangefs.errors import NotADirectory, NotFound
+from rangefs.errors import NotADirectory, NotFound, Unreachable
 from rangefs.store import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ class Namespace:
         """The entries of directory ``path``; concurrent callers share one listing request.
 
         If the caller that went to list is cancelled before it got an answer, the others
-        waiting for it try again (one of them lists) rather than fail with nothing.
+        waiting for it try again (one of them lists) rather than fail with nothing. While S3
+        cannot be reached, the last listing is served however old it is (the store refuses
+        at once while offline, so this costs nothing); a directory never listed fails (EIO).
         """
         while True:
             cached = self._dirs.get(path)
@@ -100,6 +102,9 @@ class Namespace:
                 try:
                     pending.result = await self._list(path)
                     self._dirs[path] = pending.result
+                except Unreachable as exc:  # offline: the last listing, whatever its age
+                    pending.result = cached
+                    pending.error = None if cached else exc
                 except Exception as exc:
                     pending.error = exc
                 finally:

@@ -11,7 +11,8 @@ from typing import Protocol
 import trio
 
 from rangefs.keys import ChunkKey, ObjectId
-from rangefs.retry import RetryPolicy
+from rangefs.reachability import Reachability
+from rangefs.retry import PROBE, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,30 +101,48 @@ class ObjectStore(Protocol):
 
 
 class AsyncStore:
-    """Runs the blocking store calls in threads; ``fetch_limiter`` bounds GETs in flight."""
+    """Runs the blocking store calls in threads; ``fetch_limiter`` bounds GETs in flight.
+
+    Every call goes through ``reachability``: refused at once while the mount is offline, and
+    its outcome (an answer, or none) keeps the online/offline state. Only :meth:`probe` is
+    let through while offline.
+    """
 
     def __init__(
         self,
         store: ObjectStore,
         meta_limiter: trio.CapacityLimiter,
         fetch_limiter: trio.CapacityLimiter,
+        reachability: Reachability | None = None,
     ) -> None:
         self.store = store
         self.bucket = store.bucket
         self._meta = meta_limiter
         self._fetch = fetch_limiter
+        self.reachability = reachability or Reachability()
+        self._probe_store = store.with_retries(PROBE)
 
     async def list_dir(self, prefix: str) -> Listing:
-        return await trio.to_thread.run_sync(self.store.list_dir, prefix, limiter=self._meta)
+        with self.reachability.guard(f"list s3://{self.bucket}/{prefix}"):
+            return await trio.to_thread.run_sync(self.store.list_dir, prefix, limiter=self._meta)
 
     async def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
-        return await trio.to_thread.run_sync(
-            self.store.facts, key, etag, version_id, limiter=self._meta
-        )
+        with self.reachability.guard(f"head s3://{self.bucket}/{key}"):
+            return await trio.to_thread.run_sync(
+                self.store.facts, key, etag, version_id, limiter=self._meta
+            )
 
     async def get_range(
         self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
     ) -> bytes:
+        with self.reachability.guard(f"GET s3://{self.bucket}/{key}"):
+            return await trio.to_thread.run_sync(
+                self.store.get_range, key, start, end, etag, size, version_id, limiter=self._fetch
+            )
+
+    async def probe(self, prefix: str) -> bool:
+        """One listing of at most one key under ``prefix``, one attempt, even while offline:
+        the question :class:`Reachability` asks to learn that S3 answers again."""
         return await trio.to_thread.run_sync(
-            self.store.get_range, key, start, end, etag, size, version_id, limiter=self._fetch
+            self._probe_store.check_access, prefix, limiter=self._meta
         )

@@ -15,7 +15,10 @@ so everything it shares is guarded by one lock and "hold this GET" is a
 :class:`threading.Event` gate that the test releases; nothing here sleeps for timing.
 
 Faults are injected per key and, optionally, per byte (``at``: the fault hits the GETs whose
-range holds that byte), for ``times`` attempts (None: every attempt).
+range holds that byte), for ``times`` attempts (None: every attempt). :meth:`FakeStore.unplug`
+makes the whole store unreachable: every attempt of every call fails with
+:class:`~rangefs.errors.NoAnswer` (as a refused connection or a timeout) until
+:meth:`FakeStore.plug`.
 
 Versions: every put and delete is also kept in a per-key history (versionIds ``v1``, ``v2``...
 in order, a delete adds a delete marker), listed by ``list_versions`` newest first as
@@ -33,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rangefs.errors import BadResponse, NotFound, ObjectChanged, Transient
+from rangefs.errors import BadResponse, NoAnswer, NotFound, ObjectChanged, Transient
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
 from rangefs.store import Listing, ObjectFacts, ObjectInfo
@@ -120,6 +123,7 @@ class _State:
     objects: dict[str, StoredObject] = field(default_factory=dict)
     history: dict[str, list[StoredVersion]] = field(default_factory=dict)  # oldest first
     versioning: str = ""
+    unplugged: bool = False
     faults: list[_Fault] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     gets: list[GetCall] = field(default_factory=list)
@@ -254,6 +258,16 @@ class FakeStore:
         self._add(_Fault(key, "hold", at, None, gate=gate, beyond=beyond))
         return gate
 
+    def unplug(self) -> None:
+        """S3 cannot be reached: every attempt from now on gets no answer."""
+        with self._state.lock:
+            self._state.unplugged = True
+
+    def plug(self) -> None:
+        """S3 answers again."""
+        with self._state.lock:
+            self._state.unplugged = False
+
     def clear_faults(self) -> None:
         with self._state.lock:
             self._state.faults.clear()
@@ -299,21 +313,28 @@ class FakeStore:
         return clone
 
     def _count(self, method: str) -> None:
+        """Counts one attempt; no answer while unplugged."""
         with self._state.lock:
             self._state.calls[method] += 1
+            unplugged = self._state.unplugged
+        if unplugged:
+            raise NoAnswer(f"{method}: connection refused (unplugged)", "connection")
 
     def check_access(self, prefix: str) -> bool:
-        self._count("check_access")
-        with self._state.lock:
-            return any(k.startswith(prefix) for k in self._state.objects)
+        def attempt() -> bool:
+            self._count("check_access")
+            with self._state.lock:
+                return any(k.startswith(prefix) for k in self._state.objects)
+
+        return self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
 
     def _info(self, key: str, obj: StoredObject) -> ObjectInfo:
         return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime)
 
     def _list_fault(self, method: str, prefix: str) -> None:
         """Counts a listing attempt and plays the listing fault of ``prefix``, if any."""
+        self._count(method)
         with self._state.lock:
-            self._state.calls[method] += 1
             faults = [f for f in self._state.faults if f.kind == "list"]
             fault = next((f for f in faults if f.matches(prefix, None, None)), None)
             if fault is not None and fault.times is not None:
@@ -347,33 +368,47 @@ class FakeStore:
         return self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
 
     def list_all(self, prefix: str) -> list[ObjectInfo]:
-        self._count("list_all")
-        with self._state.lock:
-            items = sorted(self._state.objects.items())
-        return [self._info(k, o) for k, o in items if k.startswith(prefix) and not k.endswith("/")]
+        def attempt() -> list[ObjectInfo]:
+            self._count("list_all")
+            with self._state.lock:
+                items = sorted(self._state.objects.items())
+            return [
+                self._info(k, o) for k, o in items if k.startswith(prefix) and not k.endswith("/")
+            ]
+
+        return self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
 
     def head(self, key: str) -> ObjectInfo:
-        self._count("head")
-        with self._state.lock:
-            obj = self._state.objects.get(key)
-        if obj is None:
-            raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
-        return self._info(key, obj)
+        def attempt() -> ObjectInfo:
+            self._count("head")
+            with self._state.lock:
+                obj = self._state.objects.get(key)
+            if obj is None:
+                raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
+            return self._info(key, obj)
+
+        return self.retrier.call(f"head s3://{self.bucket}/{key}", attempt)
 
     def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
-        self._count("facts")
-        with self._state.lock:
-            obj = self._state.objects.get(key)
-        if obj is None:
-            raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
-        if etag and obj.etag != etag:
-            raise ObjectChanged(f"head s3://{self.bucket}/{key}: 412")
-        return obj.facts
+        def attempt() -> ObjectFacts:
+            self._count("facts")
+            with self._state.lock:
+                obj = self._state.objects.get(key)
+            if obj is None:
+                raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
+            if etag and obj.etag != etag:
+                raise ObjectChanged(f"head s3://{self.bucket}/{key}: 412")
+            return obj.facts
+
+        return self.retrier.call(f"head s3://{self.bucket}/{key} part 1", attempt)
 
     def versioning(self) -> str:
-        self._count("versioning")
-        with self._state.lock:
-            return self._state.versioning
+        def attempt() -> str:
+            self._count("versioning")
+            with self._state.lock:
+                return self._state.versioning
+
+        return self.retrier.call(f"get versioning of s3://{self.bucket}", attempt)
 
     def check_versions_access(self, prefix: str) -> bool:
         self._list_fault("check_versions_access", prefix)
@@ -425,8 +460,8 @@ class FakeStore:
     def _get_once(
         self, what: str, key: str, start: int, end: int, etag: str, size: int, version_id: str
     ) -> bytes:
+        self._count("get_range")
         with self._state.lock:
-            self._state.calls["get_range"] += 1
             self._state.gets.append(GetCall(key, start, end, etag, version_id))
             faults = [
                 f for f in self._state.faults if f.kind != "list" and f.matches(key, start, end)
