@@ -299,9 +299,8 @@ class MetadataIndex:
                 raise IndexFailed(f"metadata index {self.path}: {what}: {exc}") from exc
 
     def close(self) -> None:
-        with self._lock:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()
 
     # -- reading (never by TTL: see the module docstring) -----------------------------------
 
