@@ -15,6 +15,7 @@ from rangefs.async_cache import AsyncChunkCache
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.filesystem import Filesystem
+from rangefs.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
 from rangefs.namespace import Namespace
 from rangefs.reader import ChunkReader
 from rangefs.stats import Stats
@@ -23,6 +24,7 @@ from rangefs.verifier import Verifier
 
 CACHE_THREADS = 4  # disk cache reads/writes at once
 META_THREADS = 8  # listings and HEADs at once
+INDEX_THREADS = 2  # metadata index calls at once (they take turns on one connection)
 
 
 @dataclass
@@ -37,7 +39,9 @@ class Core:
         await self.reader.run(task_status=task_status)
 
 
-def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Stats) -> Core:
+def build_core(
+    config: Config, store: ObjectStore, cache: ChunkCache, index: MetadataIndex, stats: Stats
+) -> Core:
     async_store = AsyncStore(
         store, trio.CapacityLimiter(META_THREADS), trio.CapacityLimiter(config.parallel)
     )
@@ -59,6 +63,9 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
         stats=stats,
         verifier=verifier,
     )
-    namespace = Namespace(async_store, config.prefix, config.metadata_ttl)
+    async_index = AsyncMetadataIndex(index, trio.CapacityLimiter(INDEX_THREADS))
+    namespace = Namespace(
+        async_store, async_index, Scope.of(config), config.prefix, config.metadata_ttl
+    )
     fs = Filesystem(config, namespace, reader, async_cache, stats)
     return Core(fs, reader, async_store, stats)

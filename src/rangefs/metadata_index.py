@@ -390,11 +390,11 @@ class MetadataIndex:
         both a file and a directory, the directory wins (whichever page came first)."""
 
         def write(db: sqlite3.Connection) -> int:
-            self._check_epoch(pending)
             files = [e for e in entries if not e.is_dir]
             dirs = [e for e in entries if e.is_dir]
             db.execute("BEGIN IMMEDIATE")
             try:
+                self._check_pending(db, pending)
                 cur = db.executemany(
                     "INSERT OR IGNORE INTO entries VALUES (?, ?, 0, ?, ?, ?, ?)",
                     [(pending.id, e.name, e.size, e.mtime, e.etag, e.version_id) for e in files],
@@ -429,9 +429,9 @@ class MetadataIndex:
         when = time.time() if listed_at is None else listed_at
 
         def write(db: sqlite3.Connection) -> tuple[ListingInfo, list[int]]:
-            self._check_epoch(pending)
             db.execute("BEGIN IMMEDIATE")
             try:
+                self._check_pending(db, pending)
                 count = db.execute(
                     "SELECT count(*) FROM entries WHERE listing = ?", (pending.id,)
                 ).fetchone()[0]
@@ -471,9 +471,14 @@ class MetadataIndex:
         if pending.epoch == self._epoch:
             self._delete_listings(db, [pending.id])
 
-    def _check_epoch(self, pending: PendingListing) -> None:
-        if pending.epoch != self._epoch:
-            raise IndexFailed(f"metadata index {self.path} was rebuilt during a listing")
+    def _check_pending(self, db: sqlite3.Connection, pending: PendingListing) -> None:
+        """Refuses to write into a listing that was abandoned or lost in a rebuild (a
+        listing thread may still deliver a page after its caller gave up)."""
+        row = None
+        if pending.epoch == self._epoch:
+            row = db.execute("SELECT state FROM listings WHERE id = ?", (pending.id,)).fetchone()
+        if row is None or row[0] != PENDING:
+            raise IndexFailed(f"metadata index {self.path}: listing of {pending.prefix!r} dropped")
 
     def _write(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """As :meth:`_run`, but a write into a rebuilt file fails (nothing to return)."""

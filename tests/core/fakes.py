@@ -30,7 +30,7 @@ import hashlib
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rangefs.errors import BadResponse, NotFound, ObjectChanged, Transient
@@ -145,6 +145,7 @@ class FakeStore:
         self, bucket: str = "bucket", stats: Stats | None = None, policy: RetryPolicy = FAST_RETRIES
     ) -> None:
         self.bucket = bucket
+        self.page_size = 1000  # keys and prefixes per listing page, as S3's MaxKeys default
         self._state = _State()
         self.retrier = Retrier(policy, stats)
 
@@ -324,27 +325,37 @@ class FakeStore:
             assert fault.error is not None
             raise fault.error() if callable(fault.error) else fault.error
 
-    def list_dir(self, prefix: str) -> Listing:
-        def attempt() -> Listing:
-            self._list_fault("list_dir", prefix)
-            objects: list[ObjectInfo] = []
-            prefixes: set[str] = set()
-            marker = None
-            with self._state.lock:
-                items = sorted(self._state.objects.items())
-            for key, obj in items:
-                if not key.startswith(prefix):
-                    continue
-                rest = key[len(prefix) :]
-                if rest == "":
-                    marker = self._info(key, obj)
-                elif "/" in rest:
-                    prefixes.add(prefix + rest[: rest.index("/") + 1])
-                else:
-                    objects.append(self._info(key, obj))
-            return Listing(objects, sorted(prefixes), marker)
+    def list_dir_pages(self, prefix: str) -> Iterator[Listing]:
+        """As ListObjectsV2 with delimiter ``/``: keys and common prefixes in key order, at
+        most :attr:`page_size` of them per page (each page one counted ``list_dir`` request,
+        retried on its own); an empty level is one empty page."""
+        with self._state.lock:
+            items = sorted(self._state.objects.items())
+        marker: ObjectInfo | None = None
+        rows: list[ObjectInfo | str] = []
+        for key, obj in items:
+            if not key.startswith(prefix):
+                continue
+            rest = key[len(prefix) :]
+            if rest == "":
+                marker = self._info(key, obj)
+                rows.append(marker)
+            elif "/" in rest:
+                sub = prefix + rest[: rest.index("/") + 1]
+                if not rows or rows[-1] != sub:
+                    rows.append(sub)
+            else:
+                rows.append(self._info(key, obj))
+        for start in range(0, max(len(rows), 1), self.page_size):
+            page = rows[start : start + self.page_size]
 
-        return self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
+            def attempt(page: list[ObjectInfo | str] = page) -> Listing:
+                self._list_fault("list_dir", prefix)
+                objects = [r for r in page if isinstance(r, ObjectInfo) and r is not marker]
+                prefixes = [r for r in page if isinstance(r, str)]
+                return Listing(objects, prefixes, marker if marker in page else None)
+
+            yield self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
 
     def list_all(self, prefix: str) -> list[ObjectInfo]:
         self._count("list_all")
