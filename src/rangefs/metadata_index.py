@@ -283,7 +283,7 @@ class MetadataIndex:
             self._db.close()
         with self._pin_lock:
             self._pins.clear()
-        self._set_aside(f"{exc.sqlite_errorname}: {exc}")
+        self._set_aside(f"{getattr(exc, 'sqlite_errorname', '')}: {exc}")
         self._db = self._connect()
 
     def _run(self, what: str, fn: Callable[[sqlite3.Connection], T], default: T) -> T:
@@ -293,7 +293,7 @@ class MetadataIndex:
             try:
                 return fn(self._db)
             except sqlite3.DatabaseError as exc:
-                if exc.sqlite_errorname in DAMAGE_NAMES:
+                if getattr(exc, "sqlite_errorname", "") in DAMAGE_NAMES:
                     self._rebuild(exc)
                     return default
                 raise IndexFailed(f"metadata index {self.path}: {what}: {exc}") from exc

@@ -103,6 +103,7 @@ class _Fault:
     error: ErrorSpec | None = None
     gate: Gate | None = None
     beyond: int | None = None  # only GETs starting at this byte or later
+    passes: int = 0  # list faults: listing requests (pages) let through first
     hits: int = 0
 
     def matches(self, key: str, start: int | None, end: int | None) -> bool:
@@ -224,9 +225,12 @@ class FakeStore:
         """GETs of ``key`` fail as a 503 would: worth a retry."""
         self.fail(key, lambda: Transient(f"injected {cause}", cause), times=times, at=at)
 
-    def fail_list(self, prefix: str, error: ErrorSpec, *, times: int | None = None) -> None:
-        """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``."""
-        self._add(_Fault(prefix, "list", None, times, error=error))
+    def fail_list(
+        self, prefix: str, error: ErrorSpec, *, times: int | None = None, after: int = 0
+    ) -> None:
+        """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``, once
+        ``after`` listing requests (pages) of it have passed."""
+        self._add(_Fault(prefix, "list", None, times, error=error, passes=after))
 
     def hold_list(self, prefix: str) -> Gate:
         """Listings of ``prefix`` wait until the returned gate is released."""
@@ -316,8 +320,11 @@ class FakeStore:
         with self._state.lock:
             self._state.calls[method] += 1
             faults = [f for f in self._state.faults if f.kind == "list"]
-            fault = next((f for f in faults if f.matches(prefix, None, None)), None)
-            if fault is not None and fault.times is not None:
+            fault = next((f for f in faults if f.key == prefix and f.times != 0), None)
+            if fault is not None and fault.passes:
+                fault.passes -= 1
+                fault = None
+            elif fault is not None and fault.times is not None:
                 fault.times -= 1
         if fault is not None and fault.gate is not None:
             fault.gate._pass()
