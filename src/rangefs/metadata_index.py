@@ -61,7 +61,11 @@ DAMAGE_NAMES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 # listings.state
 PENDING = 0  # being written: never read
 CURRENT = 1  # the listing of (scope, prefix): at most one per pair
-SUPERSEDED = 2  # replaced; deleted when no open directory of this process reads it
+SUPERSEDED = 2  # replaced; deleted once no open directory reads it (see KEEP_SUPERSEDED)
+
+# Another mount sharing the cache dir may still page through a listing this process replaced:
+# a superseded listing is kept this long (seconds) unless this process alone could read it.
+KEEP_SUPERSEDED = 300.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS listings (
@@ -70,6 +74,7 @@ CREATE TABLE IF NOT EXISTS listings (
     prefix TEXT NOT NULL,
     state INTEGER NOT NULL,
     listed_at REAL NOT NULL,
+    superseded_at REAL NOT NULL DEFAULT 0,
     mtime REAL NOT NULL,
     count INTEGER NOT NULL,
     hidden INTEGER NOT NULL,
@@ -192,8 +197,9 @@ def _pid_alive(pid: int) -> bool:
 class MetadataIndex:
     """The index file of one cache directory. Blocking; thread-safe."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, keep_superseded: float = KEEP_SUPERSEDED) -> None:
         self.path = directory / INDEX_FILE
+        self.keep_superseded = keep_superseded
         self._lock = threading.RLock()
         self._pins: dict[int, int] = {}  # listing id -> open directories reading it
         self._pin_lock = threading.Lock()  # never held across SQLite: pin() is called from trio
@@ -241,13 +247,21 @@ class MetadataIndex:
         return db
 
     def _drop_dead_writers(self, db: sqlite3.Connection) -> None:
-        """Pending generations whose writer is gone (kill -9 mid-listing) and superseded
-        ones nobody reads are deleted; a live writer's pending listing is left alone."""
+        """Pending generations whose writer is gone (kill -9 mid-listing) are deleted, and
+        superseded ones past their keeping time; a live writer's pending listing stays."""
+        rows = db.execute("SELECT id, writer FROM listings WHERE state = ?", (PENDING,)).fetchall()
+        self._delete_listings(db, [i for i, writer in rows if not _pid_alive(writer)])
+        self._delete_listings(db, self._expired(db))
+
+    def _expired(self, db: sqlite3.Connection) -> list[int]:
+        """Superseded listings that nobody should read any more: not pinned here, and
+        superseded longer than ``keep_superseded`` ago."""
         rows = db.execute(
-            "SELECT id, state, writer FROM listings WHERE state != ?", (CURRENT,)
+            "SELECT id FROM listings WHERE state = ? AND superseded_at <= ?",
+            (SUPERSEDED, time.time() - self.keep_superseded),
         ).fetchall()
-        dead = [i for i, state, writer in rows if state == SUPERSEDED or not _pid_alive(writer)]
-        self._delete_listings(db, dead)
+        with self._pin_lock:
+            return [r[0] for r in rows if r[0] not in self._pins]
 
     @staticmethod
     def _delete_listings(db: sqlite3.Connection, ids: Iterable[int]) -> None:
@@ -428,23 +442,17 @@ class MetadataIndex:
         is superseded (and deleted once no open directory reads it)."""
         when = time.time() if listed_at is None else listed_at
 
-        def write(db: sqlite3.Connection) -> tuple[ListingInfo, list[int]]:
+        def write(db: sqlite3.Connection) -> ListingInfo:
             db.execute("BEGIN IMMEDIATE")
             try:
                 self._check_pending(db, pending)
                 count = db.execute(
                     "SELECT count(*) FROM entries WHERE listing = ?", (pending.id,)
                 ).fetchone()[0]
-                old = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM listings WHERE scope = ? AND prefix = ? AND state = ?",
-                        (pending.scope.token, pending.prefix, CURRENT),
-                    )
-                ]
                 db.execute(
-                    "UPDATE listings SET state = ? WHERE scope = ? AND prefix = ? AND state = ?",
-                    (SUPERSEDED, pending.scope.token, pending.prefix, CURRENT),
+                    "UPDATE listings SET state = ?, superseded_at = ? "
+                    "WHERE scope = ? AND prefix = ? AND state = ?",
+                    (SUPERSEDED, time.time(), pending.scope.token, pending.prefix, CURRENT),
                 )
                 db.execute(
                     "UPDATE listings SET state = ?, listed_at = ?, mtime = ?, count = ?, "
@@ -455,11 +463,10 @@ class MetadataIndex:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            info = ListingInfo(pending.id, pending.prefix, when, mtime, count, hidden)
-            return info, old
+            return ListingInfo(pending.id, pending.prefix, when, mtime, count, hidden)
 
-        info, old = self._write("commit listing", write)
-        self._collect(old)
+        info = self._write("commit listing", write)
+        self._collect()
         return info
 
     def abandon(self, pending: PendingListing) -> None:
@@ -501,22 +508,13 @@ class MetadataIndex:
                 self._pins[listing] = left
                 return
             self._pins.pop(listing, None)
-        self._collect([listing])
+        self._collect()
 
-    def _collect(self, candidates: Iterable[int]) -> None:
-        """Deletes the superseded listings among ``candidates`` that no open directory
-        reads."""
+    def _collect(self) -> None:
+        """Deletes the superseded listings that nobody should read any more."""
 
         def delete(db: sqlite3.Connection) -> None:
-            with self._pin_lock:
-                ids = [i for i in candidates if i not in self._pins]
-            if not ids:
-                return
-            marks = ",".join("?" * len(ids))
-            gone = db.execute(
-                f"SELECT id FROM listings WHERE state = ? AND id IN ({marks})", (SUPERSEDED, *ids)
-            ).fetchall()
-            self._delete_listings(db, [r[0] for r in gone])
+            self._delete_listings(db, self._expired(db))
 
         with contextlib.suppress(IndexFailed):
             self._run("drop old listings", delete, None)

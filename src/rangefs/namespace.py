@@ -214,7 +214,16 @@ class Namespace:
             found = await self.child(listing, name)
             if found is not None:
                 return found
-            current = self._dirs.get(parent)
-            if not isinstance(current, ListingInfo) or current.id == listing.id:
+            if not await self._replaced(parent, listing):
                 raise NotFound(path)
-            # listed again meanwhile (and the old generation deleted): ask the new one
+
+    async def _replaced(self, path: str, listing: ListingInfo) -> bool:
+        """True if ``listing`` is no longer the current one of ``path`` (listed again here
+        or by another mount sharing the index): then it is forgotten, and a miss in it
+        proves nothing."""
+        current = await self.index.listing(self.scope, self.dir_prefix(path))
+        if current is None or current.id == listing.id:
+            return False
+        if self._dirs.get(path) == listing:
+            del self._dirs[path]
+        return True

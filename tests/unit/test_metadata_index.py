@@ -39,7 +39,7 @@ def fill(index: MetadataIndex, prefix: str, entries: list[Entry], page: int = 10
 
 @pytest.fixture
 def index(tmp_path: Path) -> MetadataIndex:
-    ix = MetadataIndex(tmp_path)
+    ix = MetadataIndex(tmp_path, keep_superseded=0)
     yield ix
     ix.close()
 
@@ -82,6 +82,15 @@ def test_a_pending_listing_is_invisible_until_it_is_committed(index):
     index.unpin(old)
     assert index.entries(old, None, 10) == []  # superseded and no longer read: deleted
     assert index.stats().listings == 1 and index.stats().entries == 5
+
+
+def test_a_superseded_listing_is_kept_a_while_for_other_mounts(tmp_path):
+    with MetadataIndexFile(tmp_path) as index:
+        old = fill(index, "d/", files(3))
+        fill(index, "d/", files(1))
+        assert len(index.entries(old, None, 10)) == 3  # another mount may be reading it
+    with MetadataIndexFile(tmp_path, keep_superseded=0) as index:
+        assert index.entries(old, None, 10) == []
 
 
 def test_an_abandoned_listing_takes_no_more_pages(index):
@@ -152,11 +161,12 @@ def test_a_writer_killed_mid_listing_leaves_the_last_complete_listing(tmp_path):
 
 
 class MetadataIndexFile:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, **kwargs: float) -> None:
         self.directory = directory
+        self.kwargs = kwargs
 
     def __enter__(self) -> MetadataIndex:
-        self.index = MetadataIndex(self.directory)
+        self.index = MetadataIndex(self.directory, **self.kwargs)
         return self.index
 
     def __exit__(self, *exc: object) -> None:
