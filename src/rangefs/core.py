@@ -16,6 +16,7 @@ from rangefs.async_cache import AsyncChunkCache
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.filesystem import Filesystem
+from rangefs.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
 from rangefs.namespace import Namespace
 from rangefs.reachability import Reachability
 from rangefs.reader import ChunkReader
@@ -25,6 +26,7 @@ from rangefs.verifier import Verifier
 
 CACHE_THREADS = 4  # disk cache reads/writes at once
 META_THREADS = 8  # listings and HEADs at once
+INDEX_THREADS = 2  # metadata index calls at once (they take turns on one connection)
 
 
 @dataclass
@@ -46,7 +48,12 @@ class Core:
 
 
 def build_core(
-    config: Config, store: ObjectStore, cache: ChunkCache, stats: Stats, online: bool = True
+    config: Config,
+    store: ObjectStore,
+    cache: ChunkCache,
+    index: MetadataIndex,
+    stats: Stats,
+    online: bool = True,
 ) -> Core:
     """The core over ``store``; ``online=False`` starts it offline (``--allow-offline``)."""
     where = f"S3 at {config.endpoint_url}" if config.endpoint_url else "S3"
@@ -75,6 +82,9 @@ def build_core(
         stats=stats,
         verifier=verifier,
     )
-    namespace = Namespace(async_store, config.prefix, config.metadata_ttl)
+    async_index = AsyncMetadataIndex(index, trio.CapacityLimiter(INDEX_THREADS))
+    namespace = Namespace(
+        async_store, async_index, Scope.of(config), config.prefix, config.metadata_ttl
+    )
     fs = Filesystem(config, namespace, reader, async_cache, stats)
     return Core(fs, reader, async_store, stats, reachability)

@@ -16,6 +16,7 @@ from rangefs.async_cache import AsyncChunkCache
 from rangefs.config import Config
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
 from rangefs.inodes import ROOT_INODE, InodeTable
+from rangefs.metadata_index import ListingInfo
 from rangefs.namespace import Entry, Namespace, join
 from rangefs.reader import ChunkReader, ReadStream
 from rangefs.stats import Stats
@@ -51,14 +52,20 @@ class DirEntry:
 DOT_NAMES = (".", "..")
 
 
-@dataclass(frozen=True, slots=True)
+READDIR_PAGE = 256  # entries read from the index at once for an open directory
+
+
+@dataclass(slots=True)
 class DirHandle:
-    """An open directory: its own and its parent's inode, and the listing at opendir."""
+    """An open directory: its own and its parent's inode, the listing (index generation) at
+    opendir, which stays readable until releasedir, and the page of it read last."""
 
     ino: int
     parent_ino: int
     entry: Entry
-    entries: list[tuple[str, Entry]]
+    listing: ListingInfo
+    page_start: int = 0  # position in the listing of page[0]
+    page: list[Entry] = field(default_factory=list)
 
 
 @dataclass
@@ -165,28 +172,51 @@ class Filesystem:
         listing = await self.namespace.listing(path)
         parent_ino = self.inodes.ino_for(path.rpartition("/")[0]) if path else ROOT_INODE
         fh = next(self._fh)
-        self._dir_handles[fh] = DirHandle(ino, parent_ino, entry, sorted(listing.entries.items()))
+        self.namespace.index.pin(listing.id)
+        self._dir_handles[fh] = DirHandle(ino, parent_ino, entry, listing)
         return fh
 
-    def readdir(self, fh: int, start_id: int) -> Iterator[DirEntry]:
+    async def _entries_from(self, handle: DirHandle, first: int) -> list[Entry]:
+        """The listing's entries from position ``first`` on, at most a page: read from the
+        index after the last page's last name (a cursor), or at an offset after a seek."""
+        end = handle.page_start + len(handle.page)
+        if handle.page_start <= first < end:
+            return handle.page[first - handle.page_start :]
+        if first >= handle.listing.count:
+            return []
+        index, listing = self.namespace.index, handle.listing.id
+        if first == end and handle.page:
+            page = await index.entries(listing, handle.page[-1].name, READDIR_PAGE)
+        else:
+            page = await index.entries_at(listing, first, READDIR_PAGE)
+        handle.page_start, handle.page = first, page
+        return page
+
+    async def readdir(self, fh: int, start_id: int) -> Iterator[DirEntry]:
         """Entries after offset ``start_id``: ``.`` (offset 1), ``..`` (offset 2), then the
-        snapshot taken at opendir (offsets 3...), so paging is stable. Lazy: the caller stops
-        when the kernel's buffer is full, and no inode is made for an entry never offered.
+        listing taken at opendir (offsets 3...), so paging is stable. At most a page is read
+        from the index per call; the iterator is lazy: the caller stops when the kernel's
+        buffer is full, and no inode is made for an entry never offered.
 
         ``.`` carries the directory's inode, ``..`` its parent's (the root's ``..`` is the
         root). Their attributes are the directory's: the kernel does not use them.
         """
         handle = self._dir_handles.get(fh)
         if handle is None:
-            return
+            return iter(())
+        first = max(start_id - len(DOT_NAMES), 0)
+        return self._dir_entries(handle, start_id, first, await self._entries_from(handle, first))
+
+    def _dir_entries(
+        self, handle: DirHandle, start_id: int, first: int, entries: list[Entry]
+    ) -> Iterator[DirEntry]:
         dots = ((".", handle.ino), ("..", handle.parent_ino))
         for i, (name, ino) in enumerate(dots[start_id:], start_id + 1):
             yield DirEntry(name, self._attributes(ino, handle.entry), i)
         parent = self.inodes.path_of(handle.ino)
-        first = max(start_id - len(dots), 0)
-        for i, (name, entry) in enumerate(handle.entries[first:], first + len(dots) + 1):
-            ino = self.inodes.ino_for(join(parent, name))
-            yield DirEntry(name, self._attributes(ino, entry), i)
+        for i, entry in enumerate(entries, first + len(dots) + 1):
+            ino = self.inodes.ino_for(join(parent, entry.name))
+            yield DirEntry(entry.name, self._attributes(ino, entry), i)
 
     def readdir_returned(self, entry: DirEntry) -> None:
         """The kernel took an entry from readdirplus: that counts as a lookup, except for
@@ -195,8 +225,10 @@ class Filesystem:
         if entry.name not in DOT_NAMES:
             self.inodes.looked_up(entry.attributes.ino)
 
-    def releasedir(self, fh: int) -> None:
-        self._dir_handles.pop(fh, None)
+    async def releasedir(self, fh: int) -> None:
+        handle = self._dir_handles.pop(fh, None)
+        if handle is not None:
+            await self.namespace.index.unpin(handle.listing.id)
 
     async def open(self, ino: int) -> tuple[int, bool]:
         """Opens a file at its current version; returns (fh, keep_cache).

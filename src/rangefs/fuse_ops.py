@@ -110,7 +110,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @boundary
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        for item in self.fs.readdir(fh, start_id):
+        for item in await self.fs.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(
                 token, os.fsencode(item.name), self._entry(item.attributes), item.next_id
             ):
@@ -119,7 +119,7 @@ class FuseOperations(pyfuse3.Operations):
 
     @boundary
     async def releasedir(self, fh: int) -> None:
-        self.fs.releasedir(fh)
+        await self.fs.releasedir(fh)
 
     @boundary
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:

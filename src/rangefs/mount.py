@@ -29,6 +29,7 @@ from rangefs.core import META_THREADS, Core, build_core
 from rangefs.errors import AccessDenied, NotFound, RemoteError, UserError
 from rangefs.fuse_ops import FuseOperations
 from rangefs.logsetup import setup_logging
+from rangefs.metadata_index import MetadataIndex
 from rangefs.readiness import Notifier, Waiter
 from rangefs.retry import MOUNT_CHECK
 from rangefs.s3 import store_factory
@@ -94,6 +95,15 @@ def open_cache(config: Config, stats: Stats) -> ChunkCache:
     except Exception as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UserError(f"cache dir {config.cache_dir} is not usable: {reason}") from None
+
+
+def open_index(config: Config) -> MetadataIndex:
+    """The metadata index in the cache dir (made private by :func:`open_cache` first)."""
+    try:
+        return MetadataIndex(config.cache_dir)
+    except Exception as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"metadata index in {config.cache_dir} is not usable: {reason}") from None
 
 
 def s3_store(config: Config, stats: Stats) -> ObjectStore:
@@ -222,6 +232,8 @@ def _start(
     stats = Stats()
     cache = open_cache(config, stats)
     stack.callback(cache.close)
+    index = open_index(config)
+    stack.callback(index.close)
     store = make_store(config, stats)
     if config.version_at is not None:
         store = VersionedStore(cast(VersionSource, store), config.version_at)
@@ -230,7 +242,7 @@ def _start(
         message = f"{config.source} holds no object yet (a typo in the prefix?); mounting it empty"
         log.warning("%s", message)
         notifier.warn(message)
-    core = build_core(config, store, cache, stats)
+    core = build_core(config, store, cache, index, stats)
     if config.metrics_addr:
         from rangefs.metrics import serve_metrics
 

@@ -308,18 +308,20 @@ class S3Store:
             mtime=item["LastModified"].timestamp(),
         )
 
-    def list_dir(self, prefix: str) -> Listing:
-        objects: list[ObjectInfo] = []
-        prefixes: list[str] = []
-        marker: ObjectInfo | None = None
+    def list_dir_pages(self, prefix: str) -> Iterator[Listing]:
+        """One directory level, a ListObjectsV2 page (up to 1000 keys) at a time, so a caller
+        can store each page before the next is asked for; the key equal to ``prefix`` (the
+        directory marker) is the page's ``marker``."""
         for page in self._pages(prefix, Delimiter="/"):
+            objects: list[ObjectInfo] = []
+            marker: ObjectInfo | None = None
             for item in page.get("Contents", []):
                 if item["Key"] == prefix:
                     marker = self._info(item)
                 else:
                     objects.append(self._info(item))
-            prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-        return Listing(objects, prefixes, marker)
+            prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            yield Listing(objects, prefixes, marker)
 
     def list_all(self, prefix: str) -> list[ObjectInfo]:
         """Every object under ``prefix`` (no delimiter), for prefetching a whole tree."""

@@ -5,6 +5,8 @@
 thread under an explicit :class:`trio.CapacityLimiter`, so the trio loop never blocks.
 """
 
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,7 +84,9 @@ class ObjectStore(Protocol):
         """Raises unless the bucket can be listed; True if ``prefix`` holds a key."""
         ...
 
-    def list_dir(self, prefix: str) -> Listing: ...
+    def list_dir_pages(self, prefix: str) -> Iterator[Listing]:
+        """One directory level under ``prefix`` (delimiter ``/``), page by page."""
+        ...
 
     def list_all(self, prefix: str) -> list[ObjectInfo]: ...
 
@@ -122,9 +126,27 @@ class AsyncStore:
         self.reachability = reachability or Reachability()
         self._probe_store = store.with_retries(PROBE)
 
-    async def list_dir(self, prefix: str) -> Listing:
-        with self.reachability.guard(f"list s3://{self.bucket}/{prefix}"):
-            return await trio.to_thread.run_sync(self.store.list_dir, prefix, limiter=self._meta)
+    async def list_dir_pages(
+        self, prefix: str, on_page: Callable[[Listing], Awaitable[None]]
+    ) -> None:
+        """Lists one directory level, awaiting ``on_page`` for each page before the next is
+        asked for: memory holds one page, whatever the size of the directory.
+
+        The listing thread stops at the next page once the caller is cancelled (the thread
+        itself cannot be interrupted mid-request)."""
+        stop = threading.Event()
+
+        def pump() -> None:
+            for page in self.store.list_dir_pages(prefix):
+                if stop.is_set():
+                    return
+                trio.from_thread.run(on_page, page)
+
+        try:
+            with self.reachability.guard(f"list s3://{self.bucket}/{prefix}"):
+                await trio.to_thread.run_sync(pump, limiter=self._meta, cancellable=True)
+        finally:
+            stop.set()
 
     async def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
         with self.reachability.guard(f"head s3://{self.bucket}/{key}"):

@@ -26,6 +26,7 @@ from rangefs import options
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.core import Core, build_core
+from rangefs.metadata_index import MetadataIndex
 from rangefs.options import MOUNT
 from rangefs.stats import Stats
 from rangefs.store import ObjectStore
@@ -91,16 +92,18 @@ class Env:
         stats = Stats()
         self.store.use_stats(stats)
         cache = ChunkCache(config.cache_dir, config.cache_size, stats)
+        index = MetadataIndex(config.cache_dir)
         try:
             store: ObjectStore = self.store
             if config.version_at is not None:  # as the daemon does for --version-at
                 store = VersionedStore(self.store, config.version_at)
-            core = build_core(config, store, cache, stats)
+            core = build_core(config, store, cache, index, stats)
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.run)
                 yield core
                 nursery.cancel_scope.cancel()
         finally:
+            index.close()
             cache.close()
 
 

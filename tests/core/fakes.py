@@ -33,7 +33,7 @@ import hashlib
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rangefs.errors import BadResponse, NoAnswer, NotFound, ObjectChanged, Transient
@@ -106,6 +106,7 @@ class _Fault:
     error: ErrorSpec | None = None
     gate: Gate | None = None
     beyond: int | None = None  # only GETs starting at this byte or later
+    passes: int = 0  # list faults: listing requests (pages) let through first
     hits: int = 0
 
     def matches(self, key: str, start: int | None, end: int | None) -> bool:
@@ -149,6 +150,7 @@ class FakeStore:
         self, bucket: str = "bucket", stats: Stats | None = None, policy: RetryPolicy = FAST_RETRIES
     ) -> None:
         self.bucket = bucket
+        self.page_size = 1000  # keys and prefixes per listing page, as S3's MaxKeys default
         self._state = _State()
         self.retrier = Retrier(policy, stats)
 
@@ -227,9 +229,12 @@ class FakeStore:
         """GETs of ``key`` fail as a 503 would: worth a retry."""
         self.fail(key, lambda: Transient(f"injected {cause}", cause), times=times, at=at)
 
-    def fail_list(self, prefix: str, error: ErrorSpec, *, times: int | None = None) -> None:
-        """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``."""
-        self._add(_Fault(prefix, "list", None, times, error=error))
+    def fail_list(
+        self, prefix: str, error: ErrorSpec, *, times: int | None = None, after: int = 0
+    ) -> None:
+        """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``, once
+        ``after`` listing requests (pages) of it have passed."""
+        self._add(_Fault(prefix, "list", None, times, error=error, passes=after))
 
     def hold_list(self, prefix: str) -> Gate:
         """Listings of ``prefix`` wait until the returned gate is released."""
@@ -336,8 +341,11 @@ class FakeStore:
         self._count(method)
         with self._state.lock:
             faults = [f for f in self._state.faults if f.kind == "list"]
-            fault = next((f for f in faults if f.matches(prefix, None, None)), None)
-            if fault is not None and fault.times is not None:
+            fault = next((f for f in faults if f.key == prefix and f.times != 0), None)
+            if fault is not None and fault.passes:
+                fault.passes -= 1
+                fault = None
+            elif fault is not None and fault.times is not None:
                 fault.times -= 1
         if fault is not None and fault.gate is not None:
             fault.gate._pass()
@@ -345,27 +353,37 @@ class FakeStore:
             assert fault.error is not None
             raise fault.error() if callable(fault.error) else fault.error
 
-    def list_dir(self, prefix: str) -> Listing:
-        def attempt() -> Listing:
-            self._list_fault("list_dir", prefix)
-            objects: list[ObjectInfo] = []
-            prefixes: set[str] = set()
-            marker = None
-            with self._state.lock:
-                items = sorted(self._state.objects.items())
-            for key, obj in items:
-                if not key.startswith(prefix):
-                    continue
-                rest = key[len(prefix) :]
-                if rest == "":
-                    marker = self._info(key, obj)
-                elif "/" in rest:
-                    prefixes.add(prefix + rest[: rest.index("/") + 1])
-                else:
-                    objects.append(self._info(key, obj))
-            return Listing(objects, sorted(prefixes), marker)
+    def list_dir_pages(self, prefix: str) -> Iterator[Listing]:
+        """As ListObjectsV2 with delimiter ``/``: keys and common prefixes in key order, at
+        most :attr:`page_size` of them per page (each page one counted ``list_dir`` request,
+        retried on its own); an empty level is one empty page."""
+        with self._state.lock:
+            items = sorted(self._state.objects.items())
+        marker: ObjectInfo | None = None
+        rows: list[ObjectInfo | str] = []
+        for key, obj in items:
+            if not key.startswith(prefix):
+                continue
+            rest = key[len(prefix) :]
+            if rest == "":
+                marker = self._info(key, obj)
+                rows.append(marker)
+            elif "/" in rest:
+                sub = prefix + rest[: rest.index("/") + 1]
+                if not rows or rows[-1] != sub:
+                    rows.append(sub)
+            else:
+                rows.append(self._info(key, obj))
+        for start in range(0, max(len(rows), 1), self.page_size):
+            page = rows[start : start + self.page_size]
 
-        return self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
+            def attempt(page: list[ObjectInfo | str] = page) -> Listing:
+                self._list_fault("list_dir", prefix)
+                objects = [r for r in page if isinstance(r, ObjectInfo) and r is not marker]
+                prefixes = [r for r in page if isinstance(r, str)]
+                return Listing(objects, prefixes, marker if marker in page else None)
+
+            yield self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
 
     def list_all(self, prefix: str) -> list[ObjectInfo]:
         def attempt() -> list[ObjectInfo]:

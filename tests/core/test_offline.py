@@ -63,7 +63,7 @@ async def test_goes_offline_fails_fast_and_probes_with_backoff_until_s3_answers(
         assert waits[:6] == [sum(delays[: i + 1]) for i in range(6)], waits
         probe.answer = True
         asked = len(probe.times)
-        await trio.sleep(PROBE_MAX)
+        await trio.sleep(PROBE_MAX + 0.1)
         assert state.online and stats.online == 1
         assert len(probe.times) == asked + 1
         await trio.sleep(60)
@@ -93,7 +93,7 @@ async def test_any_answer_is_s3_being_there():
     probe.answer = RemoteError("403 AccessDenied")
     async with trio.open_nursery() as nursery:
         await nursery.start(state.run, probe)
-        await trio.sleep(PROBE_FIRST)
+        await trio.sleep(PROBE_FIRST + 0.1)
         assert state.online
         nursery.cancel_scope.cancel()
 
@@ -131,10 +131,13 @@ async def wait_online(core, deadline: float = 10.0) -> None:
 async def listing_of(fs, path: str) -> list[tuple[str, int, int]]:
     ino = (await lookup_path(fs, path)).ino if path else ROOT_INODE
     fh = await fs.opendir(ino)
+    out: list[tuple[str, int, int]] = []
     try:
-        return [(e.name, e.attributes.size, e.attributes.mtime_ns) for e in fs.readdir(fh, 0)]
+        while page := list(await fs.readdir(fh, len(out))):
+            out += [(e.name, e.attributes.size, e.attributes.mtime_ns) for e in page]
+        return out
     finally:
-        fs.releasedir(fh)
+        await fs.releasedir(fh)
 
 
 async def test_offline_serves_cached_bytes_and_listings_and_fails_the_rest_fast(env):

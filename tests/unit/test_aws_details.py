@@ -105,7 +105,7 @@ def requests_of(s3: S3Settings) -> dict[str, Any]:
     store = S3Store(client, "my-bucket", Retrier(RetryPolicy(1, 1.0)), RequestArgs.of(s3))
     sent = capture(client)
     calls = {
-        "list": lambda: store.list_dir(""),
+        "list": lambda: list(store.list_dir_pages("")),
         "head": lambda: store.head("k"),
         "get": lambda: store.get_range("k", 0, 10, '"etag"', 100),
     }
