@@ -26,10 +26,10 @@ from rangefs import sdnotify
 from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
 from rangefs.config import Config, format_timestamp
 from rangefs.core import META_THREADS, Core, build_core
-from rangefs.errors import AccessDenied, NotFound, RemoteError, UserError
+from rangefs.errors import AccessDenied, NotFound, RemoteError, Unreachable, UserError
 from rangefs.fuse_ops import FuseOperations
 from rangefs.logsetup import setup_logging
-from rangefs.metadata_index import MetadataIndex
+from rangefs.metadata_index import MetadataIndex, Scope
 from rangefs.readiness import Notifier, Waiter
 from rangefs.retry import MOUNT_CHECK
 from rangefs.s3 import store_factory
@@ -113,11 +113,25 @@ def s3_store(config: Config, stats: Stats) -> ObjectStore:
     )
 
 
-def check_bucket(store: ObjectStore, config: Config) -> bool:
-    """Proves the bucket can be listed; True if SOURCE's prefix holds at least one key."""
+def check_bucket(store: ObjectStore, config: Config, index: MetadataIndex) -> bool:
+    """Proves the bucket can be listed; True if SOURCE's prefix holds at least one key.
+
+    Any failure is a :class:`UserError`, except that with ``--allow-offline`` an S3 that
+    cannot be reached raises :class:`Unreachable` when the index holds a listing of SOURCE:
+    the mount may then start offline."""
     where = f" at {config.endpoint_url}" if config.endpoint_url else ""
     try:
         return store.check_access(config.prefix)
+    except Unreachable as exc:
+        if not config.allow_offline:
+            raise UserError(f"cannot reach S3{where}: {exc}") from None
+        if index.holds(Scope.of(config), config.prefix):
+            raise
+        raise UserError(
+            f"cannot reach S3{where}: {exc}; --allow-offline needs a listing of "
+            f"{config.source} in the metadata index in {config.cache_dir}, and it holds none "
+            "(mount it once while S3 answers)"
+        ) from None
     except NotVersioned:
         raise UserError(
             f"bucket {config.bucket!r}{where} has no versioning: --version-at needs a bucket "
@@ -238,11 +252,22 @@ def _start(
     if config.version_at is not None:
         store = VersionedStore(cast(VersionSource, store), config.version_at)
         log.info("showing s3://%s as of %s", config.bucket, format_timestamp(config.version_at))
-    if not check_bucket(store.with_retries(MOUNT_CHECK), config):
+    online = True
+    try:
+        found = check_bucket(store.with_retries(MOUNT_CHECK), config, index)
+    except Unreachable as exc:
+        found, online = True, False
+        message = (
+            f"S3 cannot be reached ({exc}): mounting {config.source} offline (--allow-offline), "
+            "serving the listings and chunks in the cache; online as soon as S3 answers"
+        )
+        log.warning("%s", message)
+        notifier.warn(message)
+    if not found:
         message = f"{config.source} holds no object yet (a typo in the prefix?); mounting it empty"
         log.warning("%s", message)
         notifier.warn(message)
-    core = build_core(config, store, cache, index, stats)
+    core = build_core(config, store, cache, index, stats, online=online)
     if config.metrics_addr:
         from rangefs.metrics import serve_metrics
 

@@ -272,6 +272,10 @@ OPTIONS: tuple[Option, ...] = (
            "3339 time (2026-11-27T16:45:54Z) or a duration back from now (2h, 30m, 1d); each key "
            "at its newest version not newer than TIME, keys deleted by then hidden",
            FILESYSTEM, (MOUNT,), default_text="off: the current version of each key"),
+    Option("allow-offline", FLAG, False, "mount even when S3 cannot be reached, if the "
+           "metadata index in the cache dir holds a listing of SOURCE (an earlier mount made "
+           "one): the mount comes up offline, serving cached listings and chunks, and goes "
+           "online when S3 answers; without it such a mount fails", FILESYSTEM, (MOUNT,)),
     # performance
     Option("parallel", COUNT, DEFAULT_PARALLEL, "Range GETs in flight at once, all files",
            PERFORMANCE, (MOUNT,), minimum=1),

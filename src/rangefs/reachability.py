@@ -99,6 +99,7 @@ class Reachability:
     async def run(self, probe: Probe, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Whenever offline, ``probe`` (one cheap request, no retries) after PROBE_FIRST
         seconds, then twice as long each time up to PROBE_MAX, until S3 answers."""
+        self._since = trio.current_time()  # a mount that starts offline is offline from now
         task_status.started()
         while True:
             await self._offline.wait()

@@ -84,10 +84,11 @@ class Env:
         return dataclasses.replace(base, **settings)
 
     @contextlib.asynccontextmanager
-    async def core(self, **overrides: object) -> AsyncIterator[Core]:
+    async def core(self, online: bool = True, **overrides: object) -> AsyncIterator[Core]:
         """A started core (fresh stats, fresh cache object over the same directory); on exit
         its tasks are cancelled and the cache is closed, with every chunk write finished.
-        With ``version_at``, the store is seen as of that time (as a ``--version-at`` mount)."""
+        With ``version_at``, the store is seen as of that time (as a ``--version-at`` mount);
+        ``online=False`` starts it offline (as ``--allow-offline`` when S3 cannot be reached)."""
         config = self.config(**overrides)
         stats = Stats()
         self.store.use_stats(stats)
@@ -97,7 +98,7 @@ class Env:
             store: ObjectStore = self.store
             if config.version_at is not None:  # as the daemon does for --version-at
                 store = VersionedStore(self.store, config.version_at)
-            core = build_core(config, store, cache, index, stats)
+            core = build_core(config, store, cache, index, stats, online=online)
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.run)
                 yield core

@@ -221,3 +221,28 @@ async def test_answers_from_s3_never_take_the_mount_offline(env):
         with pytest.raises(NotFound):
             await lookup_path(core.fs, "gone")
         assert core.reachability.online and core.stats.went_offline == 0
+
+
+async def test_a_core_started_offline_serves_the_index_and_cache_of_an_earlier_mount(env):
+    cached = env.store.put("dir/a.bin", size=2 * CHUNK + 1, seed=6)
+    env.store.put("dir/b.bin", size=CHUNK, seed=7)
+    async with env.core() as core:
+        fh = await open_path(core.fs, "dir/a.bin")
+        assert await read_all(core.fs, fh, len(cached)) == cached
+        await settle(core)
+        before = {path: await listing_of(core.fs, path) for path in ("", "dir")}
+    env.store.unplug()
+    async with env.core(online=False) as core:  # a remount while S3 cannot be reached
+        assert await core.fs.getxattr(ROOT_INODE, xattrs.ONLINE) == b"offline"
+        with trio.fail_after(1):
+            for path, entries in before.items():  # the root's mtime is the mount's time
+                assert (await listing_of(core.fs, path))[2:] == entries[2:]
+            fh = await open_path(core.fs, "dir/a.bin")
+            assert await read_all(core.fs, fh, len(cached)) == cached
+            fh = await open_path(core.fs, "dir/b.bin")
+            with pytest.raises(Unreachable):
+                await core.fs.read(fh, 0, 10)
+        env.store.plug()
+        await wait_online(core)
+        assert len(await core.fs.read(fh, 0, 10)) == 10
+        assert core.stats.went_offline == 0  # it never went: it started so

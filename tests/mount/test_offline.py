@@ -39,9 +39,18 @@ BACK_ONLINE_BOUND = 15.0  # seconds after the proxy is back; the probe waits at 
 def listings(mount: Mount) -> tuple[str, str]:
     """What ``find`` and ``ls -laR`` print for the whole tree (names, sizes, times, modes)."""
     found = run(["find", str(mount.path), "-printf", "%P %s %T@ %m %y\n"])
-    listed = run(["ls", "-laR", "--time-style=full-iso", str(mount.path / "dir")])
+    listed = run(["ls", "-laR", "--time-style=full-iso", "dir"], cwd=mount.path)
     assert found.returncode == 0 and listed.returncode == 0, (found.stderr, listed.stderr)
     return found.stdout, listed.stdout
+
+
+def below_root(listed: tuple[str, str]) -> tuple[list[str], str]:
+    """:func:`listings` without the root's own lines (its mtime is the mount's start)."""
+    found, tree = listed
+    return (
+        [line for line in found.splitlines() if not line.startswith(" ")],
+        [line for line in tree.splitlines() if not line.endswith(" ..")],
+    )
 
 
 def forget_pages(path: Path) -> None:
@@ -123,3 +132,48 @@ def test_offline_serves_the_cache_fails_the_rest_fast_and_comes_back(
         f"\n[figures] {outage}: offline after {gave_up:.1f} s (retries), uncached read offline: "
         f"EIO in {eio * 1000:.0f} ms, back online {recovered:.1f} s after S3 returned"
     )
+
+
+@pytest.mark.timeout(120)
+def test_allow_offline_mounts_from_the_index_when_s3_cannot_be_reached(
+    make_bucket, s3, proxy: CountingProxy, proxied_mount, rangefs_mount, tmp_path
+):
+    bucket = make_bucket()
+    for key, (size, seed) in FILES.items():
+        upload_pattern(s3, bucket, key, size, seed)
+    first = proxied_mount(bucket, *QUICK)
+    assert sha256sum(first.path / "dir/cached.bin") == pattern_sha256(*FILES["dir/cached.bin"])
+    wait_fully_cached(first.path / "dir/cached.bin")
+    before = listings(first)
+    first.unmount()
+
+    proxy.unplug()
+    for args, cache_dir, why in (
+        ((), tmp_path / "cache", "cannot reach S3"),
+        (("--allow-offline",), tmp_path / "empty-cache", "holds none (mount it once while S3"),
+    ):
+        result, mount = rangefs_mount.try_mount(
+            bucket, *QUICK, *args, endpoint=proxy.url, cache_dir=cache_dir
+        )
+        assert mount is None and result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1 and why in result.stderr, result.stderr
+
+    result, mount = rangefs_mount.try_mount(
+        bucket, *QUICK, "--allow-offline", endpoint=proxy.url, cache_dir=tmp_path / "cache"
+    )
+    assert mount is not None and result.returncode == 0, result.stderr
+    said = r"S3 cannot be reached \(.*\): mounting s3://\S+ offline \(--allow-offline\)"
+    assert re.search(said, result.stderr) and re.search(said, mount.log()), result.stderr
+    assert not online(mount)
+    cached, uncached = mount.path / "dir/cached.bin", mount.path / "dir/uncached.bin"
+    assert sha256sum(cached) == pattern_sha256(*FILES["dir/cached.bin"])
+    assert below_root(listings(mount)) == below_root(before)
+    started = time.monotonic()
+    result = run(["cat", str(uncached)], timeout=60)
+    assert result.returncode == 1 and "Input/output error" in result.stderr, result.stderr
+    assert time.monotonic() - started < EIO_BOUND
+
+    proxy.plug()
+    wait_for(lambda: online(mount), timeout=BACK_ONLINE_BOUND, what="the mount online")
+    assert sha256sum(uncached) == pattern_sha256(*FILES["dir/uncached.bin"])
+    assert mount_stats(mount)["went_offline"] == 0
