@@ -113,25 +113,18 @@ def s3_store(config: Config, stats: Stats) -> ObjectStore:
     )
 
 
-def check_bucket(store: ObjectStore, config: Config, index: MetadataIndex) -> bool:
+def check_bucket(store: ObjectStore, config: Config) -> bool:
     """Proves the bucket can be listed; True if SOURCE's prefix holds at least one key.
 
     Any failure is a :class:`UserError`, except that with ``--allow-offline`` an S3 that
-    cannot be reached raises :class:`Unreachable` when the index holds a listing of SOURCE:
-    the mount may then start offline."""
+    cannot be reached raises :class:`Unreachable` (see :func:`offline_start`)."""
     where = f" at {config.endpoint_url}" if config.endpoint_url else ""
     try:
         return store.check_access(config.prefix)
     except Unreachable as exc:
-        if not config.allow_offline:
-            raise UserError(f"cannot reach S3{where}: {exc}") from None
-        if index.holds(Scope.of(config), config.prefix):
+        if config.allow_offline:
             raise
-        raise UserError(
-            f"cannot reach S3{where}: {exc}; --allow-offline needs a listing of "
-            f"{config.source} in the metadata index in {config.cache_dir}, and it holds none "
-            "(mount it once while S3 answers)"
-        ) from None
+        raise UserError(f"cannot reach S3{where}: {exc}") from None
     except NotVersioned:
         raise UserError(
             f"bucket {config.bucket!r}{where} has no versioning: --version-at needs a bucket "
@@ -145,6 +138,22 @@ def check_bucket(store: ObjectStore, config: Config, index: MetadataIndex) -> bo
         ) from None
     except RemoteError as exc:
         raise UserError(f"cannot reach S3{where}: {exc}") from None
+
+
+def offline_start(config: Config, index: MetadataIndex, exc: Unreachable) -> str:
+    """What ``--allow-offline`` says when S3 cannot be reached at mount time; a UserError
+    unless the index holds a listing of SOURCE (an earlier mount made one)."""
+    where = f" at {config.endpoint_url}" if config.endpoint_url else ""
+    if not index.holds(Scope.of(config), config.prefix):
+        raise UserError(
+            f"cannot reach S3{where}: {exc}; --allow-offline needs a listing of "
+            f"{config.source} in the metadata index in {config.cache_dir}, and it holds none "
+            "(mount it once while S3 answers)"
+        )
+    return (
+        f"S3 cannot be reached ({exc}): mounting {config.source} offline (--allow-offline), "
+        "serving the listings and chunks in the cache; online as soon as S3 answers"
+    )
 
 
 def fuse_options(config: Config) -> set[str]:
@@ -254,13 +263,10 @@ def _start(
         log.info("showing s3://%s as of %s", config.bucket, format_timestamp(config.version_at))
     online = True
     try:
-        found = check_bucket(store.with_retries(MOUNT_CHECK), config, index)
+        found = check_bucket(store.with_retries(MOUNT_CHECK), config)
     except Unreachable as exc:
         found, online = True, False
-        message = (
-            f"S3 cannot be reached ({exc}): mounting {config.source} offline (--allow-offline), "
-            "serving the listings and chunks in the cache; online as soon as S3 answers"
-        )
+        message = offline_start(config, index, exc)
         log.warning("%s", message)
         notifier.warn(message)
     if not found:
