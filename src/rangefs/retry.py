@@ -6,7 +6,10 @@ a domain error for what is not (404, 403, 412). :class:`Retrier` retries the for
 exponential backoff and jitter (tenacity) within an attempt and a time budget, counts each
 retry by cause, and turns the last failure into :class:`~rangefs.errors.RemoteError` (EIO), or
 :class:`~rangefs.errors.Unreachable` when the last attempt got no answer at all
-(:class:`~rangefs.errors.NoAnswer`), which takes the mount offline.
+(:class:`~rangefs.errors.NoAnswer`), which takes the mount offline. Once the mount is offline
+(``Stats.online``, kept by :mod:`rangefs.reachability`), a request stops retrying after its
+current attempt: another request has just found S3 unreachable, and more attempts would only
+delay this one's EIO.
 """
 
 import logging
@@ -22,6 +25,7 @@ from tenacity import (
     stop_after_delay,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from rangefs.errors import NoAnswer, RemoteError, Transient, Unreachable
 from rangefs.stats import Stats
@@ -47,6 +51,16 @@ MOUNT_CHECK = RetryPolicy(attempts=3, max_seconds=20.0, initial_backoff=0.5)
 PROBE = RetryPolicy(attempts=1, max_seconds=0.0, quiet=True)  # is S3 back? (offline mount)
 
 
+class _Offline(stop_base):
+    """Stops retrying once the mount is offline."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return not self.stats.online
+
+
 class Retrier:
     """Runs one attempt function under a :class:`RetryPolicy`; thread-safe."""
 
@@ -64,7 +78,9 @@ class Retrier:
 
         retrying = Retrying(
             retry=retry_if_exception_type(Transient),
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_seconds),
+            stop=stop_after_attempt(policy.attempts)
+            | stop_after_delay(policy.max_seconds)
+            | _Offline(self.stats),
             wait=wait_exponential_jitter(
                 multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.jitter
             ),

@@ -29,7 +29,7 @@ class Stats:
     bytes_in_flight: int = 0
     proofs_passed: int = 0  # object versions whose bytes matched S3's proof
     proofs_failed: int = 0  # mismatches (each is followed by one refetch of the chunks)
-    online: int = 1  # 0 while S3 cannot be reached (rangefs.reachability)
+    online: int = 1  # 0 while S3 cannot be reached (rangefs.reachability); retries stop then
     went_offline: int = 0  # times the mount went offline
     offline_refused: int = 0  # store calls failed at once while offline
     retries: Counter[str] = field(default_factory=Counter)

@@ -263,3 +263,18 @@ def test_the_retrier_says_unreachable_when_the_last_attempt_got_no_answer(caplog
     with pytest.raises(Unreachable):
         quiet.call("probe", attempt)
     assert caplog.records == [] and quiet.stats.errors == {}
+
+
+def test_an_offline_mount_stops_retrying():
+    """Another request found S3 unreachable: this one gives up after its current attempt."""
+    attempts = []
+
+    def attempt() -> None:
+        attempts.append(1)
+        raise NoAnswer("read timeout", "timeout")
+
+    retrier = Retrier(RetryPolicy(attempts=5, max_seconds=5, initial_backoff=0.001, jitter=0))
+    retrier.stats.online = 0
+    with pytest.raises(Unreachable):
+        retrier.call("GET s3://b/k", attempt)
+    assert len(attempts) == 1
