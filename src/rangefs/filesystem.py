@@ -225,6 +225,12 @@ class Filesystem:
         if entry.name not in DOT_NAMES:
             self.inodes.looked_up(entry.attributes.ino)
 
+    def readdir_refused(self, entry: DirEntry) -> None:
+        """The kernel's buffer was full before this entry: its inode, made for nothing, goes
+        (a directory of a million keys would otherwise leave one behind per request)."""
+        if entry.name not in DOT_NAMES:
+            self.inodes.drop_unused(entry.attributes.ino)
+
     async def releasedir(self, fh: int) -> None:
         handle = self._dir_handles.pop(fh, None)
         if handle is not None:
