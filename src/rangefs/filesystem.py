@@ -176,21 +176,22 @@ class Filesystem:
         self._dir_handles[fh] = DirHandle(ino, parent_ino, entry, listing)
         return fh
 
-    async def _entries_from(self, handle: DirHandle, first: int) -> list[Entry]:
-        """The listing's entries from position ``first`` on, at most a page: read from the
-        index after the last page's last name (a cursor), or at an offset after a seek."""
+    async def _page_at(self, handle: DirHandle, first: int) -> int:
+        """Makes ``handle.page`` hold position ``first`` of the listing (if it exists) and
+        returns its index in the page: the page is read from the index after the last
+        page's last name (a cursor), or at an offset after a seek."""
         end = handle.page_start + len(handle.page)
-        if handle.page_start <= first < end:
-            return handle.page[first - handle.page_start :]
         if first >= handle.listing.count:
-            return []
+            return len(handle.page)
+        if handle.page_start <= first < end:
+            return first - handle.page_start
         index, listing = self.namespace.index, handle.listing.id
         if first == end and handle.page:
             page = await index.entries(listing, handle.page[-1].name, READDIR_PAGE)
         else:
             page = await index.entries_at(listing, first, READDIR_PAGE)
         handle.page_start, handle.page = first, page
-        return page
+        return 0
 
     async def readdir(self, fh: int, start_id: int) -> Iterator[DirEntry]:
         """Entries after offset ``start_id``: ``.`` (offset 1), ``..`` (offset 2), then the
@@ -205,18 +206,21 @@ class Filesystem:
         if handle is None:
             return iter(())
         first = max(start_id - len(DOT_NAMES), 0)
-        return self._dir_entries(handle, start_id, first, await self._entries_from(handle, first))
+        at = await self._page_at(handle, first)
+        return self._dir_entries(handle, start_id, first, handle.page, at)
 
     def _dir_entries(
-        self, handle: DirHandle, start_id: int, first: int, entries: list[Entry]
+        self, handle: DirHandle, start_id: int, first: int, page: list[Entry], at: int
     ) -> Iterator[DirEntry]:
         dots = ((".", handle.ino), ("..", handle.parent_ino))
         for i, (name, ino) in enumerate(dots[start_id:], start_id + 1):
             yield DirEntry(name, self._attributes(ino, handle.entry), i)
         parent = self.inodes.path_of(handle.ino)
-        for i, entry in enumerate(entries, first + len(dots) + 1):
+        offset = first + len(dots) + 1
+        for i in range(at, len(page)):
+            entry = page[i]
             ino = self.inodes.ino_for(join(parent, entry.name))
-            yield DirEntry(entry.name, self._attributes(ino, entry), i)
+            yield DirEntry(entry.name, self._attributes(ino, entry), offset + i - at)
 
     def readdir_returned(self, entry: DirEntry) -> None:
         """The kernel took an entry from readdirplus: that counts as a lookup, except for
