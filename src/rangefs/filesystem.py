@@ -10,6 +10,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from rangefs import chunks, xattrs
 from rangefs.async_cache import AsyncChunkCache
@@ -28,8 +29,10 @@ BLOCK_SIZE = 512
 IO_BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends size their buffers by it
 
 
-@dataclass(frozen=True, slots=True)
-class Attributes:
+class Attributes(NamedTuple):
+    """What getattr, lookup and readdirplus answer (a named tuple: made once per name
+    listed, so it must be cheap)."""
+
     ino: int
     is_dir: bool
     size: int
@@ -42,8 +45,7 @@ class Attributes:
     blocks: int
 
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     name: str
     attributes: Attributes
     next_id: int

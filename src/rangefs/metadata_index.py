@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import trio
 
@@ -99,9 +99,11 @@ class IndexFailed(RangefsError):
     """The index could not be written (disk full, I/O error, rebuilt under a writer)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One name in a directory: a file (an object) or a directory (a common prefix)."""
+class Entry(NamedTuple):
+    """One name in a directory: a file (an object) or a directory (a common prefix).
+
+    A named tuple, not a dataclass: a readdir of a million names makes a million of them,
+    and a tuple is made several times faster."""
 
     name: str
     is_dir: bool
