@@ -16,6 +16,7 @@ Run as root from the repository root (the page cache is dropped before each ``fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -142,12 +143,12 @@ def upload(client: Any, keys: int) -> None:
         list(pool.map(put, range(keys)))
 
 
-def find_after_remount(keys: int, work: Path) -> dict[str, float]:
-    """Part 1; returns the figures."""
+def find_after_remount(keys: int, work: Path, data_dir: Path) -> dict[str, float]:
+    """Part 1; returns the figures. The keys are uploaded once per ``data_dir``."""
     import boto3
     from botocore.config import Config as BotoConfig
 
-    server = start_seaweedfs(work / "s3", timeout=120)
+    server = start_seaweedfs(data_dir, timeout=300)
     try:
         with CountingProxy(server.endpoint_url) as proxy:
             client = boto3.session.Session().client(
@@ -160,10 +161,16 @@ def find_after_remount(keys: int, work: Path) -> dict[str, float]:
                     max_pool_connections=UPLOAD_THREADS, s3={"addressing_style": "path"}
                 ),
             )
-            client.create_bucket(Bucket=BUCKET)
-            began = time.perf_counter()
-            upload(client, keys)
-            print(f"uploaded {keys} keys in {time.perf_counter() - began:.0f} s", flush=True)
+            last = f"{PREFIX}k{keys - 1:07d}"
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket=BUCKET)
+            try:
+                client.head_object(Bucket=BUCKET, Key=last)
+                print(f"reusing the {keys} keys in {data_dir}", flush=True)
+            except client.exceptions.ClientError:
+                began = time.perf_counter()
+                upload(client, keys)
+                print(f"uploaded {keys} keys in {time.perf_counter() - began:.0f} s", flush=True)
             env = with_source(server.env())
             cache, mnt = work / "cache", work / "mnt"
             mnt.mkdir()
@@ -178,7 +185,7 @@ def find_after_remount(keys: int, work: Path) -> dict[str, float]:
                 drop_caches()
                 proxy.reset()
                 seconds, lines = timed_count(["find", str(mnt)])
-                assert lines == keys + 3, f"find printed {lines} lines for {keys} keys"
+                assert lines == keys + 2, f"find printed {lines} lines for {keys} keys"
                 pid = int((work / "pid").read_text())
                 figures[f"{phase}_find_s"] = seconds
                 figures[f"{phase}_list_requests"] = list_requests(proxy)
@@ -223,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark.listing", description=__doc__)
     parser.add_argument("--keys", type=int, default=100_000, help="keys for find (0: skip)")
     parser.add_argument("--rss-keys", type=int, default=1_000_000, help="keys for RSS (0: skip)")
+    parser.add_argument("--data-dir", type=Path, default=Path("/var/tmp/rangefs-listing-s3"),
+                        help="SeaweedFS data, kept: the keys are uploaded once")  # fmt: skip
     parser.add_argument("--serve-synthetic", nargs=4, metavar=("KEYS", "CACHE", "MNT", "LOG"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rangefs-listing-"))
     try:
         if args.keys:
-            figures = find_after_remount(args.keys, work)
+            figures = find_after_remount(args.keys, work, args.data_dir / str(args.keys))
             print(f"find over {args.keys} keys: first {figures['first_find_s']:.2f} s "
                   f"({figures['first_list_requests']:.0f} LIST), after remount "
                   f"{figures['remount_find_s']:.2f} s ({figures['remount_list_requests']:.0f} "
