@@ -10,6 +10,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from rangefs import chunks, xattrs
 from rangefs.async_cache import AsyncChunkCache
@@ -28,8 +29,10 @@ BLOCK_SIZE = 512
 IO_BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends size their buffers by it
 
 
-@dataclass(frozen=True, slots=True)
-class Attributes:
+class Attributes(NamedTuple):
+    """What getattr, lookup and readdirplus answer (a named tuple: made once per name
+    listed, so it must be cheap)."""
+
     ino: int
     is_dir: bool
     size: int
@@ -42,8 +45,7 @@ class Attributes:
     blocks: int
 
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     name: str
     attributes: Attributes
     next_id: int
@@ -176,21 +178,22 @@ class Filesystem:
         self._dir_handles[fh] = DirHandle(ino, parent_ino, entry, listing)
         return fh
 
-    async def _entries_from(self, handle: DirHandle, first: int) -> list[Entry]:
-        """The listing's entries from position ``first`` on, at most a page: read from the
-        index after the last page's last name (a cursor), or at an offset after a seek."""
+    async def _page_at(self, handle: DirHandle, first: int) -> int:
+        """Makes ``handle.page`` hold position ``first`` of the listing (if it exists) and
+        returns its index in the page: the page is read from the index after the last
+        page's last name (a cursor), or at an offset after a seek."""
         end = handle.page_start + len(handle.page)
-        if handle.page_start <= first < end:
-            return handle.page[first - handle.page_start :]
         if first >= handle.listing.count:
-            return []
+            return len(handle.page)
+        if handle.page_start <= first < end:
+            return first - handle.page_start
         index, listing = self.namespace.index, handle.listing.id
         if first == end and handle.page:
             page = await index.entries(listing, handle.page[-1].name, READDIR_PAGE)
         else:
             page = await index.entries_at(listing, first, READDIR_PAGE)
         handle.page_start, handle.page = first, page
-        return page
+        return 0
 
     async def readdir(self, fh: int, start_id: int) -> Iterator[DirEntry]:
         """Entries after offset ``start_id``: ``.`` (offset 1), ``..`` (offset 2), then the
@@ -205,18 +208,21 @@ class Filesystem:
         if handle is None:
             return iter(())
         first = max(start_id - len(DOT_NAMES), 0)
-        return self._dir_entries(handle, start_id, first, await self._entries_from(handle, first))
+        at = await self._page_at(handle, first)
+        return self._dir_entries(handle, start_id, first, handle.page, at)
 
     def _dir_entries(
-        self, handle: DirHandle, start_id: int, first: int, entries: list[Entry]
+        self, handle: DirHandle, start_id: int, first: int, page: list[Entry], at: int
     ) -> Iterator[DirEntry]:
         dots = ((".", handle.ino), ("..", handle.parent_ino))
         for i, (name, ino) in enumerate(dots[start_id:], start_id + 1):
             yield DirEntry(name, self._attributes(ino, handle.entry), i)
         parent = self.inodes.path_of(handle.ino)
-        for i, entry in enumerate(entries, first + len(dots) + 1):
+        offset = first + len(dots) + 1
+        for i in range(at, len(page)):
+            entry = page[i]
             ino = self.inodes.ino_for(join(parent, entry.name))
-            yield DirEntry(entry.name, self._attributes(ino, entry), i)
+            yield DirEntry(entry.name, self._attributes(ino, entry), offset + i - at)
 
     def readdir_returned(self, entry: DirEntry) -> None:
         """The kernel took an entry from readdirplus: that counts as a lookup, except for
@@ -224,6 +230,12 @@ class Filesystem:
         ``fuse_direntplus_link``) and so never forgets."""
         if entry.name not in DOT_NAMES:
             self.inodes.looked_up(entry.attributes.ino)
+
+    def readdir_refused(self, entry: DirEntry) -> None:
+        """The kernel's buffer was full before this entry: its inode, made for nothing, goes
+        (a directory of a million keys would otherwise leave one behind per request)."""
+        if entry.name not in DOT_NAMES:
+            self.inodes.drop_unused(entry.attributes.ino)
 
     async def releasedir(self, fh: int) -> None:
         handle = self._dir_handles.pop(fh, None)

@@ -114,6 +114,7 @@ class FuseOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(
                 token, os.fsencode(item.name), self._entry(item.attributes), item.next_id
             ):
+                self.fs.readdir_refused(item)
                 return
             self.fs.readdir_returned(item)
 

@@ -254,7 +254,8 @@ OPTIONS: tuple[Option, ...] = (
            "S3's ETag proves their bytes", CACHE_GROUP, WITH_CACHE, minimum=64 * KiB,
            maximum=256 * MiB),
     # filesystem
-    Option("metadata-ttl", SECONDS, 60.0, "how long listings, sizes and ETags are trusted",
+    Option("metadata-ttl", SECONDS, 60.0, "how long listings, sizes and ETags are trusted, "
+           "counted from when they were listed (the metadata index keeps them across remounts)",
            FILESYSTEM, (MOUNT,), minimum=0.0),
     Option("negative-metadata-ttl", SECONDS, None, "how long the kernel may remember that a "
            "name does not exist, so shells, editors and players probing for names do not ask "
