@@ -1,4 +1,5 @@
-"""The directory tree seen through ListObjectsV2 with delimiter ``/``, cached with a TTL.
+"""The directory tree seen through ListObjectsV2 with delimiter ``/``, kept in the metadata
+index (:mod:`rangefs.metadata_index`) and trusted for a TTL counted from the listing.
 
 Keys become files, common prefixes and "directory marker" objects (keys ending in ``/``)
 become directories. A key that cannot be a POSIX name — an empty, ``.`` or ``..``
@@ -12,6 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import trio
 
@@ -20,6 +22,9 @@ from rangefs.metadata_index import AsyncMetadataIndex, Entry, IndexFailed, Listi
 from rangefs.store import AsyncStore, Listing
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 NAME_MAX = 255
 HOT_DIRS = 4096  # listings whose place in the index is remembered in RAM (a few hundred B each)
@@ -36,12 +41,14 @@ class _Pending:
     error: Exception | None = None
 
 
-class _Lru(OrderedDict[object, object]):
+class _Lru(OrderedDict[K, V]):
+    """At most ``size`` items; :meth:`remember` drops the least recently remembered."""
+
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
-    def remember(self, key: object, value: object) -> None:
+    def remember(self, key: K, value: V) -> None:
         self[key] = value
         self.move_to_end(key)
         if len(self) > self.size:
@@ -88,8 +95,8 @@ class Namespace:
         self.prefix = prefix
         self.ttl = ttl
         self.mount_time = time.time()
-        self._dirs: _Lru = _Lru(HOT_DIRS)  # path -> ListingInfo
-        self._entries: _Lru = _Lru(HOT_ENTRIES)  # (listing id, name) -> Entry | None
+        self._dirs: _Lru[str, ListingInfo] = _Lru(HOT_DIRS)
+        self._entries: _Lru[tuple[int, str], Entry | None] = _Lru(HOT_ENTRIES)
         self._pending: dict[str, _Pending] = {}
 
     def key_of(self, path: str) -> str:
@@ -98,8 +105,8 @@ class Namespace:
     def dir_prefix(self, path: str) -> str:
         return self.prefix + path + "/" if path else self.prefix
 
-    def _fresh(self, listing: object) -> bool:
-        return isinstance(listing, ListingInfo) and listing.fresh(self.ttl)
+    def _fresh(self, listing: ListingInfo | None) -> bool:
+        return listing is not None and listing.fresh(self.ttl)
 
     async def listing(self, path: str) -> ListingInfo:
         """The listing of directory ``path``: from RAM or the index while fresh, else listed
@@ -110,8 +117,7 @@ class Namespace:
         """
         while True:
             cached = self._dirs.get(path)
-            if self._fresh(cached):
-                assert isinstance(cached, ListingInfo)
+            if cached is not None and self._fresh(cached):
                 return cached
             pending = self._pending.get(path)
             if pending is None:
@@ -137,7 +143,8 @@ class Namespace:
         reached, the index's listing is served however old it is (the store refuses at once
         while offline, so that costs no request); a directory never listed fails (EIO)."""
         stored = await self.index.listing(self.scope, self.dir_prefix(path))
-        if stored is not None and self._fresh(stored):
+        if self._fresh(stored):
+            assert stored is not None
             return stored
         for attempt in range(LIST_ATTEMPTS):
             try:
@@ -202,8 +209,7 @@ class Namespace:
         key = (listing.id, name)
         if key in self._entries:
             self._entries.move_to_end(key)
-            found = self._entries[key]
-            return found if isinstance(found, Entry) else None
+            return self._entries[key]
         entry = await self.index.entry(listing.id, name)
         self._entries.remember(key, entry)
         return entry
