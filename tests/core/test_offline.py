@@ -122,6 +122,11 @@ async def test_a_call_older_than_the_last_answer_does_not_take_the_mount_offline
 # -- a core over a store that cannot be reached ------------------------------------------------
 
 
+def requests(store) -> int:
+    """Attempts the store received, probes (``check_access``) left out."""
+    return sum(n for method, n in store.calls.items() if method != "check_access")
+
+
 async def wait_online(core, deadline: float = 10.0) -> None:
     with trio.fail_after(deadline):
         while not core.reachability.online:  # noqa: ASYNC110 - polled with a deadline
@@ -158,9 +163,9 @@ async def test_offline_serves_cached_bytes_and_listings_and_fails_the_rest_fast(
         assert await listing_of(fs, "dir") == before["dir"]
         assert not core.reachability.online and core.stats.went_offline == 1
         assert await fs.getxattr(ROOT_INODE, xattrs.ONLINE) == b"offline"
-        calls = sum(env.store.calls.values())
+        calls = requests(env.store)
 
-        with trio.fail_after(1):  # nothing waits for a timeout or a retry from now on
+        with trio.fail_after(5):  # nothing waits for a timeout or a retry from now on
             assert await listing_of(fs, "") == before[""]
             assert await listing_of(fs, "dir") == before["dir"]
             attr = await lookup_path(fs, "dir/cached.bin")
@@ -178,7 +183,7 @@ async def test_offline_serves_cached_bytes_and_listings_and_fails_the_rest_fast(
             # A directory never listed: nothing is known about it.
             with pytest.raises(Unreachable):
                 await listing_of(fs, "unlisted")
-        assert sum(env.store.calls.values()) - calls <= 1, "at most a probe reached the store"
+        assert requests(env.store) == calls, "nothing but probes reached the store"
         assert core.stats.offline_refused >= 3
 
         env.store.plug()
@@ -234,7 +239,7 @@ async def test_a_core_started_offline_serves_the_index_and_cache_of_an_earlier_m
     env.store.unplug()
     async with env.core(online=False) as core:  # a remount while S3 cannot be reached
         assert await core.fs.getxattr(ROOT_INODE, xattrs.ONLINE) == b"offline"
-        with trio.fail_after(1):
+        with trio.fail_after(5):
             for path, entries in before.items():  # the root's mtime is the mount's time
                 assert (await listing_of(core.fs, path))[2:] == entries[2:]
             fh = await open_path(core.fs, "dir/a.bin")
