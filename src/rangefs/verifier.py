@@ -41,7 +41,7 @@ import xxhash
 
 from rangefs import chunks, proofs
 from rangefs.async_cache import AsyncChunkCache
-from rangefs.errors import BadResponse, ProofFailed, RangefsError
+from rangefs.errors import BadResponse, ProofFailed, RangefsError, Unreachable
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectVersion
@@ -340,6 +340,8 @@ class Verifier:
         version = state.version
         try:
             facts = await self.store.facts(version.key, version.etag, version.version_id)
+        except Unreachable:
+            raise  # offline: EIO for now, the cached chunks kept until S3 can say
         except RangefsError as exc:
             log.info("%s: could not HEAD part 1 to confirm the proof: %s", version.id.uri, exc)
             return state.proof

@@ -251,3 +251,27 @@ async def test_a_core_started_offline_serves_the_index_and_cache_of_an_earlier_m
         await wait_online(core)
         assert len(await core.fs.read(fh, 0, 10)) == 10
         assert core.stats.went_offline == 0  # it never went: it started so
+
+
+async def test_a_proof_that_cannot_be_confirmed_offline_keeps_the_cached_chunks(env):
+    """An SSE-KMS object's ETag looks like an MD5 but is not one: only a HEAD can tell. A
+    remount offline cannot ask, so the last read of the file fails, and nothing is dropped."""
+    size = 2 * CHUNK + 3
+    data = env.store.put("kms.bin", size=size, seed=8, etag='"' + "0" * 32 + '"',
+                         encryption="aws:kms")  # fmt: skip
+    async with env.core() as core:
+        fh = await open_path(core.fs, "kms.bin")
+        assert await read_all(core.fs, fh, size) == data  # HEAD part 1 said: not a proof
+        await settle(core)
+    env.store.unplug()
+    async with env.core(online=False) as core:
+        ino = (await lookup_path(core.fs, "kms.bin")).ino
+        fh, _ = await core.fs.open(ino)
+        assert bytes(await core.fs.read(fh, 0, CHUNK)) == data[:CHUNK]
+        with pytest.raises(Unreachable):
+            await core.fs.read(fh, CHUNK, size)  # the last bytes wait for a proof
+        assert await core.fs.getxattr(ino, xattrs.CHUNKS) == f"{CHUNK} ###".encode()
+        env.store.plug()
+        await wait_online(core)
+        assert bytes(await core.fs.read(fh, CHUNK, size)) == data[CHUNK:]
+        assert env.store.get_count("kms.bin") == 3, "nothing fetched again"
