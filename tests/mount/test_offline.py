@@ -12,6 +12,7 @@ by itself.
 import os
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from rangefs import xattrs
 from tests.support import Mount, mount_stats, run, wait_for, wait_fully_cached
 from tests.support.patterns import pattern_sha256, upload_pattern
 from tests.support.proxy import CountingProxy
+from tests.support.servers import free_port
 
 C = 1024 * 1024
 FILES = {  # key: (size, seed)
@@ -66,6 +68,14 @@ def online(mount: Mount) -> bool:
     return xattrs.read_online(mount.path)
 
 
+def online_gauge(port: int) -> float:
+    """``rangefs_online`` as the Prometheus endpoint serves it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        found = re.search(r"^rangefs_online (\S+)$", resp.read().decode(), re.M)
+    assert found, "rangefs_online missing from /metrics"
+    return float(found.group(1))
+
+
 def sha256sum(path: Path) -> str:
     result = run(["sha256sum", str(path)])
     assert result.returncode == 0, result.stderr
@@ -80,12 +90,13 @@ def test_offline_serves_the_cache_fails_the_rest_fast_and_comes_back(
     bucket = make_bucket()
     for key, (size, seed) in FILES.items():
         upload_pattern(s3, bucket, key, size, seed)
-    mount = proxied_mount(bucket, *QUICK)
+    port = free_port()
+    mount = proxied_mount(bucket, *QUICK, "--metrics-addr", f"127.0.0.1:{port}")
     cached, uncached = mount.path / "dir/cached.bin", mount.path / "dir/uncached.bin"
     assert sha256sum(cached) == pattern_sha256(*FILES["dir/cached.bin"])
     wait_fully_cached(cached)
     before = listings(mount)
-    assert online(mount)
+    assert online(mount) and online_gauge(port) == 1
 
     if outage == "refused":
         proxy.unplug()
@@ -96,6 +107,7 @@ def test_offline_serves_the_cache_fails_the_rest_fast_and_comes_back(
     result = run(["cat", str(uncached)], timeout=60)
     assert result.returncode == 1 and "Input/output error" in result.stderr, result.stderr
     assert not online(mount), "a request failed as unreachable after its retries: offline"
+    assert online_gauge(port) == 0
     gave_up = time.monotonic() - started
     sent = len(proxy.records)
 
@@ -124,6 +136,7 @@ def test_offline_serves_the_cache_fails_the_rest_fast_and_comes_back(
     back = time.monotonic()
     wait_for(lambda: online(mount), timeout=BACK_ONLINE_BOUND, what="the mount back online")
     recovered = time.monotonic() - back
+    assert online_gauge(port) == 1
     assert sha256sum(uncached) == pattern_sha256(*FILES["dir/uncached.bin"])
     log = mount.log()
     assert len(re.findall(r"offline: S3 at \S+ cannot be reached", log)) == 1, log
