@@ -54,7 +54,7 @@ class DirEntry(NamedTuple):
 DOT_NAMES = (".", "..")
 
 
-READDIR_PAGE = 256  # entries read from the index at once for an open directory
+READDIR_PAGE = 1024  # entries read from the index at once for an open directory (~150 KB)
 
 
 @dataclass(slots=True)
@@ -105,25 +105,22 @@ class Filesystem:
         self._dir_handles: dict[int, DirHandle] = {}
         self._fh = itertools.count(1)
         self._last_version: dict[str, ObjectVersion] = {}  # per key, the last version opened
+        self._dir_mode = 0o040000 | config.dir_mode
+        self._file_mode = 0o100000 | config.file_mode
+        self._uid, self._gid = config.uid, config.gid
 
     def _attributes(self, ino: int, entry: Entry) -> Attributes:
-        cfg = self.config
+        """Made once per name listed (positional: the cheapest way to make a tuple)."""
         if entry.is_dir:
-            mode, nlink, size = 0o040000 | cfg.dir_mode, 2, 0
-        else:
-            mode, nlink, size = 0o100000 | cfg.file_mode, 1, entry.size
+            return Attributes(
+                ino, True, 0, int(entry.mtime * 1e9), self._dir_mode, 2, self._uid, self._gid,
+                IO_BLOCK_SIZE, 0,
+            )  # fmt: skip
+        size = entry.size
         return Attributes(
-            ino=ino,
-            is_dir=entry.is_dir,
-            size=size,
-            mtime_ns=int(entry.mtime * 1e9),
-            mode=mode,
-            nlink=nlink,
-            uid=cfg.uid,
-            gid=cfg.gid,
-            blksize=IO_BLOCK_SIZE,
-            blocks=-(-size // BLOCK_SIZE),
-        )
+            ino, False, size, int(entry.mtime * 1e9), self._file_mode, 1, self._uid, self._gid,
+            IO_BLOCK_SIZE, -(-size // BLOCK_SIZE),
+        )  # fmt: skip
 
     async def lookup(self, parent_ino: int, name: str) -> Attributes:
         self.stats.lookups += 1

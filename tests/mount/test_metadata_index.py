@@ -154,3 +154,9 @@ def test_a_damaged_index_costs_one_log_line_not_the_mount(
     assert len(lines) == 1 and "damaged or not ours" in lines[0], lines
     assert "Traceback" not in again.log()
     assert (index.parent / "metadata.db.damaged").exists()
+    again.unmount()
+
+    cleared = rangefs_cli("cache", "clear", "--cache-dir", str(tmp_path / "cache"))
+    assert cleared.returncode == 0 and "2 listings dropped" in cleared.stdout, cleared.stdout
+    stats = rangefs_cli("cache", "stats", "--cache-dir", str(tmp_path / "cache"))
+    assert "index      0 listings, 0 entries" in stats.stdout, stats.stdout
