@@ -212,11 +212,15 @@ class ChunkCache:
         serialised in this process: concurrent SQLite writers otherwise meet SQLite's busy
         handler, which sleeps in steps of milliseconds. The file is read outside the lock.
         """
-        with self._index_lock:
-            handle = self._cache.get(key.encode(), default=None, read=True, retry=True)
-        if handle is None and self._present(key):
-            self._drop(key, "value file missing")
-        return handle
+        for _ in range(2):
+            with self._index_lock:
+                handle = self._cache.get(key.encode(), default=None, read=True, retry=True)
+            if handle is not None or not self._present(key):
+                return handle
+            # Present now but not a moment ago: stored meanwhile (by this process or another
+            # sharing the dir). Only an entry still without its file is dropped.
+        self._drop(key, "value file missing")
+        return None
 
     def _get(self, key: ChunkKey, length: int) -> memoryview | None:
         handle = self._lookup(key)

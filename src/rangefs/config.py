@@ -203,6 +203,7 @@ class Config:
     requester_pays: bool
     sse_c_key: CustomerKey | None
     version_at: float | None = None  # epoch seconds: the bucket as it was then (versioned)
+    allow_offline: bool = False  # mount offline when S3 cannot be reached but the index can
 
     @property
     def s3(self) -> S3Settings:

@@ -7,6 +7,7 @@ never blocks and no caller passes limiters around.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -16,7 +17,9 @@ from rangefs.budget import Budget
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.filesystem import Filesystem
+from rangefs.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
 from rangefs.namespace import Namespace
+from rangefs.reachability import Reachability
 from rangefs.reader import ChunkReader
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectStore
@@ -25,6 +28,7 @@ from rangefs.verifier import CHECKSUM_CHUNKS, Verifier
 CACHE_THREADS = 8  # disk cache reads/writes at once (reads are mostly page-cache copies)
 META_THREADS = 8  # listings and HEADs at once
 READERS_AHEAD = 4  # readers whose full windows the global read-ahead budget holds
+INDEX_THREADS = 2  # metadata index calls at once (they take turns on one connection)
 
 
 @dataclass
@@ -33,17 +37,35 @@ class Core:
     reader: ChunkReader
     store: AsyncStore
     stats: Stats
+    reachability: Reachability
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Hosts the fetch tasks; ``nursery.start(core.run)`` before serving reads."""
-        await self.reader.run(task_status=task_status)
+        """Hosts the fetch tasks and the offline probe; ``nursery.start(core.run)`` before
+        serving reads."""
+        prefix = self.fs.namespace.prefix
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.reachability.run, partial(self.store.probe, prefix))
+            await nursery.start(self.reader.run)
+            task_status.started()
 
 
-def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Stats) -> Core:
+def build_core(
+    config: Config,
+    store: ObjectStore,
+    cache: ChunkCache,
+    index: MetadataIndex,
+    stats: Stats,
+    online: bool = True,
+) -> Core:
+    """The core over ``store``; ``online=False`` starts it offline (``--allow-offline``)."""
+    where = f"S3 at {config.endpoint_url}" if config.endpoint_url else "S3"
+    reachability = Reachability(stats, where, online=online)
     # Bytes ahead land in the cache: a quarter of it, so they are not evicted before read.
     max_ahead = min(config.cache_size // 4, READERS_AHEAD * config.max_readahead)
     budget = Budget(config.parallel, max_ahead)
-    async_store = AsyncStore(store, trio.CapacityLimiter(META_THREADS), budget.get_slots)
+    async_store = AsyncStore(
+        store, trio.CapacityLimiter(META_THREADS), budget.get_slots, reachability
+    )
     async_cache = AsyncChunkCache(cache, trio.CapacityLimiter(CACHE_THREADS))
     verifier = Verifier(
         async_store,
@@ -64,6 +86,9 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
         stats=stats,
         verifier=verifier,
     )
-    namespace = Namespace(async_store, config.prefix, config.metadata_ttl)
+    async_index = AsyncMetadataIndex(index, trio.CapacityLimiter(INDEX_THREADS))
+    namespace = Namespace(
+        async_store, async_index, Scope.of(config), config.prefix, config.metadata_ttl
+    )
     fs = Filesystem(config, namespace, reader, async_cache, stats)
-    return Core(fs, reader, async_store, stats)
+    return Core(fs, reader, async_store, stats, reachability)

@@ -46,6 +46,18 @@ class Transient(RemoteError):
         self.cause = cause
 
 
+class NoAnswer(Transient):
+    """One attempt that got no answer from S3 at all: connection refused or reset before a
+    response, a DNS failure, a connect or read timeout. Retried like any :class:`Transient`;
+    when the retries are spent the store raises :class:`Unreachable`."""
+
+
+class Unreachable(RemoteError):
+    """S3 could not be reached, after the retries or, while the mount is offline, without
+    trying (:mod:`rangefs.reachability`). Unlike any answer from S3 (404, 403, 412, 5xx), this
+    takes the mount offline: what the cache holds is served, the rest fails fast with EIO."""
+
+
 class BadResponse(RemoteError):
     """The server answered something other than what was asked (status, range, length)."""
 

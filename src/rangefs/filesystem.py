@@ -10,12 +10,14 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from rangefs import chunks, xattrs
 from rangefs.async_cache import AsyncChunkCache
 from rangefs.config import Config
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
 from rangefs.inodes import ROOT_INODE, InodeTable
+from rangefs.metadata_index import ListingInfo
 from rangefs.namespace import Entry, Namespace, join
 from rangefs.reader import ChunkReader, ReadStream
 from rangefs.stats import Stats
@@ -27,8 +29,10 @@ BLOCK_SIZE = 512
 IO_BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends size their buffers by it
 
 
-@dataclass(frozen=True, slots=True)
-class Attributes:
+class Attributes(NamedTuple):
+    """What getattr, lookup and readdirplus answer (a named tuple: made once per name
+    listed, so it must be cheap)."""
+
     ino: int
     is_dir: bool
     size: int
@@ -41,8 +45,7 @@ class Attributes:
     blocks: int
 
 
-@dataclass(frozen=True, slots=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     name: str
     attributes: Attributes
     next_id: int
@@ -51,14 +54,20 @@ class DirEntry:
 DOT_NAMES = (".", "..")
 
 
-@dataclass(frozen=True, slots=True)
+READDIR_PAGE = 1024  # entries read from the index at once for an open directory (~150 KB)
+
+
+@dataclass(slots=True)
 class DirHandle:
-    """An open directory: its own and its parent's inode, and the listing at opendir."""
+    """An open directory: its own and its parent's inode, the listing (index generation) at
+    opendir, which stays readable until releasedir, and the page of it read last."""
 
     ino: int
     parent_ino: int
     entry: Entry
-    entries: list[tuple[str, Entry]]
+    listing: ListingInfo
+    page_start: int = 0  # position in the listing of page[0]
+    page: list[Entry] = field(default_factory=list)
 
 
 @dataclass
@@ -96,25 +105,22 @@ class Filesystem:
         self._dir_handles: dict[int, DirHandle] = {}
         self._fh = itertools.count(1)
         self._last_version: dict[str, ObjectVersion] = {}  # per key, the last version opened
+        self._dir_mode = 0o040000 | config.dir_mode
+        self._file_mode = 0o100000 | config.file_mode
+        self._uid, self._gid = config.uid, config.gid
 
     def _attributes(self, ino: int, entry: Entry) -> Attributes:
-        cfg = self.config
+        """Made once per name listed (positional: the cheapest way to make a tuple)."""
         if entry.is_dir:
-            mode, nlink, size = 0o040000 | cfg.dir_mode, 2, 0
-        else:
-            mode, nlink, size = 0o100000 | cfg.file_mode, 1, entry.size
+            return Attributes(
+                ino, True, 0, int(entry.mtime * 1e9), self._dir_mode, 2, self._uid, self._gid,
+                IO_BLOCK_SIZE, 0,
+            )  # fmt: skip
+        size = entry.size
         return Attributes(
-            ino=ino,
-            is_dir=entry.is_dir,
-            size=size,
-            mtime_ns=int(entry.mtime * 1e9),
-            mode=mode,
-            nlink=nlink,
-            uid=cfg.uid,
-            gid=cfg.gid,
-            blksize=IO_BLOCK_SIZE,
-            blocks=-(-size // BLOCK_SIZE),
-        )
+            ino, False, size, int(entry.mtime * 1e9), self._file_mode, 1, self._uid, self._gid,
+            IO_BLOCK_SIZE, -(-size // BLOCK_SIZE),
+        )  # fmt: skip
 
     async def lookup(self, parent_ino: int, name: str) -> Attributes:
         self.stats.lookups += 1
@@ -165,28 +171,55 @@ class Filesystem:
         listing = await self.namespace.listing(path)
         parent_ino = self.inodes.ino_for(path.rpartition("/")[0]) if path else ROOT_INODE
         fh = next(self._fh)
-        self._dir_handles[fh] = DirHandle(ino, parent_ino, entry, sorted(listing.entries.items()))
+        self.namespace.index.pin(listing.id)
+        self._dir_handles[fh] = DirHandle(ino, parent_ino, entry, listing)
         return fh
 
-    def readdir(self, fh: int, start_id: int) -> Iterator[DirEntry]:
+    async def _page_at(self, handle: DirHandle, first: int) -> int:
+        """Makes ``handle.page`` hold position ``first`` of the listing (if it exists) and
+        returns its index in the page: the page is read from the index after the last
+        page's last name (a cursor), or at an offset after a seek."""
+        end = handle.page_start + len(handle.page)
+        if first >= handle.listing.count:
+            return len(handle.page)
+        if handle.page_start <= first < end:
+            return first - handle.page_start
+        index, listing = self.namespace.index, handle.listing.id
+        if first == end and handle.page:
+            page = await index.entries(listing, handle.page[-1].name, READDIR_PAGE)
+        else:
+            page = await index.entries_at(listing, first, READDIR_PAGE)
+        handle.page_start, handle.page = first, page
+        return 0
+
+    async def readdir(self, fh: int, start_id: int) -> Iterator[DirEntry]:
         """Entries after offset ``start_id``: ``.`` (offset 1), ``..`` (offset 2), then the
-        snapshot taken at opendir (offsets 3...), so paging is stable. Lazy: the caller stops
-        when the kernel's buffer is full, and no inode is made for an entry never offered.
+        listing taken at opendir (offsets 3...), so paging is stable. At most a page is read
+        from the index per call; the iterator is lazy: the caller stops when the kernel's
+        buffer is full, and no inode is made for an entry never offered.
 
         ``.`` carries the directory's inode, ``..`` its parent's (the root's ``..`` is the
         root). Their attributes are the directory's: the kernel does not use them.
         """
         handle = self._dir_handles.get(fh)
         if handle is None:
-            return
+            return iter(())
+        first = max(start_id - len(DOT_NAMES), 0)
+        at = await self._page_at(handle, first)
+        return self._dir_entries(handle, start_id, first, handle.page, at)
+
+    def _dir_entries(
+        self, handle: DirHandle, start_id: int, first: int, page: list[Entry], at: int
+    ) -> Iterator[DirEntry]:
         dots = ((".", handle.ino), ("..", handle.parent_ino))
         for i, (name, ino) in enumerate(dots[start_id:], start_id + 1):
             yield DirEntry(name, self._attributes(ino, handle.entry), i)
         parent = self.inodes.path_of(handle.ino)
-        first = max(start_id - len(dots), 0)
-        for i, (name, entry) in enumerate(handle.entries[first:], first + len(dots) + 1):
-            ino = self.inodes.ino_for(join(parent, name))
-            yield DirEntry(name, self._attributes(ino, entry), i)
+        offset = first + len(dots) + 1
+        for i in range(at, len(page)):
+            entry = page[i]
+            ino = self.inodes.ino_for(join(parent, entry.name))
+            yield DirEntry(entry.name, self._attributes(ino, entry), offset + i - at)
 
     def readdir_returned(self, entry: DirEntry) -> None:
         """The kernel took an entry from readdirplus: that counts as a lookup, except for
@@ -195,8 +228,16 @@ class Filesystem:
         if entry.name not in DOT_NAMES:
             self.inodes.looked_up(entry.attributes.ino)
 
-    def releasedir(self, fh: int) -> None:
-        self._dir_handles.pop(fh, None)
+    def readdir_refused(self, entry: DirEntry) -> None:
+        """The kernel's buffer was full before this entry: its inode, made for nothing, goes
+        (a directory of a million keys would otherwise leave one behind per request)."""
+        if entry.name not in DOT_NAMES:
+            self.inodes.drop_unused(entry.attributes.ino)
+
+    async def releasedir(self, fh: int) -> None:
+        handle = self._dir_handles.pop(fh, None)
+        if handle is not None:
+            await self.namespace.index.unpin(handle.listing.id)
 
     async def open(self, ino: int) -> tuple[int, bool]:
         """Opens a file at its current version; returns (fh, keep_cache).
@@ -270,6 +311,8 @@ class Filesystem:
             return f"s3://{self.namespace.store.bucket}/{key}".encode()
         if name == xattrs.STATS:
             return xattrs.encode_stats(self.stats.as_dict())
+        if name == xattrs.ONLINE:
+            return xattrs.encode_online(self.namespace.store.reachability.online)
         version = await self._version_of(ino)
         assert version is not None
         if name == xattrs.ETAG:

@@ -65,17 +65,25 @@ class FuseOperations(pyfuse3.Operations):
         negative = fs.config.negative_metadata_ttl
         self.negative_ttl = self.ttl if negative is None else negative
 
-    def _entry(self, attr: Attributes) -> pyfuse3.EntryAttributes:
+    def _blank(self) -> pyfuse3.EntryAttributes:
+        """Entry attributes with what is the same for every name: timeouts and such."""
         e = pyfuse3.EntryAttributes()
-        e.st_ino = attr.ino
         e.generation = 0
         e.entry_timeout = self.ttl
         e.attr_timeout = self.ttl
+        e.st_rdev = 0
+        return e
+
+    def _entry(self, attr: Attributes) -> pyfuse3.EntryAttributes:
+        return self._fill(self._blank(), attr)
+
+    @staticmethod
+    def _fill(e: pyfuse3.EntryAttributes, attr: Attributes) -> pyfuse3.EntryAttributes:
+        e.st_ino = attr.ino
         e.st_mode = attr.mode
         e.st_nlink = attr.nlink
         e.st_uid = attr.uid
         e.st_gid = attr.gid
-        e.st_rdev = 0
         e.st_size = attr.size
         e.st_blksize = attr.blksize
         e.st_blocks = attr.blocks
@@ -110,16 +118,18 @@ class FuseOperations(pyfuse3.Operations):
 
     @boundary
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        for item in self.fs.readdir(fh, start_id):
+        reply = self._blank()  # refilled for each name: readdir_reply copies it
+        for item in await self.fs.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(
-                token, os.fsencode(item.name), self._entry(item.attributes), item.next_id
+                token, os.fsencode(item.name), self._fill(reply, item.attributes), item.next_id
             ):
+                self.fs.readdir_refused(item)
                 return
             self.fs.readdir_returned(item)
 
     @boundary
     async def releasedir(self, fh: int) -> None:
-        self.fs.releasedir(fh)
+        await self.fs.releasedir(fh)
 
     @boundary
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:

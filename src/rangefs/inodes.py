@@ -2,8 +2,16 @@
 
 Paths are relative to the mount's root ('' is the root). A number is never reused for
 another path while the kernel may still hold it: an entry is removed only when its lookup
-count falls to zero and no file handle uses it.
+count falls to zero and no file handle uses it; its number may then be given to another path
+(the kernel forgot it, so nothing can confuse the two).
+
+Memory: readdirplus gives the kernel an inode for every name listed, so a directory of a
+million keys means a million live entries here. They are kept compact: the path by number in
+a list, the lookup count in an array of machine words, and one dict from path to number
+(about 100 bytes an entry, most of it the path string itself).
 """
+
+from array import array
 
 from rangefs.errors import NotFound
 
@@ -12,40 +20,47 @@ ROOT_INODE = 1
 
 class InodeTable:
     def __init__(self) -> None:
+        self._paths: list[str | None] = [None, ""]  # by inode number; None: free
         self._by_path: dict[str, int] = {"": ROOT_INODE}
-        self._by_ino: dict[int, str] = {ROOT_INODE: ""}
-        self._lookups: dict[int, int] = {}
-        self._open: dict[int, int] = {}
-        self._next = ROOT_INODE + 1
+        self._lookups = array("Q", [0, 0])  # by inode number
+        self._open: dict[int, int] = {}  # few: open files only
+        self._free = array("Q")  # numbers forgotten by the kernel, to give out again
 
     def __len__(self) -> int:
-        return len(self._by_ino)
+        return len(self._by_path)
 
     def ino_for(self, path: str) -> int:
         ino = self._by_path.get(path)
         if ino is None:
-            ino = self._next
-            self._next += 1
+            if self._free:
+                ino = self._free.pop()
+                self._paths[ino] = path
+            else:
+                ino = len(self._paths)
+                self._paths.append(path)
+                self._lookups.append(0)
             self._by_path[path] = ino
-            self._by_ino[ino] = path
         return ino
 
     def path_of(self, ino: int) -> str:
-        try:
-            return self._by_ino[ino]
-        except KeyError:
-            raise NotFound(f"inode {ino} unknown") from None
+        path = self._paths[ino] if 0 < ino < len(self._paths) else None
+        if path is None:
+            raise NotFound(f"inode {ino} unknown")
+        return path
 
     def looked_up(self, ino: int) -> None:
-        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+        self._lookups[ino] += 1
 
     def forget(self, ino: int, count: int) -> None:
-        left = self._lookups.get(ino, 0) - count
-        if left > 0:
-            self._lookups[ino] = left
+        if not 0 < ino < len(self._paths):
             return
-        self._lookups.pop(ino, None)
+        self._lookups[ino] = max(self._lookups[ino] - count, 0)
         self._maybe_drop(ino)
+
+    def drop_unused(self, ino: int) -> None:
+        """Drops ``ino`` if the kernel never took it (no lookup, not open)."""
+        if 0 < ino < len(self._paths):
+            self._maybe_drop(ino)
 
     def opened(self, ino: int) -> None:
         self._open[ino] = self._open.get(ino, 0) + 1
@@ -59,8 +74,12 @@ class InodeTable:
         self._maybe_drop(ino)
 
     def _maybe_drop(self, ino: int) -> None:
-        if ino == ROOT_INODE or ino in self._lookups or ino in self._open:
+        if ino == ROOT_INODE or self._lookups[ino] or ino in self._open:
             return
-        path = self._by_ino.pop(ino, None)
-        if path is not None and self._by_path.get(path) == ino:
+        path = self._paths[ino]
+        if path is None:
+            return
+        self._paths[ino] = None
+        if self._by_path.get(path) == ino:
             del self._by_path[path]
+        self._free.append(ino)

@@ -41,6 +41,16 @@ class StatsCollector:
             ("rangefs_bad_chunks", "Cached chunks dropped by verification", s.bad_chunks),
             ("rangefs_read_errors", "Range GETs that failed (after retries)", s.read_errors),
             ("rangefs_read_bytes", "Bytes returned to readers", s.bytes_read),
+            (
+                "rangefs_went_offline",
+                "Times S3 could not be reached and the mount went offline",
+                s.went_offline,
+            ),
+            (
+                "rangefs_offline_refused",
+                "S3 requests failed at once while offline",
+                s.offline_refused,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         retries = CounterMetricFamily("rangefs_retries", "Retried S3 requests", labels=["cause"])
@@ -53,6 +63,9 @@ class StatsCollector:
         for cause, count in sorted(s.errors.items()):
             errors.add_metric([cause], count)
         yield errors
+        yield GaugeMetricFamily(
+            "rangefs_online", "1 while S3 answers, 0 while the mount is offline", value=s.online
+        )
         yield GaugeMetricFamily(
             "rangefs_in_flight_bytes", "Bytes of Range GETs in flight", value=s.bytes_in_flight
         )

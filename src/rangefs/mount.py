@@ -26,9 +26,10 @@ from rangefs import sdnotify
 from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
 from rangefs.config import Config, format_timestamp
 from rangefs.core import META_THREADS, Core, build_core
-from rangefs.errors import AccessDenied, NotFound, RemoteError, UserError
+from rangefs.errors import AccessDenied, NotFound, RemoteError, Unreachable, UserError
 from rangefs.fuse_ops import FuseOperations
 from rangefs.logsetup import setup_logging
+from rangefs.metadata_index import MetadataIndex, Scope
 from rangefs.readiness import Notifier, Waiter
 from rangefs.retry import MOUNT_CHECK
 from rangefs.s3 import store_factory
@@ -96,6 +97,15 @@ def open_cache(config: Config, stats: Stats) -> ChunkCache:
         raise UserError(f"cache dir {config.cache_dir} is not usable: {reason}") from None
 
 
+def open_index(config: Config) -> MetadataIndex:
+    """The metadata index in the cache dir (made private by :func:`open_cache` first)."""
+    try:
+        return MetadataIndex(config.cache_dir)
+    except Exception as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UserError(f"metadata index in {config.cache_dir} is not usable: {reason}") from None
+
+
 def s3_store(config: Config, stats: Stats) -> ObjectStore:
     """The default store: boto3, one connection pool for GETs, listings and the check."""
     return store_factory(config.s3, pool=config.parallel + META_THREADS + 2, stats=stats)(
@@ -104,10 +114,17 @@ def s3_store(config: Config, stats: Stats) -> ObjectStore:
 
 
 def check_bucket(store: ObjectStore, config: Config) -> bool:
-    """Proves the bucket can be listed; True if SOURCE's prefix holds at least one key."""
+    """Proves the bucket can be listed; True if SOURCE's prefix holds at least one key.
+
+    Any failure is a :class:`UserError`, except that with ``--allow-offline`` an S3 that
+    cannot be reached raises :class:`Unreachable` (see :func:`offline_start`)."""
     where = f" at {config.endpoint_url}" if config.endpoint_url else ""
     try:
         return store.check_access(config.prefix)
+    except Unreachable as exc:
+        if config.allow_offline:
+            raise
+        raise UserError(f"cannot reach S3{where}: {exc}") from None
     except NotVersioned:
         raise UserError(
             f"bucket {config.bucket!r}{where} has no versioning: --version-at needs a bucket "
@@ -121,6 +138,22 @@ def check_bucket(store: ObjectStore, config: Config) -> bool:
         ) from None
     except RemoteError as exc:
         raise UserError(f"cannot reach S3{where}: {exc}") from None
+
+
+def offline_start(config: Config, index: MetadataIndex, exc: Unreachable) -> str:
+    """What ``--allow-offline`` says when S3 cannot be reached at mount time; a UserError
+    unless the index holds a listing of SOURCE (an earlier mount made one)."""
+    where = f" at {config.endpoint_url}" if config.endpoint_url else ""
+    if not index.holds(Scope.of(config), config.prefix):
+        raise UserError(
+            f"cannot reach S3{where}: {exc}; --allow-offline needs a listing of "
+            f"{config.source} in the metadata index in {config.cache_dir}, and it holds none "
+            "(mount it once while S3 answers)"
+        )
+    return (
+        f"S3 cannot be reached ({exc}): mounting {config.source} offline (--allow-offline), "
+        "serving the listings and chunks in the cache; online as soon as S3 answers"
+    )
 
 
 def fuse_options(config: Config) -> set[str]:
@@ -222,15 +255,25 @@ def _start(
     stats = Stats()
     cache = open_cache(config, stats)
     stack.callback(cache.close)
+    index = open_index(config)
+    stack.callback(index.close)
     store = make_store(config, stats)
     if config.version_at is not None:
         store = VersionedStore(cast(VersionSource, store), config.version_at)
         log.info("showing s3://%s as of %s", config.bucket, format_timestamp(config.version_at))
-    if not check_bucket(store.with_retries(MOUNT_CHECK), config):
+    online = True
+    try:
+        found = check_bucket(store.with_retries(MOUNT_CHECK), config)
+    except Unreachable as exc:
+        found, online = True, False
+        message = offline_start(config, index, exc)
+        log.warning("%s", message)
+        notifier.warn(message)
+    if not found:
         message = f"{config.source} holds no object yet (a typo in the prefix?); mounting it empty"
         log.warning("%s", message)
         notifier.warn(message)
-    core = build_core(config, store, cache, stats)
+    core = build_core(config, store, cache, index, stats, online=online)
     if config.metrics_addr:
         from rangefs.metrics import serve_metrics
 

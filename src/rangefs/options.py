@@ -258,7 +258,8 @@ OPTIONS: tuple[Option, ...] = (
            "chunks or more, and of any object whose ETag proves nothing; etag asks only for the "
            "latter; off checks nothing (to measure what checking costs)", CACHE_GROUP, (MOUNT,)),
     # filesystem
-    Option("metadata-ttl", SECONDS, 60.0, "how long listings, sizes and ETags are trusted",
+    Option("metadata-ttl", SECONDS, 60.0, "how long listings, sizes and ETags are trusted, "
+           "counted from when they were listed (the metadata index keeps them across remounts)",
            FILESYSTEM, (MOUNT,), minimum=0.0),
     Option("negative-metadata-ttl", SECONDS, None, "how long the kernel may remember that a "
            "name does not exist, so shells, editors and players probing for names do not ask "
@@ -276,6 +277,10 @@ OPTIONS: tuple[Option, ...] = (
            "3339 time (2026-11-27T16:45:54Z) or a duration back from now (2h, 30m, 1d); each key "
            "at its newest version not newer than TIME, keys deleted by then hidden",
            FILESYSTEM, (MOUNT,), default_text="off: the current version of each key"),
+    Option("allow-offline", FLAG, False, "mount even when S3 cannot be reached, if the "
+           "metadata index in the cache dir holds a listing of SOURCE (an earlier mount made "
+           "one): the mount comes up offline, serving cached listings and chunks, and goes "
+           "online when S3 answers; without it such a mount fails", FILESYSTEM, (MOUNT,)),
     # performance
     Option("parallel", COUNT, DEFAULT_PARALLEL, "most Range GETs in flight at once, all files; "
            "each holds a 256 KiB buffer, not a chunk (bytes go to the cache disk as they "

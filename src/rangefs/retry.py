@@ -4,7 +4,12 @@ A store (the boto3 one, or a test's in-memory one) raises :class:`~rangefs.error
 for what is worth another try (network trouble, 5xx, throttling, a short or damaged body) and
 a domain error for what is not (404, 403, 412). :class:`Retrier` retries the former with
 exponential backoff and jitter (tenacity) within an attempt and a time budget, counts each
-retry by cause, and turns the last failure into :class:`~rangefs.errors.RemoteError` (EIO).
+retry by cause, and turns the last failure into :class:`~rangefs.errors.RemoteError` (EIO), or
+:class:`~rangefs.errors.Unreachable` when the last attempt got no answer at all
+(:class:`~rangefs.errors.NoAnswer`), which takes the mount offline. Once the mount is offline
+(``Stats.online``, kept by :mod:`rangefs.reachability`), a request stops retrying after its
+current attempt: another request has just found S3 unreachable, and more attempts would only
+delay this one's EIO.
 """
 
 import logging
@@ -20,8 +25,9 @@ from tenacity import (
     stop_after_delay,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
-from rangefs.errors import RemoteError, Transient
+from rangefs.errors import NoAnswer, RemoteError, Transient, Unreachable
 from rangefs.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -38,9 +44,21 @@ class RetryPolicy:
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
     jitter: float = 1.0  # seconds of random extra wait, so retries of many GETs spread out
+    quiet: bool = False  # a failure is expected and said elsewhere: no log line, not counted
 
 
 MOUNT_CHECK = RetryPolicy(attempts=3, max_seconds=20.0, initial_backoff=0.5)
+PROBE = RetryPolicy(attempts=1, max_seconds=0.0, quiet=True)  # is S3 back? (offline mount)
+
+
+class _Offline(stop_base):
+    """Stops retrying once the mount is offline."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return not self.stats.online
 
 
 class Retrier:
@@ -60,7 +78,9 @@ class Retrier:
 
         retrying = Retrying(
             retry=retry_if_exception_type(Transient),
-            stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_seconds),
+            stop=stop_after_attempt(policy.attempts)
+            | stop_after_delay(policy.max_seconds)
+            | _Offline(self.stats),
             wait=wait_exponential_jitter(
                 multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.jitter
             ),
@@ -70,6 +90,8 @@ class Retrier:
         try:
             return retrying(attempt)
         except Transient as exc:
-            self.stats.errors[exc.cause] += 1
-            log.error("failed %s: %s (gave up after retries)", what, exc)
-            raise RemoteError(f"{what}: {exc}") from exc
+            if not policy.quiet:
+                self.stats.errors[exc.cause] += 1
+                log.error("failed %s: %s (gave up after retries)", what, exc)
+            final = Unreachable if isinstance(exc, NoAnswer) else RemoteError
+            raise final(f"{what}: {exc}") from exc

@@ -10,6 +10,7 @@ the budget.
 import base64
 import hashlib
 import logging
+import socket
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
+import urllib3.exceptions
 from botocore.config import Config as BotoConfig
 
 from rangefs.chunks import byte_range
@@ -24,6 +26,7 @@ from rangefs.config import S3Settings
 from rangefs.errors import (
     AccessDenied,
     BadResponse,
+    NoAnswer,
     NotFound,
     ObjectChanged,
     RangefsError,
@@ -68,6 +71,29 @@ CHECKSUM_FIELDS = {  # S3 sends one; the order only matters for a server sending
     "ChecksumSHA1": "sha1",
 }
 MAX_PARTS_PAGE = 1000  # GetObjectAttributes lists at most this many parts per call
+# No answer from S3 at all: what takes a mount offline once the retries are spent. A body cut
+# after S3 answered (IncompleteRead, ResponseStreaming) and a TLS failure are not among them.
+NO_ANSWER_ERRORS = (
+    botocore.exceptions.EndpointConnectionError,  # refused, unreachable, DNS failure
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ProxyConnectionError,
+    botocore.exceptions.ReadTimeoutError,  # also a body that stalls
+    botocore.exceptions.ConnectionClosedError,  # reset or closed before a response
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+    ConnectionRefusedError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    TimeoutError,
+    socket.gaierror,
+)
+TIMEOUT_ERRORS = (
+    TimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectTimeoutError,
+    urllib3.exceptions.TimeoutError,
+)
 
 
 T = TypeVar("T")
@@ -81,7 +107,8 @@ def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
 
 
 def classify(exc: BaseException, what: str) -> BaseException:
-    """Map a boto3 exception to a domain error, or to :class:`Transient` if worth a retry."""
+    """Map a boto3 exception to a domain error, or to :class:`Transient` if worth a retry
+    (:class:`NoAnswer` when S3 gave no answer at all: only that can take a mount offline)."""
     if isinstance(exc, botocore.exceptions.ClientError):
         code, status = _error_code(exc)
         if code in CHANGED_CODES or status == 412:
@@ -107,6 +134,9 @@ def classify(exc: BaseException, what: str) -> BaseException:
         return AccessDenied(f"{what}: no AWS credentials found")
     if isinstance(exc, CREDENTIAL_ERRORS):  # e.g. a credential_process failing at a renewal
         return AccessDenied(f"{what}: could not get AWS credentials: {' '.join(str(exc).split())}")
+    cause = "timeout" if isinstance(exc, TIMEOUT_ERRORS) else "connection"
+    if isinstance(exc, NO_ANSWER_ERRORS):
+        return NoAnswer(f"{type(exc).__name__}: {exc}", cause)
     if isinstance(
         exc,
         botocore.exceptions.ConnectionError
@@ -114,12 +144,10 @@ def classify(exc: BaseException, what: str) -> BaseException:
         | botocore.exceptions.IncompleteReadError
         | botocore.exceptions.ResponseStreamingError
         | ConnectionError
-        | TimeoutError
-        | OSError,
-    ) or type(exc).__module__.startswith("urllib3"):
-        timeout = isinstance(exc, TimeoutError | botocore.exceptions.ReadTimeoutError)
-        timeout = timeout or isinstance(exc, botocore.exceptions.ConnectTimeoutError)
-        return Transient(f"{type(exc).__name__}: {exc}", "timeout" if timeout else "connection")
+        | OSError
+        | urllib3.exceptions.HTTPError,
+    ):
+        return Transient(f"{type(exc).__name__}: {exc}", cause)
     return exc
 
 
@@ -289,18 +317,20 @@ class S3Store:
             mtime=item["LastModified"].timestamp(),
         )
 
-    def list_dir(self, prefix: str) -> Listing:
-        objects: list[ObjectInfo] = []
-        prefixes: list[str] = []
-        marker: ObjectInfo | None = None
+    def list_dir_pages(self, prefix: str) -> Iterator[Listing]:
+        """One directory level, a ListObjectsV2 page (up to 1000 keys) at a time, so a caller
+        can store each page before the next is asked for; the key equal to ``prefix`` (the
+        directory marker) is the page's ``marker``."""
         for page in self._pages(prefix, Delimiter="/"):
+            objects: list[ObjectInfo] = []
+            marker: ObjectInfo | None = None
             for item in page.get("Contents", []):
                 if item["Key"] == prefix:
                     marker = self._info(item)
                 else:
                     objects.append(self._info(item))
-            prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-        return Listing(objects, prefixes, marker)
+            prefixes = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            yield Listing(objects, prefixes, marker)
 
     def list_all(self, prefix: str) -> list[ObjectInfo]:
         """Every object under ``prefix`` (no delimiter), for prefetching a whole tree."""

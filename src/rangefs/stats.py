@@ -28,6 +28,9 @@ class Stats:
     bytes_in_flight: int = 0
     proofs_passed: int = 0  # object versions whose bytes matched S3's proof
     proofs_failed: int = 0  # mismatches (each is followed by one refetch of the chunks)
+    online: int = 1  # 0 while S3 cannot be reached (rangefs.reachability); retries stop then
+    went_offline: int = 0  # times the mount went offline
+    offline_refused: int = 0  # store calls failed at once while offline
     retries: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     read_latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
@@ -54,6 +57,9 @@ class Stats:
             "bytes_read": self.bytes_read,
             "proofs_passed": self.proofs_passed,
             "proofs_failed": self.proofs_failed,
+            "online": self.online,
+            "went_offline": self.went_offline,
+            "offline_refused": self.offline_refused,
             "retries": dict(self.retries),
             "errors": dict(self.errors),
         }

@@ -5,14 +5,16 @@
 thread under an explicit :class:`trio.CapacityLimiter`, so the trio loop never blocks.
 """
 
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
 from rangefs.keys import ChunkKey, ObjectId
-from rangefs.retry import RetryPolicy
+from rangefs.reachability import Reachability
+from rangefs.retry import PROBE, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,9 @@ class ObjectStore(Protocol):
         """Raises unless the bucket can be listed; True if ``prefix`` holds a key."""
         ...
 
-    def list_dir(self, prefix: str) -> Listing: ...
+    def list_dir_pages(self, prefix: str) -> Iterator[Listing]:
+        """One directory level under ``prefix`` (delimiter ``/``), page by page."""
+        ...
 
     def list_all(self, prefix: str) -> list[ObjectInfo]: ...
 
@@ -145,37 +149,74 @@ class ObjectStore(Protocol):
 
 
 class AsyncStore:
-    """Runs the blocking store calls in threads; ``fetch_limiter`` bounds GETs in flight."""
+    """Runs the blocking store calls in threads; ``fetch_limiter`` bounds GETs in flight.
+
+    Every call goes through ``reachability``: refused at once while the mount is offline, and
+    its outcome (an answer, or none) keeps the online/offline state. Only :meth:`probe` is
+    let through while offline.
+    """
 
     def __init__(
         self,
         store: ObjectStore,
         meta_limiter: trio.CapacityLimiter,
         fetch_limiter: trio.CapacityLimiter,
+        reachability: Reachability | None = None,
     ) -> None:
         self.store = store
         self.bucket = store.bucket
         self._meta = meta_limiter
         self._fetch = fetch_limiter
+        self.reachability = reachability or Reachability()
+        self._probe_store = store.with_retries(PROBE)
 
-    async def list_dir(self, prefix: str) -> Listing:
-        return await trio.to_thread.run_sync(self.store.list_dir, prefix, limiter=self._meta)
+    async def list_dir_pages(
+        self, prefix: str, on_page: Callable[[Listing], Awaitable[None]]
+    ) -> None:
+        """Lists one directory level, awaiting ``on_page`` for each page before the next is
+        asked for: memory holds one page, whatever the size of the directory.
+
+        The listing thread stops at the next page once the caller is cancelled (the thread
+        itself cannot be interrupted mid-request)."""
+        stop = threading.Event()
+
+        def pump() -> None:
+            for page in self.store.list_dir_pages(prefix):
+                if stop.is_set():
+                    return
+                trio.from_thread.run(on_page, page)
+
+        try:
+            with self.reachability.guard(f"list s3://{self.bucket}/{prefix}"):
+                await trio.to_thread.run_sync(pump, limiter=self._meta, cancellable=True)
+        finally:
+            stop.set()
 
     async def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
-        return await trio.to_thread.run_sync(
-            self.store.facts, key, etag, version_id, limiter=self._meta
-        )
+        with self.reachability.guard(f"head s3://{self.bucket}/{key}"):
+            return await trio.to_thread.run_sync(
+                self.store.facts, key, etag, version_id, limiter=self._meta
+            )
 
     async def checksums(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
-        return await trio.to_thread.run_sync(
-            self.store.checksums, key, etag, version_id, limiter=self._meta
-        )
+        with self.reachability.guard(f"head s3://{self.bucket}/{key}"):
+            return await trio.to_thread.run_sync(
+                self.store.checksums, key, etag, version_id, limiter=self._meta
+            )
 
     async def get_range(
         self, key: str, start: int, end: int, etag: str, size: int, version_id: str = ""
     ) -> bytes:
+        with self.reachability.guard(f"GET s3://{self.bucket}/{key}"):
+            return await trio.to_thread.run_sync(
+                self.store.get_range, key, start, end, etag, size, version_id, limiter=self._fetch
+            )
+
+    async def probe(self, prefix: str) -> bool:
+        """One listing of at most one key under ``prefix``, one attempt, even while offline:
+        the question :class:`Reachability` asks to learn that S3 answers again."""
         return await trio.to_thread.run_sync(
-            self.store.get_range, key, start, end, etag, size, version_id, limiter=self._fetch
+            self._probe_store.check_access, prefix, limiter=self._meta
         )
 
     async def get_range_into(
@@ -195,4 +236,5 @@ class AsyncStore:
                 key, start, end, etag, size, sink, version_id=version_id, align=align
             )
 
-        await trio.to_thread.run_sync(call, limiter=self._fetch)
+        with self.reachability.guard(f"GET s3://{self.bucket}/{key}"):
+            await trio.to_thread.run_sync(call, limiter=self._fetch)

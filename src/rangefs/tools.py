@@ -13,6 +13,7 @@ from rangefs import prefetch, xattrs
 from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
 from rangefs.config import format_size
 from rangefs.errors import NotOnMount, UserError
+from rangefs.metadata_index import INDEX_FILE, MetadataIndex
 from rangefs.options import make_s3_settings
 from rangefs.s3 import store_factory
 
@@ -40,15 +41,33 @@ def open_existing_cache(directory: Path) -> ChunkCache:
         raise UserError(f"cannot open cache {directory}: {exc}") from None
 
 
+def open_existing_index(directory: Path) -> MetadataIndex | None:
+    """The cache dir's metadata index, or None if it has none (not created here)."""
+    if not (directory / INDEX_FILE).is_file():
+        return None
+    try:
+        return MetadataIndex(directory)
+    except Exception as exc:
+        raise UserError(f"cannot open metadata index in {directory}: {exc}") from None
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     cache = open_existing_cache(args.cache_dir)
+    index: MetadataIndex | None = None
     try:
+        index = open_existing_index(args.cache_dir)
         if args.action == "stats":
             st = cache.summary()
             print(f"directory  {st.directory}")
             print(f"used       {format_size(st.volume)} of {format_size(st.size_limit)}")
             print(f"chunks     {st.chunks}")
             print(f"objects    {st.objects} (object versions with at least one chunk)")
+            ix = index.stats() if index is not None else None
+            if ix is None:
+                print("index      none (no metadata index in this cache dir)")
+            else:
+                print(f"index      {ix.listings} listings, {ix.entries} entries, "
+                      f"{format_size(ix.disk_bytes)} on disk ({ix.path.name})")  # fmt: skip
         elif args.action == "verify":
             report = cache.verify()
             print(f"verified {report.checked} chunks: {report.bad} bad (dropped)")
@@ -64,8 +83,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
             return 1 if report.bad or report.disproved else 0
         else:
             removed = cache.clear()
-            print(f"cleared {cache.directory}: {removed} entries removed")
+            dropped = index.clear() if index is not None else 0
+            print(f"cleared {cache.directory}: {removed} entries removed, "
+                  f"{dropped} listings dropped from the metadata index")  # fmt: skip
     finally:
+        if index is not None:
+            index.close()
         cache.close()
     return 0
 

@@ -58,7 +58,7 @@ import xxhash
 
 from rangefs import chunks, proofs
 from rangefs.async_cache import AsyncChunkCache
-from rangefs.errors import BadResponse, ProofFailed, RangefsError
+from rangefs.errors import BadResponse, ProofFailed, RangefsError, Unreachable
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectFacts, ObjectVersion
@@ -432,6 +432,8 @@ class Verifier:
             return proof, None  # a full-object checksum, as S3 said: it assumes no layout
         try:
             facts = await self.store.facts(version.key, version.etag, version.version_id)
+        except Unreachable:
+            raise  # offline: EIO for now, the cached chunks kept until S3 can say
         except RangefsError as exc:
             log.info("%s: could not HEAD part 1 to confirm the proof: %s", version.id.uri, exc)
             return proof, None

@@ -15,7 +15,7 @@ second resolution) is lost. On such a tie the entry S3 flags ``IsLatest`` wins, 
 delete marker (the key is hidden). Among versions alone, listing order decides.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -127,9 +127,11 @@ class VersionedStore:
             raise NotVersioned(f"bucket {self.bucket!r} has no versioning")
         return self.inner.check_versions_access(prefix)
 
-    def list_dir(self, prefix: str) -> Listing:
+    def list_dir_pages(self, prefix: str) -> Iterator[Listing]:
+        """The whole level as one page: a key's versions may span ListObjectVersions pages,
+        so no page can be judged before the last one is in."""
         entries, prefixes = self.inner.list_versions(prefix)
-        return listing_as_of(prefix, entries, prefixes, self.at)
+        yield listing_as_of(prefix, entries, prefixes, self.at)
 
     def list_all(self, prefix: str) -> list[ObjectInfo]:
         entries, _ = self.inner.list_versions(prefix, delimiter=False)

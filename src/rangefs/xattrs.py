@@ -13,6 +13,7 @@ documented in docs/OPERATIONS.md, read by people with ``getfattr``):
   it yet: ``etag-md5 verified``, ``etag-multipart-md5 pending (3 parts of 8388608 B)``, or
   ``none (unverified: S3 gave no checksum rangefs can use for this object: REASON)``
 * ``user.rangefs.stats``   (root only) the daemon's counters as JSON
+* ``user.rangefs.online``  (root only) ``online``, or ``offline`` while S3 cannot be reached
 """
 
 import json
@@ -30,13 +31,15 @@ CHUNKS = PREFIX + "chunks"
 STATS = PREFIX + "stats"
 VERSION = PREFIX + "version"
 VERIFIED = PREFIX + "verified"
+ONLINE = PREFIX + "online"
 
-ROOT_NAMES = (URI, STATS)
+ROOT_NAMES = (URI, STATS, ONLINE)
 DIR_NAMES = (URI,)
 FILE_NAMES = (URI, ETAG, CACHED, CHUNKS, VERIFIED)
 VERSIONED_FILE_NAMES = (*FILE_NAMES, VERSION)
 CACHED_MARK, MISSING_MARK = "#", "."
 PROVEN, PENDING = "verified", "pending"
+ONLINE_WORDS = {True: "online", False: "offline"}
 
 
 def encode_chunks(chunk_size: int, cached: list[bool]) -> bytes:
@@ -53,6 +56,10 @@ def encode_verified(kind: str, proven: bool, detail: str = "") -> bytes:
         return f"none ({detail})".encode()
     state = PROVEN if proven else PENDING
     return f"{kind} {state}{f' ({detail})' if detail else ''}".encode()
+
+
+def encode_online(online: bool) -> bytes:
+    return ONLINE_WORDS[online].encode()
 
 
 def encode_stats(stats: dict[str, object]) -> bytes:
@@ -100,6 +107,11 @@ def read_verified(path: Path | str) -> tuple[str, bool, str]:
         return kind, False, rest.strip()[1:-1]
     state, _, detail = rest.partition(" ")
     return kind, state == PROVEN, detail.strip()[1:-1]
+
+
+def read_online(mountpoint: Path | str) -> bool:
+    """Whether the mount's daemon reaches S3 (False: offline, serving what it has)."""
+    return _get(mountpoint, ONLINE) == ONLINE_WORDS[True]
 
 
 def read_stats(mountpoint: Path | str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from rangefs import options
 from rangefs.chunk_cache import ChunkCache
 from rangefs.config import Config
 from rangefs.core import Core, build_core
+from rangefs.metadata_index import MetadataIndex
 from rangefs.options import MOUNT
 from rangefs.stats import Stats
 from rangefs.store import ObjectStore
@@ -83,24 +84,27 @@ class Env:
         return dataclasses.replace(base, **settings)
 
     @contextlib.asynccontextmanager
-    async def core(self, **overrides: object) -> AsyncIterator[Core]:
+    async def core(self, online: bool = True, **overrides: object) -> AsyncIterator[Core]:
         """A started core (fresh stats, fresh cache object over the same directory); on exit
         its tasks are cancelled and the cache is closed, with every chunk write finished.
-        With ``version_at``, the store is seen as of that time (as a ``--version-at`` mount)."""
+        With ``version_at``, the store is seen as of that time (as a ``--version-at`` mount);
+        ``online=False`` starts it offline (as ``--allow-offline`` when S3 cannot be reached)."""
         config = self.config(**overrides)
         stats = Stats()
         self.store.use_stats(stats)
         cache = ChunkCache(config.cache_dir, config.cache_size, stats)
+        index = MetadataIndex(config.cache_dir)
         try:
             store: ObjectStore = self.store
             if config.version_at is not None:  # as the daemon does for --version-at
                 store = VersionedStore(self.store, config.version_at)
-            core = build_core(config, store, cache, stats)
+            core = build_core(config, store, cache, index, stats, online=online)
             async with trio.open_nursery() as nursery:
                 await nursery.start(core.run)
                 yield core
                 nursery.cancel_scope.cancel()
         finally:
+            index.close()
             cache.close()
 
 

@@ -15,7 +15,10 @@ so everything it shares is guarded by one lock and "hold this GET" is a
 :class:`threading.Event` gate that the test releases; nothing here sleeps for timing.
 
 Faults are injected per key and, optionally, per byte (``at``: the fault hits the GETs whose
-range holds that byte), for ``times`` attempts (None: every attempt).
+range holds that byte), for ``times`` attempts (None: every attempt). :meth:`FakeStore.unplug`
+makes the whole store unreachable: every attempt of every call fails with
+:class:`~rangefs.errors.NoAnswer` (as a refused connection or a timeout) until
+:meth:`FakeStore.plug`.
 
 Versions: every put and delete is also kept in a per-key history (versionIds ``v1``, ``v2``...
 in order, a delete adds a delete marker), listed by ``list_versions`` newest first as
@@ -32,12 +35,12 @@ import itertools
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from awscrt import checksums as crt
 
-from rangefs.errors import BadResponse, NotFound, ObjectChanged, Transient
+from rangefs.errors import BadResponse, NoAnswer, NotFound, ObjectChanged, Transient
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.stats import Stats
 from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
@@ -118,6 +121,7 @@ class _Fault:
     error: ErrorSpec | None = None
     gate: Gate | None = None
     beyond: int | None = None  # only GETs starting at this byte or later
+    passes: int = 0  # list faults: listing requests (pages) let through first
     hits: int = 0
 
     def matches(self, key: str, start: int | None, end: int | None) -> bool:
@@ -135,6 +139,7 @@ class _State:
     objects: dict[str, StoredObject] = field(default_factory=dict)
     history: dict[str, list[StoredVersion]] = field(default_factory=dict)  # oldest first
     versioning: str = ""
+    unplugged: bool = False
     faults: list[_Fault] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     gets: list[GetCall] = field(default_factory=list)
@@ -198,6 +203,7 @@ class FakeStore:
         self, bucket: str = "bucket", stats: Stats | None = None, policy: RetryPolicy = FAST_RETRIES
     ) -> None:
         self.bucket = bucket
+        self.page_size = 1000  # keys and prefixes per listing page, as S3's MaxKeys default
         self._state = _State()
         self.retrier = Retrier(policy, stats)
 
@@ -290,9 +296,12 @@ class FakeStore:
         """GETs of ``key`` fail as a 503 would: worth a retry."""
         self.fail(key, lambda: Transient(f"injected {cause}", cause), times=times, at=at)
 
-    def fail_list(self, prefix: str, error: ErrorSpec, *, times: int | None = None) -> None:
-        """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``."""
-        self._add(_Fault(prefix, "list", None, times, error=error))
+    def fail_list(
+        self, prefix: str, error: ErrorSpec, *, times: int | None = None, after: int = 0
+    ) -> None:
+        """Listings of ``prefix`` (e.g. ``"dir/"``, ``""`` for the root) raise ``error``, once
+        ``after`` listing requests (pages) of it have passed."""
+        self._add(_Fault(prefix, "list", None, times, error=error, passes=after))
 
     def hold_list(self, prefix: str) -> Gate:
         """Listings of ``prefix`` wait until the returned gate is released."""
@@ -320,6 +329,16 @@ class FakeStore:
         gate = Gate()
         self._add(_Fault(key, "hold", at, None, gate=gate, beyond=beyond))
         return gate
+
+    def unplug(self) -> None:
+        """S3 cannot be reached: every attempt from now on gets no answer."""
+        with self._state.lock:
+            self._state.unplugged = True
+
+    def plug(self) -> None:
+        """S3 answers again."""
+        with self._state.lock:
+            self._state.unplugged = False
 
     def clear_faults(self) -> None:
         with self._state.lock:
@@ -371,24 +390,34 @@ class FakeStore:
         return clone
 
     def _count(self, method: str) -> None:
+        """Counts one attempt; no answer while unplugged."""
         with self._state.lock:
             self._state.calls[method] += 1
+            unplugged = self._state.unplugged
+        if unplugged:
+            raise NoAnswer(f"{method}: connection refused (unplugged)", "connection")
 
     def check_access(self, prefix: str) -> bool:
-        self._count("check_access")
-        with self._state.lock:
-            return any(k.startswith(prefix) for k in self._state.objects)
+        def attempt() -> bool:
+            self._count("check_access")
+            with self._state.lock:
+                return any(k.startswith(prefix) for k in self._state.objects)
+
+        return self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
 
     def _info(self, key: str, obj: StoredObject) -> ObjectInfo:
         return ObjectInfo(key, len(obj.data), obj.etag, obj.mtime)
 
     def _list_fault(self, method: str, prefix: str) -> None:
         """Counts a listing attempt and plays the listing fault of ``prefix``, if any."""
+        self._count(method)
         with self._state.lock:
-            self._state.calls[method] += 1
             faults = [f for f in self._state.faults if f.kind == "list"]
-            fault = next((f for f in faults if f.matches(prefix, None, None)), None)
-            if fault is not None and fault.times is not None:
+            fault = next((f for f in faults if f.key == prefix and f.times != 0), None)
+            if fault is not None and fault.passes:
+                fault.passes -= 1
+                fault = None
+            elif fault is not None and fault.times is not None:
                 fault.times -= 1
         if fault is not None and fault.gate is not None:
             fault.gate._pass()
@@ -396,41 +425,59 @@ class FakeStore:
             assert fault.error is not None
             raise fault.error() if callable(fault.error) else fault.error
 
-    def list_dir(self, prefix: str) -> Listing:
-        def attempt() -> Listing:
-            self._list_fault("list_dir", prefix)
-            objects: list[ObjectInfo] = []
-            prefixes: set[str] = set()
-            marker = None
+    def list_dir_pages(self, prefix: str) -> Iterator[Listing]:
+        """As ListObjectsV2 with delimiter ``/``: keys and common prefixes in key order, at
+        most :attr:`page_size` of them per page (each page one counted ``list_dir`` request,
+        retried on its own); an empty level is one empty page."""
+        with self._state.lock:
+            items = sorted(self._state.objects.items())
+        marker: ObjectInfo | None = None
+        rows: list[ObjectInfo | str] = []
+        for key, obj in items:
+            if not key.startswith(prefix):
+                continue
+            rest = key[len(prefix) :]
+            if rest == "":
+                marker = self._info(key, obj)
+                rows.append(marker)
+            elif "/" in rest:
+                sub = prefix + rest[: rest.index("/") + 1]
+                if not rows or rows[-1] != sub:
+                    rows.append(sub)
+            else:
+                rows.append(self._info(key, obj))
+        for start in range(0, max(len(rows), 1), self.page_size):
+            page = rows[start : start + self.page_size]
+
+            def attempt(page: list[ObjectInfo | str] = page) -> Listing:
+                self._list_fault("list_dir", prefix)
+                objects = [r for r in page if isinstance(r, ObjectInfo) and r is not marker]
+                prefixes = [r for r in page if isinstance(r, str)]
+                return Listing(objects, prefixes, marker if marker in page else None)
+
+            yield self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
+
+    def list_all(self, prefix: str) -> list[ObjectInfo]:
+        def attempt() -> list[ObjectInfo]:
+            self._count("list_all")
             with self._state.lock:
                 items = sorted(self._state.objects.items())
-            for key, obj in items:
-                if not key.startswith(prefix):
-                    continue
-                rest = key[len(prefix) :]
-                if rest == "":
-                    marker = self._info(key, obj)
-                elif "/" in rest:
-                    prefixes.add(prefix + rest[: rest.index("/") + 1])
-                else:
-                    objects.append(self._info(key, obj))
-            return Listing(objects, sorted(prefixes), marker)
+            return [
+                self._info(k, o) for k, o in items if k.startswith(prefix) and not k.endswith("/")
+            ]
 
         return self.retrier.call(f"list s3://{self.bucket}/{prefix}", attempt)
 
-    def list_all(self, prefix: str) -> list[ObjectInfo]:
-        self._count("list_all")
-        with self._state.lock:
-            items = sorted(self._state.objects.items())
-        return [self._info(k, o) for k, o in items if k.startswith(prefix) and not k.endswith("/")]
-
     def head(self, key: str) -> ObjectInfo:
-        self._count("head")
-        with self._state.lock:
-            obj = self._state.objects.get(key)
-        if obj is None:
-            raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
-        return self._info(key, obj)
+        def attempt() -> ObjectInfo:
+            self._count("head")
+            with self._state.lock:
+                obj = self._state.objects.get(key)
+            if obj is None:
+                raise NotFound(f"head s3://{self.bucket}/{key}: NoSuchKey")
+            return self._info(key, obj)
+
+        return self.retrier.call(f"head s3://{self.bucket}/{key}", attempt)
 
     def checksums(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
         self._count("checksums")
@@ -438,9 +485,12 @@ class FakeStore:
         return ObjectFacts(facts.encryption, facts.customer_key, checksum=facts.checksum)
 
     def facts(self, key: str, etag: str, version_id: str = "") -> ObjectFacts:
-        self._count("facts")
-        facts = self._facts(key, etag)
-        return ObjectFacts(facts.encryption, facts.customer_key, facts.first_part, facts.parts)
+        def attempt() -> ObjectFacts:
+            self._count("facts")
+            facts = self._facts(key, etag)
+            return ObjectFacts(facts.encryption, facts.customer_key, facts.first_part, facts.parts)
+
+        return self.retrier.call(f"head s3://{self.bucket}/{key} part 1", attempt)
 
     def _facts(self, key: str, etag: str) -> ObjectFacts:
         with self._state.lock:
@@ -452,9 +502,12 @@ class FakeStore:
         return obj.facts
 
     def versioning(self) -> str:
-        self._count("versioning")
-        with self._state.lock:
-            return self._state.versioning
+        def attempt() -> str:
+            self._count("versioning")
+            with self._state.lock:
+                return self._state.versioning
+
+        return self.retrier.call(f"get versioning of s3://{self.bucket}", attempt)
 
     def check_versions_access(self, prefix: str) -> bool:
         self._list_fault("check_versions_access", prefix)
@@ -548,8 +601,8 @@ class FakeStore:
     def _get_once(
         self, what: str, key: str, start: int, end: int, etag: str, size: int, version_id: str
     ) -> bytes:
+        self._count("get_range")
         with self._state.lock:
-            self._state.calls["get_range"] += 1
             self._state.gets.append(GetCall(key, start, end, etag, version_id))
             faults = [
                 f for f in self._state.faults if f.kind != "list" and f.matches(key, start, end)

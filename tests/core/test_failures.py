@@ -85,7 +85,7 @@ async def test_a_restart_after_a_change_drops_the_old_chunks_from_disk(env):
         await settle(core)
     v2 = env.store.put("f", size=2 * CHUNK, seed=35)  # same size, other bytes
     gets = len(env.store.gets)
-    async with env.core() as core:
+    async with env.core(metadata_ttl=0) as core:  # the indexed listing has expired
         fh = await open_path(core.fs, "f")
         assert await read_all(core.fs, fh, len(v2)) == v2
         assert len(env.store.gets) == gets + 2
@@ -217,7 +217,7 @@ async def test_a_listing_that_keeps_failing_is_eio_and_a_transient_one_is_retrie
         assert (await lookup_path(core.fs, "d/f")).size == 1
         assert core.stats.retries == {"http_503": 2}
     env.store.fail_list("", lambda: Transient("injected", "connection"))
-    async with env.core() as core:
+    async with env.core(metadata_ttl=0) as core:  # not answered from the index
         with pytest.raises(RemoteError) as exc:
             await lookup_path(core.fs, "d")
         assert exc.value.errno == errno.EIO

@@ -22,9 +22,9 @@ async def readdir_names(fs, path=""):
     ino = ROOT_INODE if not path else (await lookup_path(fs, path)).ino
     fh = await fs.opendir(ino)
     try:
-        entries = list(fs.readdir(fh, 0))
+        entries = list(await fs.readdir(fh, 0))
     finally:
-        fs.releasedir(fh)
+        await fs.releasedir(fh)
     assert [e.name for e in entries[:2]] == [".", ".."]
     return {e.name: e.attributes for e in entries[2:]}
 
@@ -101,13 +101,13 @@ async def test_readdir_pages_from_a_stable_snapshot(env):
     async with env.core(metadata_ttl=0) as core:
         d = await lookup_path(core.fs, "d")
         fh = await core.fs.opendir(d.ino)
-        first = list(core.fs.readdir(fh, 0))[:6]
+        first = list(await core.fs.readdir(fh, 0))[:6]
         env.store.put("d/f00-new", b"y")  # appears in the bucket mid-listing
-        rest = list(core.fs.readdir(fh, first[-1].next_id))
+        rest = list(await core.fs.readdir(fh, first[-1].next_id))
         names = [e.name for e in first + rest]
         assert names == [".", "..", *(f"f{i:02d}" for i in range(10))]
         assert [e.next_id for e in first + rest] == list(range(1, 13))
-        core.fs.releasedir(fh)
+        await core.fs.releasedir(fh)
         assert "f00-new" in await readdir_names(core.fs, "d")  # the next opendir sees it
 
 
@@ -164,7 +164,8 @@ async def test_hidden_count_is_reported_by_the_listing(env):
     async with env.core() as core:
         listing = await core.fs.namespace.listing("")
         assert listing.hidden == 2
-        assert list(listing.entries) == ["a"]
+        assert listing.count == 1
+        assert list(await readdir_names(core.fs)) == ["a"]
 
 
 async def test_prefix_mounts_a_subtree(env):

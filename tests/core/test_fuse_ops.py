@@ -207,6 +207,6 @@ async def test_opendir_and_releasedir_through_the_adapter(env):
         d = await ops.lookup(ROOT_INODE, b"d", CTX)
         fh = await ops.opendir(d.st_ino, CTX)
         # readdir needs the kernel's token; the listing behind it is the Filesystem's.
-        assert [e.name for e in core.fs.readdir(fh, 0)] == [".", "..", "a", "b"]
+        assert [e.name for e in await core.fs.readdir(fh, 0)] == [".", "..", "a", "b"]
         await ops.releasedir(fh)
-        assert list(core.fs.readdir(fh, 0)) == []
+        assert list(await core.fs.readdir(fh, 0)) == []

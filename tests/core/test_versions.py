@@ -28,9 +28,9 @@ def history(env):
 async def names(fs, ino=ROOT_INODE):
     fh = await fs.opendir(ino)
     try:
-        return [e.name for e in fs.readdir(fh, 0)][2:]
+        return [e.name for e in await fs.readdir(fh, 0)][2:]
     finally:
-        fs.releasedir(fh)
+        await fs.releasedir(fh)
 
 
 async def test_a_read_as_of_t_gets_the_old_bytes_by_version_id(env):

@@ -231,6 +231,29 @@ def test_down_refuses_connections(
     assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] == SIZE
 
 
+def test_unplug_refuses_connections_and_hang_leaves_requests_unanswered(
+    s3server: DevServer, proxy: CountingProxy, obj: tuple[str, str]
+) -> None:
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+    bucket, key = obj
+    client = direct_client(s3server, proxy, max_attempts=1, read_timeout=0.5)
+    assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] == SIZE
+    proxy.unplug()
+    with pytest.raises(EndpointConnectionError):
+        client.list_objects_v2(Bucket=bucket)
+    proxy.plug()
+    assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] == SIZE
+    proxy.set_faults(hang=True)
+    started = time.monotonic()
+    with pytest.raises(ReadTimeoutError):
+        client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+    assert time.monotonic() - started < 5
+    proxy.set_faults(hang=False)
+    assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] == SIZE
+    assert [r.fault for r in proxy.records][-2:] == ["hang", None]
+
+
 def test_denied_identity_is_refused(s3server: DevServer, obj: tuple[str, str]) -> None:
     bucket, key = obj
     assert s3server.denied_access_key and s3server.denied_secret_key

@@ -477,8 +477,9 @@ def test_xattrs(rangefs_mount: Any, bucket: str, s3: Any) -> None:
     assert counters["gets"] == 3
     assert counters["bytes_fetched"] == FILE_SIZE
     root = getfattr_dump(mnt.path)
-    assert set(root) == {"user.rangefs.uri", "user.rangefs.stats"}
+    assert set(root) == {"user.rangefs.uri", "user.rangefs.stats", "user.rangefs.online"}
     assert root["user.rangefs.uri"] == f"s3://{bucket}/"
+    assert root["user.rangefs.online"] == "online"
 
 
 def scrape(port: int) -> dict[str, float]:

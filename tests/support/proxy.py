@@ -8,7 +8,8 @@ the real server and
   headers, status, body bytes actually delivered), so tests can assert "one ranged GET per chunk",
   "nothing re-downloaded after remount", ...;
 * injects the failures S3 clients meet in production: throttling errors,
-  bodies cut short, stalled responses, slow links, an unreachable endpoint.
+  bodies cut short, stalled responses, slow links, an unreachable endpoint
+  (``unplug``: connections refused; ``Faults.hang``: requests never answered).
 
 Requests and headers are forwarded byte-for-byte (``Host`` and
 ``Authorization`` included) because SigV4 signs them; the upstream must see
@@ -91,7 +92,9 @@ class Faults:
     Range header are eligible, so ListObjects, HEAD-like probes and plain
     downloads by the test itself stay clean. ``latency`` (seconds before each
     request is forwarded) and ``bandwidth`` (bytes/s per response body) apply
-    to every request; ``down`` drops every request without an answer.
+    to every request; ``down`` drops every request without an answer; ``hang``
+    holds every request, unanswered, for as long as it is set (a black-holed
+    network: the client's timeouts fire), then forwards it.
     """
 
     error_rate: float = 0.0
@@ -103,6 +106,7 @@ class Faults:
     bandwidth: float | None = None
     only_ranged: bool = True
     down: bool = False
+    hang: bool = False
 
 
 @dataclass
@@ -343,6 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
         )
         proxy._add(record)
         try:
+            if faults.hang:
+                record.fault = "hang"
+                while proxy.faults.hang:
+                    if proxy._stopping.wait(0.02):
+                        raise ConnectionAbortedError("proxy stopping")
             if faults.down:
                 record.fault = "down"
                 self.close_connection = True
@@ -497,17 +506,9 @@ class CountingProxy:
         self.connections_accepted = 0
         """Client connections accepted so far: shows whether clients reuse them."""
         self._stopping = threading.Event()
-        self._server = _Server(("127.0.0.1", port), _Handler)
-        self._server.proxy = self
-        self.port: int = self._server.server_address[1]
+        self.port: int = port
+        self._listen()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"proxy-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
 
     @property
     def faults(self) -> Faults:
@@ -623,6 +624,30 @@ class CountingProxy:
         """Object bytes delivered to clients by GETs (optionally for one key)."""
         return sum(r.body_bytes for r in self.matching("GET", key, bucket=bucket))
 
+    def unplug(self) -> None:
+        """Stop listening and cut every client connection: the endpoint refuses connections
+        (ECONNREFUSED) until :meth:`plug`, as a server that is down or a laptop offline."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+        self._cut(upstreams=False)
+
+    def plug(self) -> None:
+        """Listen again on the same port after :meth:`unplug`."""
+        self._listen()
+
+    def _listen(self) -> None:
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
+        self._server.proxy = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"proxy-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
     def stop(self) -> None:
         """Stop serving and cut every open connection, both sides."""
         if self._stopping.is_set():
@@ -630,21 +655,24 @@ class CountingProxy:
         self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
+        self._cut(upstreams=True)
+        self._thread.join(timeout=10)
+
+    def _cut(self, *, upstreams: bool) -> None:
         with self._lock:
             connections = list(self._connections)
-            upstreams = list(self._upstreams)
+            upstream_conns = list(self._upstreams) if upstreams else []
         for sock in connections:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
-        for conn in upstreams:
+        for conn in upstream_conns:
             if conn.sock is not None:
                 with contextlib.suppress(OSError):
                     conn.sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 conn.close()
-        self._thread.join(timeout=10)
 
     def __enter__(self) -> CountingProxy:
         return self

@@ -1,5 +1,6 @@
 """AWS details without a network: the addressing style the client would use, the SSE-C key
-file, and the parameters every request carries (captured just before sending)."""
+file, the parameters every request carries (captured just before sending), and which
+failures are no answer from S3 at all (what takes a mount offline)."""
 
 import base64
 import dataclasses
@@ -11,7 +12,7 @@ import pytest
 
 from rangefs import cli, options
 from rangefs.config import CustomerKey, S3Settings, load_customer_key
-from rangefs.errors import AccessDenied
+from rangefs.errors import AccessDenied, NoAnswer, RemoteError, Transient, Unreachable
 from rangefs.retry import Retrier, RetryPolicy
 from rangefs.s3 import RequestArgs, S3Store, classify, make_client
 
@@ -104,7 +105,7 @@ def requests_of(s3: S3Settings) -> dict[str, Any]:
     store = S3Store(client, "my-bucket", Retrier(RetryPolicy(1, 1.0)), RequestArgs.of(s3))
     sent = capture(client)
     calls = {
-        "list": lambda: store.list_dir(""),
+        "list": lambda: list(store.list_dir_pages("")),
         "head": lambda: store.head("k"),
         "get": lambda: store.get_range("k", 0, 10, '"etag"', 100),
     }
@@ -201,3 +202,79 @@ def test_a_failed_credential_renewal_is_access_denied_in_one_line():
     mapped = classify(exc, "GET s3://b/k bytes=0-9")
     assert isinstance(mapped, AccessDenied)
     assert "\n" not in str(mapped) and "token service down try later" in str(mapped)
+
+
+def _no_answers() -> list[BaseException]:
+    import socket
+
+    import botocore.exceptions as b
+    import urllib3.exceptions as u
+
+    url = "http://127.0.0.1:9"
+    return [
+        b.EndpointConnectionError(endpoint_url=url),
+        b.ConnectTimeoutError(endpoint_url=url),
+        b.ReadTimeoutError(endpoint_url=url),
+        b.ConnectionClosedError(endpoint_url=url),
+        u.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")),
+        ConnectionRefusedError(111, "Connection refused"),
+        socket.gaierror(-2, "Name or service not known"),
+    ]
+
+
+@pytest.mark.parametrize("exc", _no_answers(), ids=lambda e: type(e).__name__)
+def test_no_answer_from_s3_is_the_one_failure_that_can_take_a_mount_offline(exc):
+    mapped = classify(exc, "GET s3://b/k bytes=0-9")
+    assert isinstance(mapped, NoAnswer), mapped
+    assert mapped.cause == ("timeout" if "timeout" in type(exc).__name__.lower() else "connection")
+
+
+def test_answers_and_broken_bodies_do_not_take_a_mount_offline():
+    import botocore.exceptions as b
+
+    for exc in (
+        b.ResponseStreamingError(error="reset mid-body"),  # S3 answered, then the body broke
+        b.SSLError(endpoint_url="https://s3", error="certificate verify failed"),
+        b.ClientError(
+            {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+            "GetObject",
+        ),
+    ):
+        mapped = classify(exc, "GET s3://b/k bytes=0-9")
+        assert isinstance(mapped, Transient) and not isinstance(mapped, NoAnswer), exc
+
+
+def test_the_retrier_says_unreachable_when_the_last_attempt_got_no_answer(caplog):
+    policy = RetryPolicy(attempts=2, max_seconds=5, initial_backoff=0.001, jitter=0.001)
+    answers = iter([Transient("503", "http_503"), NoAnswer("refused", "connection")])
+
+    def attempt() -> None:
+        raise next(answers)
+
+    with pytest.raises(Unreachable):
+        Retrier(policy).call("GET s3://b/k", attempt)
+    answers = iter([NoAnswer("refused", "connection"), Transient("503", "http_503")])
+    with pytest.raises(RemoteError) as exc:
+        Retrier(policy).call("GET s3://b/k", attempt)
+    assert not isinstance(exc.value, Unreachable)
+    caplog.clear()
+    quiet = Retrier(dataclasses.replace(policy, attempts=1, quiet=True))
+    answers = iter([NoAnswer("refused", "connection")])
+    with pytest.raises(Unreachable):
+        quiet.call("probe", attempt)
+    assert caplog.records == [] and quiet.stats.errors == {}
+
+
+def test_an_offline_mount_stops_retrying():
+    """Another request found S3 unreachable: this one gives up after its current attempt."""
+    attempts = []
+
+    def attempt() -> None:
+        attempts.append(1)
+        raise NoAnswer("read timeout", "timeout")
+
+    retrier = Retrier(RetryPolicy(attempts=5, max_seconds=5, initial_backoff=0.001, jitter=0))
+    retrier.stats.online = 0
+    with pytest.raises(Unreachable):
+        retrier.call("GET s3://b/k", attempt)
+    assert len(attempts) == 1

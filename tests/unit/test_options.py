@@ -25,7 +25,7 @@ SAMPLES = {
     "metrics_addr": "127.0.0.1:9100", "jobs": "3", "no_progress": None, "shared_cache": None,
     "negative_metadata_ttl": "5",
     "requester_pays": None, "sse_c_key_file": str(KEY_FILE),
-    "version_at": "2026-11-27T16:45:54Z", "proofs": "etag",
+    "version_at": "2026-11-27T16:45:54Z", "proofs": "etag", "allow_offline": None,
 }  # fmt: skip
 # Options that only make sense with another one (a Rule): given together in the samples.
 COMPANIONS = {"shared_cache": ("--allow-other",)}

@@ -1,12 +1,15 @@
 """readdir without FUSE: ``.`` and ``..`` first, stable paging, and lookup counts that
 balance the way the kernel forgets (it takes no reference for ``.`` and ``..``)."""
 
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import pytest
 import trio
 
 from rangefs import options
 from rangefs.filesystem import Filesystem
+from rangefs.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
 from rangefs.namespace import Namespace
 from rangefs.stats import Stats
 from rangefs.store import Listing, ObjectInfo
@@ -17,24 +20,34 @@ KEYS = ["a.txt", "sub/b.txt", "sub/c.txt", "sub/deep/d.txt", "z.txt"]
 class FakeStore:
     bucket = "bucket"
 
-    async def list_dir(self, prefix: str) -> Listing:
+    async def list_dir_pages(
+        self, prefix: str, on_page: Callable[[Listing], Awaitable[None]]
+    ) -> None:
         below = [k[len(prefix) :] for k in KEYS if k.startswith(prefix)]
         objects = [ObjectInfo(prefix + r, 1, '"e"', 0.0) for r in below if "/" not in r]
         prefixes = sorted({prefix + r.split("/")[0] + "/" for r in below if "/" in r})
-        return Listing(objects, prefixes)
+        await on_page(Listing(objects, prefixes))
 
 
-def filesystem() -> Filesystem:
-    config = options.make_config("bucket", Path("/mnt"), options.defaults(options.MOUNT))
-    namespace = Namespace(FakeStore(), "", ttl=60)  # type: ignore[arg-type]
-    return Filesystem(config, namespace, None, None, Stats())  # type: ignore[arg-type]
+@pytest.fixture
+def filesystem(tmp_path: Path) -> Iterator[Callable[[], Filesystem]]:
+    index = MetadataIndex(tmp_path)
+
+    def make() -> Filesystem:
+        config = options.make_config("bucket", Path("/mnt"), options.defaults(options.MOUNT))
+        async_index = AsyncMetadataIndex(index, trio.CapacityLimiter(1))
+        namespace = Namespace(FakeStore(), async_index, Scope("bucket"), "", ttl=60)  # type: ignore[arg-type]
+        return Filesystem(config, namespace, None, None, Stats())  # type: ignore[arg-type]
+
+    yield make
+    index.close()
 
 
-def test_dot_entries_first_with_the_right_inodes() -> None:
+def test_dot_entries_first_with_the_right_inodes(filesystem: Callable[[], Filesystem]) -> None:
     async def main() -> None:
         fs = filesystem()
         root = await fs.opendir(1)
-        listing = [(e.name, e.attributes.ino, e.next_id) for e in fs.readdir(root, 0)]
+        listing = [(e.name, e.attributes.ino, e.next_id) for e in await fs.readdir(root, 0)]
         names = [name for name, _, _ in listing]
         assert names == [".", "..", "a.txt", "sub", "z.txt"]
         assert listing[:2] == [(".", 1, 1), ("..", 1, 2)]  # the root's parent is the root
@@ -42,7 +55,7 @@ def test_dot_entries_first_with_the_right_inodes() -> None:
 
         sub_ino = await fs.lookup(1, "sub")
         sub = await fs.opendir(sub_ino.ino)
-        entries = {e.name: e for e in fs.readdir(sub, 0)}
+        entries = {e.name: e for e in await fs.readdir(sub, 0)}
         assert list(entries) == [".", "..", "b.txt", "c.txt", "deep"]
         assert entries["."].attributes.ino == sub_ino.ino
         assert entries[".."].attributes.ino == 1
@@ -51,16 +64,16 @@ def test_dot_entries_first_with_the_right_inodes() -> None:
     trio.run(main)
 
 
-def test_paging_resumes_after_each_offset() -> None:
+def test_paging_resumes_after_each_offset(filesystem: Callable[[], Filesystem]) -> None:
     async def main() -> None:
         fs = filesystem()
         fh = await fs.opendir(1)
-        whole = [e.name for e in fs.readdir(fh, 0)]
+        whole = [e.name for e in await fs.readdir(fh, 0)]
         for start in range(len(whole) + 1):
-            assert [e.name for e in fs.readdir(fh, start)] == whole[start:], start
+            assert [e.name for e in await fs.readdir(fh, start)] == whole[start:], start
         # one entry per call, as a kernel with a tiny buffer would ask
         got, offset = [], 0
-        while page := list(fs.readdir(fh, offset))[:1]:
+        while page := list(await fs.readdir(fh, offset))[:1]:
             got.append(page[0].name)
             offset = page[0].next_id
         assert got == whole
@@ -68,7 +81,9 @@ def test_paging_resumes_after_each_offset() -> None:
     trio.run(main)
 
 
-def test_lookup_counts_balance_when_the_kernel_forgets() -> None:
+def test_lookup_counts_balance_when_the_kernel_forgets(
+    filesystem: Callable[[], Filesystem],
+) -> None:
     """The kernel takes a reference for every readdirplus entry but ``.`` and ``..``, and
     forgets exactly those: the table must return to the root (and the looked-up dir)."""
 
@@ -78,11 +93,11 @@ def test_lookup_counts_balance_when_the_kernel_forgets() -> None:
         for ino in (1, sub.ino):
             fh = await fs.opendir(ino)
             taken = []
-            for entry in fs.readdir(fh, 0):
+            for entry in await fs.readdir(fh, 0):
                 fs.readdir_returned(entry)
                 if entry.name not in (".", ".."):
                     taken.append(entry.attributes.ino)
-            fs.releasedir(fh)
+            await fs.releasedir(fh)
             for taken_ino in taken:
                 fs.forget(taken_ino, 1)
         assert len(fs.inodes) == 2  # root and sub (still looked up once)
