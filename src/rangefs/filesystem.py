@@ -215,11 +215,11 @@ class Filesystem:
         for i, (name, ino) in enumerate(dots[start_id:], start_id + 1):
             yield DirEntry(name, self._attributes(ino, handle.entry), i)
         parent = self.inodes.path_of(handle.ino)
-        offset = first + len(dots) + 1
-        for i in range(at, len(page)):
-            entry = page[i]
-            ino = self.inodes.ino_for(join(parent, entry.name))
-            yield DirEntry(entry.name, self._attributes(ino, entry), offset + i - at)
+        below = join(parent, "")  # the loop runs once per name listed: no lookups in it
+        ino_for, attributes = self.inodes.ino_for, self._attributes
+        for next_id, entry in enumerate(page[at:], first + len(dots) + 1):
+            name = entry.name
+            yield DirEntry(name, attributes(ino_for(below + name), entry), next_id)
 
     def readdir_returned(self, entry: DirEntry) -> None:
         """The kernel took an entry from readdirplus: that counts as a lookup, except for

@@ -119,13 +119,12 @@ class FuseOperations(pyfuse3.Operations):
     @boundary
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         reply = self._blank()  # refilled for each name: readdir_reply copies it
-        for item in await self.fs.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(
-                token, os.fsencode(item.name), self._fill(reply, item.attributes), item.next_id
-            ):
-                self.fs.readdir_refused(item)
+        send, fill, fs = pyfuse3.readdir_reply, self._fill, self.fs
+        for item in await fs.readdir(fh, start_id):
+            if not send(token, os.fsencode(item.name), fill(reply, item.attributes), item.next_id):
+                fs.readdir_refused(item)
                 return
-            self.fs.readdir_returned(item)
+            fs.readdir_returned(item)
 
     @boundary
     async def releasedir(self, fh: int) -> None:

@@ -56,6 +56,7 @@ DAMAGED_SUFFIX = ".damaged"  # a damaged or foreign file is moved aside under th
 APPLICATION_ID = 0x52474D49  # "RGMI": tells our file from any other SQLite file
 SCHEMA_VERSION = 1  # bump when the tables change: an older file is then rebuilt
 SQLITE_TIMEOUT = 30.0  # seconds to wait for another process's write lock
+WAL_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint
 DAMAGE_NAMES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 # listings.state
@@ -239,7 +240,8 @@ class MetadataIndex:
                     f"(application id {app:#x}, schema {version})"
                 )
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash of the process loses nothing
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             db.executescript(SCHEMA)
             if not tables:
                 db.execute(f"PRAGMA application_id={APPLICATION_ID}")
