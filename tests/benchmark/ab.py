@@ -12,6 +12,7 @@ change) and medians::
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.benchmark.link import link
 from tests.support.patterns import upload_pattern
 from tests.support.servers import start_seaweedfs
 
@@ -72,13 +74,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fio", action="store_true", help="also random 64 KiB reads (fio)")
     parser.add_argument("--fio-seconds", type=int, default=8)
     parser.add_argument("--mount-arg", action="append", default=[], help="extra mount argument")
+    parser.add_argument(
+        "--link",
+        metavar="LATENCY,MBPS",
+        help="mount through the WAN link simulator: seconds to the first byte, MB/s per "
+        "connection (e.g. 0.02,50)",
+    )
     args = parser.parse_args(argv)
     trees = dict(t.split("=", 1) for t in args.trees)
     size = args.size_mib * MiB
     base = Path(tempfile.mkdtemp(prefix="rangefs-ab-"))
     server = start_seaweedfs(base / "s3")
     results: dict[str, dict[str, list[float]]] = {n: {} for n in trees}
+    stack = contextlib.ExitStack()
     try:
+        endpoint = server.endpoint_url
+        if args.link:
+            latency, mbps = (float(x) for x in args.link.split(","))
+            endpoint = stack.enter_context(link(endpoint, latency=latency, bandwidth=mbps * 1e6))
         client = server.client()
         client.create_bucket(Bucket=BUCKET)
         upload_pattern(client, BUCKET, KEY, size, seed=9)
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 env = {**server.env(), "PYTHONPATH": src}
                 pid_file = work / "pid"
                 mount = [sys.executable, "-m", "rangefs", "mount", "--endpoint-url",
-                         server.endpoint_url, "--cache-dir", str(cache), *args.mount_arg,
+                         endpoint, "--cache-dir", str(cache), *args.mount_arg,
                          "--pid-file", str(pid_file), BUCKET, str(mnt)]  # fmt: skip
                 figures: dict[str, float] = {}
                 for phase in ("cold", "warm", *(("fio",) if args.fio else ())):
@@ -123,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             line = ", ".join(f"{p} {statistics.median(v):.2f}" for p, v in phases.items())
             print(f"median {name}: {line}")
     finally:
+        stack.close()
         for mnt in base.glob("*/mnt"):
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=30)
         server.stop()
