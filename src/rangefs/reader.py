@@ -69,8 +69,9 @@ PUSHBACK_CAUSES = ("http_503", "http_429")
 
 @dataclass(eq=False)
 class ReadStream:
-    """Per open file: its read-ahead window; whether its last read had to wait for bytes
-    (the window grows); ``failed``: the proof error every later read of this file raises."""
+    """Per open file: its read-ahead window; whether a read had to wait for bytes since the
+    window last moved (it then grows); ``failed``: the proof error every later read of this
+    file raises."""
 
     window: Window = field(default_factory=Window)
     waited: bool = False
@@ -185,8 +186,8 @@ class ChunkReader:
             data, had_to_wait = await self._read_piece(version, part)
             out.append(data)
             waited = waited or had_to_wait
-        if stream is not None:
-            stream.waited = waited
+        if stream is not None and waited:
+            stream.waited = True  # until the window next moves: concurrent reads all count
         if offset + length >= version.size and self.verifier.read_whole(version):
             # The last bytes of a whole-file read: not returned before the proof holds.
             try:
@@ -460,6 +461,7 @@ class ChunkReader:
             waited=stream.waited,
             room=self.budget.room(excluding=stream),
         )
+        stream.waited = False
         for start, end in ranges:
             for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
                 self._spawn(self._readahead, version, part)

@@ -18,6 +18,7 @@ costs (the object is uploaded in 16 MiB parts)::
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.benchmark.link import link
 from tests.support.patterns import upload_pattern
 from tests.support.servers import start_seaweedfs
 
@@ -86,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=ARG",
         help="extra mount argument for one arm only (repeatable)",
     )
+    parser.add_argument(
+        "--link",
+        metavar="LATENCY,MBPS",
+        help="mount through the WAN link simulator: seconds to the first byte, MB/s per "
+        "connection (e.g. 0.02,50)",
+    )
     args = parser.parse_args(argv)
     trees = dict(t.split("=", 1) for t in args.trees)
     arm_args: dict[str, list[str]] = {name: [] for name in trees}
@@ -98,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="rangefs-ab-"))
     server = start_seaweedfs(base / "s3")
     results: dict[str, dict[str, list[float]]] = {n: {} for n in trees}
+    stack = contextlib.ExitStack()
     try:
+        endpoint = server.endpoint_url
+        if args.link:
+            latency, mbps = (float(x) for x in args.link.split(","))
+            endpoint = stack.enter_context(link(endpoint, latency=latency, bandwidth=mbps * 1e6))
         client = server.client()
         client.create_bucket(Bucket=BUCKET)
         upload_pattern(client, BUCKET, KEY, size, seed=9)
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 env = {**server.env(), "PYTHONPATH": src}
                 pid_file = work / "pid"
                 mount = [sys.executable, "-m", "rangefs", "mount", "--endpoint-url",
-                         server.endpoint_url, "--cache-dir", str(cache), "--pid-file",
+                         endpoint, "--cache-dir", str(cache), "--pid-file",
                          str(pid_file), *args.mount_arg, *arm_args[name], BUCKET,
                          str(mnt)]  # fmt: skip
                 figures: dict[str, float] = {}
@@ -145,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios = ", ".join(f"{p} {m / medians[first][p]:.2f}x" for p, m in phases.items())
             print(f"median {name}: {line}  (vs {first}: {ratios})")
     finally:
+        stack.close()
         for mnt in base.glob("*/mnt"):
             subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True, timeout=30)
         server.stop()
