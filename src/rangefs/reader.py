@@ -35,7 +35,7 @@ What it guarantees:
 """
 
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,6 +150,8 @@ class ChunkReader:
         self._token: trio.lowlevel.TrioToken | None = None
         self._pushbacks = 0
         self._finishing = 0
+        self._reading: Counter[ChunkKey] = Counter()  # reads of each chunk in progress
+        self._progress = trio.Event()  # set (and renewed) when a read or a GET ends
         self._following = 0  # read-ahead tasks still opening their fills
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -206,6 +208,18 @@ class ChunkReader:
     async def _read_piece(self, version: ObjectVersion, part: chunks.Piece) -> tuple[bytes, bool]:
         """Bytes ``[part.start, part.end)`` of one chunk, and whether the read waited for S3."""
         key = version.chunk(self.chunk_size, part.index)
+        self._reading[key] += 1
+        try:
+            return await self._read_chunk_piece(version, key, part)
+        finally:
+            self._reading[key] -= 1
+            if not self._reading[key]:
+                del self._reading[key]
+            self._note_progress()
+
+    async def _read_chunk_piece(
+        self, version: ObjectVersion, key: ChunkKey, part: chunks.Piece
+    ) -> tuple[bytes, bool]:
         length = chunks.chunk_length(part.index, version.size, self.chunk_size)
         while True:
             if key not in self._fills and key not in self._opening:
@@ -290,10 +304,14 @@ class ChunkReader:
         self._changed(fill)
         self._close_if_retired(fill)
 
-    @staticmethod
-    def _changed(fill: _Fill) -> None:
+    def _changed(self, fill: _Fill) -> None:
         fill.changed.set()
         fill.changed = trio.Event()
+        self._note_progress()
+
+    def _note_progress(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
 
     @staticmethod
     def _close_if_retired(fill: _Fill) -> None:
@@ -491,10 +509,16 @@ class ChunkReader:
         return requests + len(self._opening) + self._finishing + self._following
 
     async def settled(self, key: ChunkKey) -> None:
-        """Waits until no GET of chunk ``key`` is on its way (for the verifier)."""
-        fill = self._fills.get(key)
-        while fill is not None and not fill.retired and (fill.requests or fill.finishing):
-            await fill.changed.wait()
+        """Waits until no read of chunk ``key`` and no GET of it is on its way (for the
+        verifier, which would otherwise fetch again what a read is about to bring)."""
+        while True:
+            fill = self._fills.get(key)
+            busy = key in self._opening or key in self._reading
+            if fill is not None and not fill.retired:
+                busy = busy or bool(fill.requests) or fill.finishing
+            if not busy:
+                return
+            await self._progress.wait()
 
     async def forget_version(self, version: ObjectVersion) -> None:
         """Drops the fills of ``version`` (a failed proof, or a version no longer current):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 import trio.testing
 
@@ -22,6 +24,20 @@ async def settle(core: Core) -> None:
         if core.reader.pending_fetches == 0:
             return
         await trio.sleep(0.001)  # a worker thread is still busy: poll, not a timing guess
+
+
+UNTIL_SECONDS = 5.0
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Waits until ``condition()`` holds once every task is blocked (worker threads may still
+    be busy, so it polls); fails after :data:`UNTIL_SECONDS`."""
+    with trio.fail_after(UNTIL_SECONDS):
+        while True:
+            await trio.testing.wait_all_tasks_blocked()
+            if condition():
+                return
+            await trio.sleep(0.001)
 
 
 async def gate_reached(gate: Gate) -> None:

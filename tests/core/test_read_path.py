@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from rangefs.stats import LATENCY_BUCKETS
-from tests.core.helpers import CHUNK, gate_reached, open_path, read_all, settle
+from tests.core.helpers import CHUNK, gate_reached, open_path, read_all, settle, until
 
 
 def value_files(env):
@@ -285,7 +285,7 @@ async def test_a_read_of_queued_read_ahead_is_promoted(env):
         for i in range(2):  # then two of chunks 2..5 are read ahead (held), two queued
             await core.fs.read(seq, i * CHUNK, CHUNK)
         await gate_reached(gate)
-        await trio.testing.wait_all_tasks_blocked()
+        await until(lambda: core.reader.pending_fetches == 4)  # all four asked for
         assert core.stats.bytes_in_flight == 2 * CHUNK  # two read-ahead slots
         queued = min(
             key.index
