@@ -318,6 +318,8 @@ class ChunkCache:
         try:
             self._cache.set(name, value, read=read, tag=key.obj.tag(), retry=True)
             return True
+        except FileNotFoundError:
+            return False  # a filled file another process sharing the dir moved in first
         except (OSError, sqlite3.Error) as exc:
             self.pause(exc, key)
             with contextlib.suppress(Exception):

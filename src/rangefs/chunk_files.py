@@ -17,7 +17,9 @@ check fails). Nothing is fsynced, as for the rest of the cache: every load re-ch
 
 import contextlib
 import errno
+import fcntl
 import hashlib
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -137,6 +139,7 @@ class PartialFiles:
         self.directory.mkdir(mode=0o700, exist_ok=True)
         self.max_files = max_files
         self._created = 0
+        self._serial = itertools.count()
 
     def path(self, key: ChunkKey) -> Path:
         name = hashlib.sha256(key.encode().encode()).hexdigest()[:40]
@@ -144,41 +147,55 @@ class PartialFiles:
 
     def open(self, key: ChunkKey, length: int) -> ChunkFile:
         """The chunk file of ``key``, with the blocks a previous fill left (checked), or a new
-        empty one. A file that is not ours or not for this length is replaced."""
+        empty one; a file that is not ours or not for this length is started again.
+
+        The file is held with an exclusive ``flock`` while it fills (released when closed,
+        also by a crash): another process sharing the cache dir that fills the same chunk
+        at the same time gets a file of its own instead, so neither replaces the other's."""
         path = self.path(key)
+        for _ in range(3):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return self._private(path, length)
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    return self._opened(path, fd, length)
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # moved into the store (or removed) meanwhile: open the path again
+        return self._private(path, length)
+
+    def _opened(self, path: Path, fd: int, length: int) -> ChunkFile:
         try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            return self._create(path, length)
-        try:
-            digests = self._load(fd, length)
-        except OSError:
-            digests = None
-        if digests is None:
+            digests = self._load(fd, length) if os.fstat(fd).st_size else None
+            if digests is None:
+                if os.fstat(fd).st_size:
+                    log.info("cache: starting over an unusable partial chunk file %s", path.name)
+                self._count_created()
+                os.ftruncate(fd, 0)
+                _pwrite_all(fd, empty_header(length), 0)
+                os.ftruncate(fd, header_size(length) + length)
+                digests = bytearray(DIGEST * block_count(length))
+            else:
+                os.utime(fd)
+        except BaseException:
             os.close(fd)
-            log.info("cache: replacing an unusable partial chunk file %s", path.name)
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return self._create(path, length)
-        os.utime(fd)
+            raise
         return ChunkFile(path, fd, length, digests)
 
-    def _create(self, path: Path, length: int) -> ChunkFile:
+    def _private(self, path: Path, length: int) -> ChunkFile:
+        """A file only this fill uses (another process holds the shared one)."""
+        own = path.with_name(f"{path.name}.{os.getpid()}.{next(self._serial)}")
+        fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        return self._opened(own, fd, length)
+
+    def _count_created(self) -> None:
         self._created += 1
         if self._created % 64 == 1:
             self.prune()
-        tmp = path.with_suffix(".new")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            _pwrite_all(fd, empty_header(length), 0)
-            os.ftruncate(fd, header_size(length) + length)
-            os.rename(tmp, path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        return ChunkFile(path, fd, length, bytes(DIGEST * block_count(length)))
 
     @staticmethod
     def _load(fd: int, length: int) -> bytearray | None:

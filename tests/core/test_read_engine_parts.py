@@ -273,3 +273,20 @@ def test_chunk_files_are_private_and_pruned_oldest_first(tmp_path):
     assert sorted(p.name for p in files.directory.iterdir()) == sorted(
         files.path(key(i)).name for i in (3, 4, 5)
     )
+
+
+def test_a_chunk_file_being_filled_elsewhere_is_not_shared(tmp_path):
+    """Two fills of one chunk at once (two mounts sharing a cache dir) get two files, so
+    neither replaces or moves away the other's; the shared one is resumable afterwards."""
+    files = PartialFiles(tmp_path)
+    data = pattern_bytes(0, 2 * BLOCK, 5)
+    first = files.open(key(), len(data))
+    second = files.open(key(), len(data))  # flock held by the first
+    assert first.path == files.path(key()) and second.path != first.path
+    first.write(0, memoryview(data)[:BLOCK])
+    second.write(0, memoryview(data))
+    assert second.read(0, len(data)) == data
+    first.close()
+    second.close()
+    again = files.open(key(), len(data))
+    assert again.path == files.path(key()) and list(again.present) == [1, 0]
