@@ -139,6 +139,9 @@ class Verifier:
         self.stats = stats or Stats()
         self._part_size = part_size or (lambda version: None)
         self._hash_limiter = trio.CapacityLimiter(HASH_THREADS)
+        # Chunks read back from the store to be hashed, held in RAM at once (each up to
+        # --chunk-size): arrivals of many chunks must not each hold one.
+        self._chunks_held = trio.Semaphore(HASH_THREADS)
         self._states: OrderedDict[ObjectId, _State] = OrderedDict()
         self._customer_key = customer_key
         self._checksum_chunks = checksum_chunks
@@ -367,12 +370,16 @@ class Verifier:
     async def _advance(self, state: _State, part: _Part) -> None:
         """Feeds the part's next chunks while the store holds them."""
         while part.digest is None and not state.refetching:
-            index = part.next
-            data = await self.cache.get(
-                state.version.chunk(self.chunk_size, index), self._length(state.version, index)
-            )
-            if data is None or not await self._feed(state, index, data):
-                return
+            async with self._chunks_held:
+                index = part.next
+                if part.digest is not None or state.refetching:
+                    return
+                data = await self.cache.get(
+                    state.version.chunk(self.chunk_size, index), self._length(state.version, index)
+                )
+                if data is None or not await self._feed(state, index, data):
+                    return
+                del data
 
     async def _complete(self, state: _State, source: ChunkSource, *, fresh: bool) -> str:
         """Hashes every chunk not hashed yet, in order: from the store or S3 (``fresh``: from
@@ -382,13 +389,16 @@ class Verifier:
             while part.digest is None:
                 index = part.next
                 key = version.chunk(self.chunk_size, index)
-                data: ChunkData | None = None
                 if not fresh:
                     await source.settled(key)
-                    data = await self.cache.get(key, self._length(version, index))
-                if data is None:
-                    data = await self._fetch(version, index)
-                await self._feed(state, index, data)
+                async with self._chunks_held:
+                    data: ChunkData | None = None
+                    if not fresh:
+                        data = await self.cache.get(key, self._length(version, index))
+                    if data is None:
+                        data = await self._fetch(version, index)
+                    await self._feed(state, index, data)
+                    del data
         return proofs.combine(state.proof, [p.digest or b"" for p in state.parts])
 
     async def _fetch(self, version: ObjectVersion, index: int) -> bytes:
