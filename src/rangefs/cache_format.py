@@ -56,12 +56,6 @@ def block_span(block: int, length: int) -> tuple[int, int]:
     return start, min(start + BLOCK, length)
 
 
-def fingerprint(digests: bytes | memoryview) -> int:
-    """A chunk's identity from its block digests: tells whether two fetches of a chunk
-    brought the same bytes without keeping or re-reading them."""
-    return int(xxhash.xxh3_64_intdigest(digests))
-
-
 class EncodedReader:
     """Header + data as a file-like object, so diskcache writes the chunk without a copy."""
 

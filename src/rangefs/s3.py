@@ -233,6 +233,18 @@ def store_factory(
     return lambda bucket: S3Store(client, bucket, retrier, args)
 
 
+def _check_partial(resp: dict[str, Any], what: str, start: int, end: int, size: int) -> None:
+    """A ranged GET's answer must be 206 with exactly the ``Content-Range`` asked for: a
+    server that ignores ``Range`` would send the whole object for every chunk."""
+    status = resp["ResponseMetadata"]["HTTPStatusCode"]
+    expected = f"bytes {start}-{end - 1}/{size}"
+    if status != 206:
+        raise BadResponse(f"{what}: expected 206 Partial Content, got {status}")
+    if resp.get("ContentRange") != expected:
+        got = resp.get("ContentRange")
+        raise BadResponse(f"{what}: Content-Range {got!r}, expected {expected!r}")
+
+
 class S3Store:
     """Blocking S3 access for one bucket. Thread-safe (boto3 clients are)."""
 
@@ -510,15 +522,7 @@ class S3Store:
             resp = self.client.get_object(Range=rng, **self._object_args(key, etag, version_id))
             body = resp["Body"]
             try:
-                status = resp["ResponseMetadata"]["HTTPStatusCode"]
-                expected_cr = f"bytes {start}-{end - 1}/{size}"
-                if status != 206:
-                    raise BadResponse(f"{what}: expected 206 Partial Content, got {status}")
-                if resp.get("ContentRange") != expected_cr:
-                    raise BadResponse(
-                        f"{what}: Content-Range {resp.get('ContentRange')!r}, "
-                        f"expected {expected_cr!r}"
-                    )
+                _check_partial(resp, what, start, end, size)
                 data = body.read()
             finally:
                 body.close()
@@ -556,15 +560,7 @@ class S3Store:
             resp = self.client.get_object(Range=rng, **self._object_args(key, etag, version_id))
             body = resp["Body"]
             try:
-                status = resp["ResponseMetadata"]["HTTPStatusCode"]
-                expected_cr = f"bytes {done}-{end - 1}/{size}"
-                if status != 206:
-                    raise BadResponse(f"{what}: expected 206 Partial Content, got {status}")
-                if resp.get("ContentRange") != expected_cr:
-                    raise BadResponse(
-                        f"{what}: Content-Range {resp.get('ContentRange')!r}, "
-                        f"expected {expected_cr!r}"
-                    )
+                _check_partial(resp, what, done, end, size)
                 while done < end:
                     want = min(len(buffer), end - done)
                     filled = 0
