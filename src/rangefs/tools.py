@@ -139,6 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def print_pins(directory: Path) -> None:
     """A directory on a mount: what the mount has pinned, and which files below it."""
+    xattrs.read_uri(directory)  # not on a mount: the error names the directory
     info = xattrs.read_pins(pinning.mount_root(directory))
     print(directory)
     print(f"  pinned  {info.files} files, {format_size(info.bytes)} of --pin-limit "
