@@ -73,7 +73,7 @@ diskcache.core.EVICTION_POLICY[PINNED_AWARE_LRU] = {
 }
 PINS_SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {PINS_TABLE} (tag TEXT PRIMARY KEY, bucket TEXT NOT NULL, "
-    "key TEXT NOT NULL, token TEXT NOT NULL, size INTEGER NOT NULL, pinned_at REAL NOT NULL)",
+    "key TEXT NOT NULL, token TEXT NOT NULL, size INTEGER NOT NULL)",
     f"CREATE INDEX IF NOT EXISTS {PINS_TABLE}_key ON {PINS_TABLE} (bucket, key)",
 )
 
@@ -237,7 +237,6 @@ class ChunkCache:
         if the keys pinned would then hold more than ``limit`` bytes (each key at its largest
         pinned version), nothing is pinned and a one-line :class:`UserError` says why.
         Returns what is pinned afterwards."""
-        now = time.time()
         with self._pins() as db:
             sizes = {
                 (bucket, key): size
@@ -258,8 +257,8 @@ class ChunkCache:
                     f"({format_size(before)} already pinned): nothing pinned"
                 )
             db.executemany(
-                f"INSERT OR IGNORE INTO {PINS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-                [(p.obj.tag(), p.obj.bucket, p.obj.key, p.obj.token, p.size, now) for p in pins],
+                f"INSERT OR IGNORE INTO {PINS_TABLE} VALUES (?, ?, ?, ?, ?)",
+                [(p.obj.tag(), p.obj.bucket, p.obj.key, p.obj.token, p.size) for p in pins],
             )
         return self.pin_summary()
 
@@ -277,11 +276,11 @@ class ChunkCache:
 
     def pinned(self, obj: ObjectId) -> list[Pin]:
         """The pinned versions of ``obj``'s key, the most recently pinned first (empty: the
-        key is not pinned)."""
+        key is not pinned). Row ids tell the order: SQLite gives each new row a larger one."""
         with self._pins_lock:
             rows = self._pins_db.execute(
                 f"SELECT token, size FROM {PINS_TABLE} WHERE bucket = ? AND key = ? "
-                "ORDER BY pinned_at DESC, rowid DESC",
+                "ORDER BY rowid DESC",
                 (obj.bucket, obj.key),
             ).fetchall()
         return [Pin(ObjectId.from_token(obj.bucket, obj.key, token), size) for token, size in rows]
@@ -292,9 +291,9 @@ class ChunkCache:
         whether the key is pinned."""
         with self._pins() as db:
             cursor = db.execute(
-                f"INSERT OR IGNORE INTO {PINS_TABLE} SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS "
+                f"INSERT OR IGNORE INTO {PINS_TABLE} SELECT ?, ?, ?, ?, ? WHERE EXISTS "
                 f"(SELECT 1 FROM {PINS_TABLE} WHERE bucket = ? AND key = ?)",
-                (obj.tag(), obj.bucket, obj.key, obj.token, size, time.time(), obj.bucket, obj.key),
+                (obj.tag(), obj.bucket, obj.key, obj.token, size, obj.bucket, obj.key),
             )
             if cursor.rowcount:
                 return True
@@ -305,20 +304,19 @@ class ChunkCache:
         return found is not None
 
     def keep_pinned(self, obj: ObjectId) -> int:
-        """``obj`` is complete in the store: the other pinned versions of its key are
-        unpinned and their chunks dropped. Returns how many chunks were dropped."""
+        """``obj`` is complete in the store: the versions of its key pinned before it are
+        unpinned and their chunks dropped (one pinned since, by another process that saw a
+        newer ETag, stays). Returns how many chunks were dropped."""
+        older = (f"FROM {PINS_TABLE} WHERE bucket = ? AND key = ? AND rowid < "
+                 f"(SELECT rowid FROM {PINS_TABLE} WHERE tag = ?)")  # fmt: skip
         with self._pins() as db:
             tokens = [
                 token
                 for (token,) in db.execute(
-                    f"SELECT token FROM {PINS_TABLE} WHERE bucket = ? AND key = ? AND tag != ?",
-                    (obj.bucket, obj.key, obj.tag()),
+                    f"SELECT token {older}", (obj.bucket, obj.key, obj.tag())
                 )
             ]
-            db.execute(
-                f"DELETE FROM {PINS_TABLE} WHERE bucket = ? AND key = ? AND tag != ?",
-                (obj.bucket, obj.key, obj.tag()),
-            )
+            db.execute(f"DELETE {older}", (obj.bucket, obj.key, obj.tag()))
         dropped = 0
         for token in tokens:
             old = ObjectId.from_token(obj.bucket, obj.key, token)

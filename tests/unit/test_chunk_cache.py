@@ -258,6 +258,11 @@ def test_a_pin_follows_the_key_and_keeps_the_old_version_until_the_new_is_whole(
     assert cache.keep_pinned(V2.id) == 1
     assert not cache.contains(V1.chunk(CHUNK, 0)) and cache.contains(V2.chunk(CHUNK, 0))
     assert [p.obj for p in cache.pinned(V1.id)] == [V2.id]
+    # A version pinned after the one kept (another process saw a newer ETag) stays.
+    v3 = ObjectVersion("bucket", "dir/key", '"etag3"', 3_000_000)
+    assert cache.follow_pin(v3.id, CHUNK)
+    assert cache.keep_pinned(V2.id) == 0
+    assert [p.obj for p in cache.pinned(V1.id)] == [v3.id, V2.id]
 
 
 def test_pins_survive_reopening_and_clear_drops_them(tmp_path):
