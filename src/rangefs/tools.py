@@ -152,7 +152,16 @@ def print_pins(directory: Path) -> None:
 def cmd_pin(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     targets = pinning.targets(args.paths)
-    summaries = [pinning.record(root, files) for root, files in pinning.by_mount(targets).items()]
+    summaries: list[tuple[Path, xattrs.PinsInfo]] = []
+    for root, files in pinning.by_mount(targets).items():
+        try:
+            summaries.append(pinning.record(root, files))
+        except UserError as exc:
+            if not summaries:
+                raise
+            done = ", ".join(str(r) for r, _ in summaries)
+            raise UserError(f"{root}: {exc}; files on {done} are pinned but not fetched "
+                            "(run 'rangefs pin' or 'rangefs unpin' on them)") from None  # fmt: skip
     plan = prefetch.plan_mounted([t.path for t in targets])
     failures = prefetch.execute(plan, args.jobs, progress, desc="pin")
     if not failures:
