@@ -40,9 +40,11 @@ def mount_root(path: Path) -> Path:
 
 def targets(paths: list[Path]) -> list[Target]:
     """Every file named or below a directory named, with the version its mount reads."""
-    found: list[Target] = []
+    found: dict[Path, Target] = {}  # a file named twice (itself and its directory) once
     for top in paths:
         for path in prefetch.walk_files(top):
+            if path in found:
+                continue
             try:
                 bucket, _, key = xattrs.read_uri(path).removeprefix("s3://").partition("/")
                 etag = xattrs.read_etag(path)
@@ -53,10 +55,10 @@ def targets(paths: list[Path]) -> list[Target]:
                 obj = ObjectId(bucket, key, "", xattrs.read_version(path))
             except NotOnMount:
                 obj = ObjectId(bucket, key, etag)
-            found.append(Target(path, mount_root(path), obj, size))
+            found[path] = Target(path, mount_root(path), obj, size)
     if not found:
         raise UserError(f"no files in {' '.join(map(str, paths))}")
-    return found
+    return list(found.values())
 
 
 def by_mount(found: list[Target]) -> dict[Path, list[Target]]:

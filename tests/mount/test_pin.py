@@ -79,7 +79,7 @@ def test_pinned_tree_outlives_eviction_limit_changes_and_unpin(
     tree = mount.path / "tree"
     a, b = tree / "a.bin", tree / "sub/b.bin"
 
-    result = rangefs_cli("pin", "--no-progress", str(tree))
+    result = rangefs_cli("pin", "--no-progress", str(tree), str(a))  # a named twice: once
     assert result.returncode == 0, result.stderr
     assert "pinned 2 files (500.0 KiB)" in result.stdout, result.stdout
     assert xattrs.read_pinned(a) and xattrs.read_pinned(b)
