@@ -8,8 +8,8 @@
   queued behind read-ahead.
 * GETs that fill the chunks around a random reader's reads (:mod:`rangefs.window`) take one
   of a few ``around_slots`` first (an eighth of the GETs, at least two): a handful in flight
-  fill chunks about as fast as many, and each random read's own small GET then shares the
-  server with a handful of others, not with dozens.
+  fill chunks about as fast as many, and each random read's own GET then shares the server
+  (and the daemon's CPU) with a handful of others, not with dozens.
 * Bytes asked for ahead of readers (on disk, not in RAM) are capped across readers
   (``max_ahead``); a reader's window shrinks when the cap is reached.
 """
