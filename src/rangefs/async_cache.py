@@ -34,6 +34,10 @@ class AsyncChunkCache:
             self.cache.read_range, key, length, start, end, limiter=self._limiter
         )
 
+    def is_open(self, key: ChunkKey) -> bool:
+        """Whether ``key``'s value file is open for reading (never blocks)."""
+        return self.cache.is_open(key)
+
     async def warm(self, key: ChunkKey, length: int) -> None:
         await trio.to_thread.run_sync(self.cache.warm, key, length, limiter=self._limiter)
 

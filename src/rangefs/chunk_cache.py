@@ -225,6 +225,12 @@ class ChunkCache:
         finally:
             os.close(fd)
 
+    def is_open(self, key: ChunkKey) -> bool:
+        """Whether ``key``'s value file is kept open for reads (a stored chunk read lately or
+        warmed): no lookup, safe on the trio thread."""
+        with self._lock:
+            return key in self._open_files
+
     def warm(self, key: ChunkKey, length: int) -> None:
         """Opens a stored chunk's value file for reads to come (a sequential reader's
         read-ahead), so the kernel reads it in from disk meanwhile; nothing if absent."""

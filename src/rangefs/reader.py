@@ -491,6 +491,9 @@ class ChunkReader:
             return ranges
         for start, end in ranges:
             for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
+                key = version.chunk(self.chunk_size, part.index)
+                if key not in self._fills and self.cache.is_open(key):
+                    continue  # complete in the store and opened for reading: nothing to do
                 self._spawn(self._readahead, version, part)
         return []
 
