@@ -228,6 +228,27 @@ async def test_a_random_reader_gets_each_chunk_it_touches_whole_and_once(env):
         assert len(env.store.gets) == gets
 
 
+async def test_a_cached_sequential_read_has_the_kernel_read_the_chunks_ahead_in(env):
+    big = 8 * CHUNK
+    data = env.store.put("f", size=6 * big, seed=15)
+    async with env.core(chunk_size=big) as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data), request=CHUNK) == data
+        await settle(core)
+    gets = len(env.store.gets)
+    async with env.core(chunk_size=big, max_readahead=8 * big) as core:  # on disk: a remount
+        fh = await open_path(core.fs, "f")
+        version, cache = core.fs._handles[fh].version, core.reader.cache
+        for i in range(3):  # reads in sequence, all in chunk 0
+            got = await core.fs.read(fh, i * CHUNK, CHUNK)
+            assert bytes(got) == data[i * CHUNK : (i + 1) * CHUNK]
+        await settle(core)
+        # The chunk ahead and the one after it are open (and being read in by the kernel)
+        # before the reader gets there; the others are not.
+        assert [cache.is_open(version.chunk(big, i)) for i in range(4)] == [1, 1, 1, 0]
+        assert len(env.store.gets) == gets
+
+
 async def test_a_player_that_seeks_then_reads_on_gets_no_chunks_around(env):
     big = 8 * CHUNK
     data = env.store.put("f", size=40 * big, seed=14)
