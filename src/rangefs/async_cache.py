@@ -2,7 +2,9 @@
 
 :class:`~rangefs.chunk_cache.ChunkCache` blocks (SQLite, file I/O); the filesystem and the
 reader reach it only through this facade, so no caller passes limiters around and the
-number of threads touching the disk at once is set in one place.
+number of threads touching the disk at once is set in one place. The one exception is a
+read the kernel can serve from its page cache without blocking
+(:meth:`~rangefs.chunk_cache.ChunkCache.read_range_cached`): done on the trio thread.
 """
 
 import trio
@@ -21,10 +23,23 @@ class AsyncChunkCache:
     async def get(self, key: ChunkKey, length: int) -> memoryview | None:
         return await trio.to_thread.run_sync(self.cache.get, key, length, limiter=self._limiter)
 
-    async def read_range(self, key: ChunkKey, length: int, start: int, end: int) -> bytes | None:
+    async def read_range(
+        self, key: ChunkKey, length: int, start: int, end: int
+    ) -> memoryview | None:
+        """From the page cache on this thread when that cannot block, else in a worker."""
+        piece = self.cache.read_range_cached(key, length, start, end)
+        if piece is not None:
+            return piece
         return await trio.to_thread.run_sync(
             self.cache.read_range, key, length, start, end, limiter=self._limiter
         )
+
+    def is_open(self, key: ChunkKey) -> bool:
+        """Whether ``key``'s value file is open for reading (never blocks)."""
+        return self.cache.is_open(key)
+
+    async def warm(self, key: ChunkKey, length: int) -> None:
+        await trio.to_thread.run_sync(self.cache.warm, key, length, limiter=self._limiter)
 
     async def put(self, key: ChunkKey, data: bytes | memoryview) -> bool:
         return await trio.to_thread.run_sync(self.cache.put, key, data, limiter=self._limiter)

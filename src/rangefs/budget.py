@@ -6,6 +6,10 @@
   a retry storm.
 * Read-ahead GETs never take the last ``reserve`` slots: a read waiting for its bytes is not
   queued behind read-ahead.
+* GETs that fill the chunks around a random reader's reads (:mod:`rangefs.window`) take one
+  of a few ``around_slots`` first (an eighth of the GETs, at least two): a handful in flight
+  fill chunks about as fast as many, and each random read's own GET then shares the server
+  (and the daemon's CPU) with a handful of others, not with dozens.
 * Bytes asked for ahead of readers (on disk, not in RAM) are capped across readers
   (``max_ahead``); a reader's window shrinks when the cap is reached.
 """
@@ -19,6 +23,7 @@ import trio
 log = logging.getLogger(__name__)
 
 MIN_GETS = 2
+AROUND_SHARE = 8  # GETs in flight for random readers' chunks: this fraction of the cap
 PUSHBACK_QUIET = 1.0  # seconds: pushbacks closer than this are one event (one halving)
 
 
@@ -32,6 +37,7 @@ class Budget:
         self.reserve = max(1, min(reserve, self.max_gets - 1))
         self.get_slots = trio.CapacityLimiter(self.max_gets)
         self.readahead_slots = trio.CapacityLimiter(self.max_gets - self.reserve)
+        self.around_slots = trio.CapacityLimiter(max(MIN_GETS, self.max_gets // AROUND_SHARE))
         self.max_ahead = max_ahead
         self._holders: weakref.WeakSet[HoldsAhead] = weakref.WeakSet()
         self._successes = 0

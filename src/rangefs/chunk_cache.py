@@ -198,6 +198,7 @@ class ChunkCache:
         self._index_lock = threading.Lock()
         self._open_files: OrderedDict[ChunkKey, tuple[int, bytes, float]] = OrderedDict()
         self._disabled_until = 0.0
+        self._nowait = True  # reads with RWF_NOWAIT work here (until the filesystem says not)
         self._reported_bad: set[object] = set()
         self.partial = PartialFiles(self.directory)
 
@@ -360,16 +361,60 @@ class ChunkCache:
         """The verified chunk, or None (a miss) if absent, damaged or unreadable."""
         return self._miss_on_error(key, lambda: self._get(key, length))
 
-    def read_range(self, key: ChunkKey, length: int, start: int, end: int) -> bytes | None:
+    def read_range(self, key: ChunkKey, length: int, start: int, end: int) -> memoryview | None:
         """Bytes ``[start, end)`` of a cached chunk, verifying only the blocks they touch.
 
         A random 64 KiB read then costs one block read, not a whole-chunk read and checksum.
         The value files of recently read chunks stay open (with their block digests), so a
         random reader does not pay an index lookup per read; the index is still told of the
-        access now and then, for LRU eviction. None is a miss (absent or damaged: a damaged
-        chunk is dropped whole).
+        access now and then, for LRU eviction. When a value file is opened the kernel is asked
+        to read its chunk in (``POSIX_FADV_WILLNEED``), so the chunk's next reads find it in
+        the page cache (:meth:`read_range_cached`). None is a miss (absent or damaged: a
+        damaged chunk is dropped whole).
         """
         return self._miss_on_error(key, lambda: self._read_range(key, length, start, end))
+
+    def read_range_cached(
+        self, key: ChunkKey, length: int, start: int, end: int
+    ) -> memoryview | None:
+        """:meth:`read_range` if it cannot block: the chunk's value file is open and its
+        blocks are in the page cache (``RWF_NOWAIT``: the kernel refuses rather than waits
+        for the disk). Safe on the trio thread; None means "read in a thread", never a miss
+        (a damaged block is left for :meth:`read_range` to find and drop).
+
+        A read served from the kernel's page cache costs a few microseconds; a hop to a
+        worker thread and back costs far more on a busy 2-core machine, and bounded a random
+        reader's hits to ~1900 a second.
+        """
+        if not self._nowait:
+            return None
+        opened = self._opened(key)
+        if opened is None:
+            return None
+        fd, digests = opened
+        try:
+            return self._pread_checked(fd, digests, length, start, end, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._nowait = False  # a filesystem without RWF_NOWAIT: threads only
+            return None
+        finally:
+            os.close(fd)
+
+    def is_open(self, key: ChunkKey) -> bool:
+        """Whether ``key``'s value file is kept open for reads (a stored chunk read lately or
+        warmed): no lookup, safe on the trio thread."""
+        with self._lock:
+            return key in self._open_files
+
+    def warm(self, key: ChunkKey, length: int) -> None:
+        """Opens a stored chunk's value file for reads to come (a sequential reader's
+        read-ahead), so the kernel reads it in from disk meanwhile; nothing if absent."""
+        opened = self._miss_on_error(key, lambda: self._opened(key) or self._open(key, length))
+        if opened is not None:
+            os.close(opened[0])
 
     def _miss_on_error(self, key: ChunkKey, read: Callable[[], T | None]) -> T | None:
         """Cache trouble is a miss: an unusable index is logged once, an unreadable value
@@ -414,22 +459,34 @@ class ChunkCache:
             self._drop(key, "checksum or length mismatch")
         return data
 
-    def _read_range(self, key: ChunkKey, length: int, start: int, end: int) -> bytes | None:
+    def _read_range(self, key: ChunkKey, length: int, start: int, end: int) -> memoryview | None:
         opened = self._opened(key) or self._open(key, length)
         if opened is None:
             return None
         fd, digests = opened
-        first, last = start // BLOCK, block_count(end)
-        want = min(last * BLOCK, length) - first * BLOCK
         try:
-            raw = os.pread(fd, want, header_size(length) + first * BLOCK)
+            data = self._pread_checked(fd, digests, length, start, end, 0)
         finally:
             os.close(fd)
-        if len(raw) != want or not blocks_ok(digests, first, memoryview(raw)):
+        if data is None:
             self._drop(key, "short value file or checksum mismatch")
+        return data
+
+    @staticmethod
+    def _pread_checked(
+        fd: int, digests: bytes, length: int, start: int, end: int, flags: int
+    ) -> memoryview | None:
+        """Bytes ``[start, end)`` of the chunk in value file ``fd`` (a view: no copy), or
+        None if the file is short or a block does not match its digest."""
+        first, last = start // BLOCK, block_count(end)
+        want = min(last * BLOCK, length) - first * BLOCK
+        raw = bytearray(want)
+        got = os.preadv(fd, [raw], header_size(length) + first * BLOCK, flags)
+        view = memoryview(raw)
+        if got != want or not blocks_ok(digests, first, view):
             return None
         offset = start - first * BLOCK
-        return raw[offset : offset + end - start]
+        return view[offset : offset + end - start]
 
     def _opened(self, key: ChunkKey) -> tuple[int, bytes] | None:
         """A private descriptor (the caller closes it, so another thread closing the kept one
@@ -461,6 +518,8 @@ class ChunkCache:
                 self._drop(key, "bad header")
                 return None
             fd = os.dup(handle.fileno())
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, header_size(length), length, os.POSIX_FADV_WILLNEED)
         now = time.monotonic()
         with self._lock:
             for stale in [k for k, e in self._open_files.items() if now - e[2] > TOUCH_EVERY]:

@@ -155,6 +155,7 @@ class ChunkReader:
         self._reading: Counter[ChunkKey] = Counter()  # reads of each chunk in progress
         self._progress = trio.Event()  # set (and renewed) when a read or a GET ends
         self._following = 0  # read-ahead tasks still opening their fills
+        self._around: set[tuple[ChunkKey, int]] = set()  # pieces queued by _complete_around
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hosts the GET tasks; runs until cancelled."""
@@ -180,11 +181,10 @@ class ChunkReader:
         parts = chunks.pieces(offset, length, version.size, self.chunk_size)
         if not parts:
             return b""
-        if stream is not None:
-            self._follow(stream, version, offset, length)
+        around = self._follow(stream, version, offset, length) if stream is not None else []
         first, last = parts[0].index, parts[-1].index
         self.verifier.reading(version, first, last)
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         waited = False
         for part in parts:
             data, had_to_wait = await self._read_piece(version, part)
@@ -192,6 +192,7 @@ class ChunkReader:
             waited = waited or had_to_wait
         if stream is not None and waited:
             stream.waited = True  # until the window next moves: concurrent reads all count
+        self._complete_around(version, around)
         if offset + length >= version.size and self.verifier.read_whole(version):
             # The last bytes of a whole-file read: not returned before the proof holds.
             try:
@@ -207,7 +208,9 @@ class ChunkReader:
         self.stats.observe_read(trio.current_time() - started)
         return out[0] if len(out) == 1 else b"".join(out)
 
-    async def _read_piece(self, version: ObjectVersion, part: chunks.Piece) -> tuple[bytes, bool]:
+    async def _read_piece(
+        self, version: ObjectVersion, part: chunks.Piece
+    ) -> tuple[bytes | memoryview, bool]:
         """Bytes ``[part.start, part.end)`` of one chunk, and whether the read waited for S3."""
         key = version.chunk(self.chunk_size, part.index)
         self._reading[key] += 1
@@ -221,7 +224,7 @@ class ChunkReader:
 
     async def _read_chunk_piece(
         self, version: ObjectVersion, key: ChunkKey, part: chunks.Piece
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[bytes | memoryview, bool]:
         length = chunks.chunk_length(part.index, version.size, self.chunk_size)
         while True:
             if key not in self._fills and key not in self._opening:
@@ -337,11 +340,12 @@ class ChunkReader:
                 self.stats.misses += 1
                 self._request(fill, a, b, demand=True)
 
-    def _request(self, fill: _Fill, first: int, end: int, *, demand: bool) -> None:
+    def _request(self, fill: _Fill, first: int, end: int, *, demand: bool) -> _Request:
         fill.arrivals.want(first, end)
         request = _Request(first, end, demand)
         fill.requests.append(request)
         self._spawn(self._get, fill, request)
+        return request
 
     def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         if self._nursery is None:
@@ -482,8 +486,11 @@ class ChunkReader:
 
     # -- read-ahead --------------------------------------------------------------------------
 
-    def _follow(self, stream: ReadStream, version: ObjectVersion, offset: int, length: int) -> None:
-        """Moves the reader's window and asks for the bytes it now wants ahead."""
+    def _follow(
+        self, stream: ReadStream, version: ObjectVersion, offset: int, length: int
+    ) -> list[tuple[int, int]]:
+        """Moves the reader's window and asks for the bytes it now wants ahead; returns what
+        a random reader wants around its read, asked for once the read's own GET is out."""
         self.budget.register(stream)
         stream.window, ranges = advance(
             stream.window,
@@ -495,9 +502,46 @@ class ChunkReader:
             room=self.budget.room(excluding=stream),
         )
         stream.waited = False
+        if stream.window.random and stream.window.reads == 1:
+            return ranges
         for start, end in ranges:
             for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
+                key = version.chunk(self.chunk_size, part.index)
+                if key not in self._fills and self.cache.is_open(key):
+                    continue  # complete in the store and opened for reading: nothing to do
                 self._spawn(self._readahead, version, part)
+        return []
+
+    def _complete_around(self, version: ObjectVersion, ranges: list[tuple[int, int]]) -> None:
+        """Queues, as read-ahead, the pieces of ``ranges`` with blocks still missing in chunks
+        being filled (a random reader's read has just opened them; a chunk complete in the
+        store costs nothing). After the read, so its own demand GET comes first."""
+        if self.cache.paused:
+            return
+        for start, end in ranges:
+            for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
+                key = version.chunk(self.chunk_size, part.index)
+                fill = self._fills.get(key)
+                if fill is None or fill.retired or (key, part.start) in self._around:
+                    continue
+                if fill.arrivals.missing_runs(part.start // BLOCK, block_count(part.end)):
+                    self._around.add((key, part.start))
+                    self._spawn(self._fetch_around, fill, part)
+
+    async def _fetch_around(self, fill: _Fill, part: chunks.Piece) -> None:
+        """Fetches a piece of a random reader's chunk once one of the few slots for such
+        GETs is free (:attr:`Budget.around_slots`): a handful in flight fill chunks about as
+        fast as many, and leave the server to the random reads waiting for their blocks."""
+        try:
+            async with self.budget.around_slots:
+                if fill.retired:
+                    return
+                runs = fill.arrivals.missing_runs(part.start // BLOCK, block_count(part.end))
+                requests = [self._request(fill, a, b, demand=False) for a, b in runs]
+                while any(r in fill.requests for r in requests) and not fill.retired:
+                    await fill.changed.wait()
+        finally:
+            self._around.discard((fill.key, part.start))
 
     async def _readahead(self, version: ObjectVersion, part: chunks.Piece) -> None:
         if self.cache.paused:
@@ -506,6 +550,7 @@ class ChunkReader:
         try:
             fill = await self._fill(version, part.index)
             if fill is None:
+                await self._warm(version, part.index)
                 return
             for a, b in fill.arrivals.missing_runs(part.start // BLOCK, block_count(part.end)):
                 self._request(fill, a, b, demand=False)
@@ -514,13 +559,24 @@ class ChunkReader:
         finally:
             self._following -= 1
 
+    async def _warm(self, version: ObjectVersion, index: int) -> None:
+        """Chunk ``index`` is complete in the store: the kernel is asked to read it and the
+        next chunk in from disk (a stored chunk costs no GET, so the disk is read a chunk
+        further ahead than S3 would be: reading 8 MiB in takes a few ms, and the reader's
+        hits should find them in the page cache, not wait in a worker thread)."""
+        for at in (index, index + 1):
+            if at * self.chunk_size >= version.size:
+                return
+            length = chunks.chunk_length(at, version.size, self.chunk_size)
+            await self.cache.warm(version.chunk(self.chunk_size, at), length)
+
     # -- what the verifier and the filesystem ask --------------------------------------------
 
     @property
     def pending_fetches(self) -> int:
         """GETs queued or in flight, chunks being opened, moved into the store or handed to
         the verifier (0: quiet)."""
-        requests = sum(len(f.requests) for f in self._fills.values())
+        requests = sum(len(f.requests) for f in self._fills.values()) + len(self._around)
         return requests + len(self._opening) + self._finishing + self._following
 
     async def settled(self, key: ChunkKey) -> None:

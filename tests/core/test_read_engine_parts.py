@@ -16,7 +16,7 @@ from rangefs.cache_format import BLOCK, DIGEST, digest_offset, header_size
 from rangefs.chunk_files import PartialFiles
 from rangefs.errors import RemoteError
 from rangefs.keys import ChunkKey, ObjectId
-from rangefs.window import Limits, Window, advance
+from rangefs.window import RANDOM_SEEKS, Limits, Window, advance
 from tests.support.patterns import pattern_bytes
 
 MiB = 1024 * 1024
@@ -116,6 +116,49 @@ def test_pressure_halves_the_window():
 def test_reads_in_a_slightly_different_order_stay_sequential():
     _, history = run_reads([(0, MiB), (MiB, MiB), (3 * MiB, MiB), (2 * MiB, MiB)], 64 * MiB)
     assert all(w.size for w, _ in history[1:])
+
+
+def test_a_reader_that_keeps_seeking_asks_for_the_chunks_around_its_reads():
+    size = 100 * MiB + 5
+    reads = [(70 * MiB + 3, 65536), (10 * MiB, 65536), (99 * MiB, 2 * MiB), (32 * MiB - 10, 20)]
+    _, history = run_reads(reads, size)
+    assert [r for _, r in history[: RANDOM_SEEKS - 1]] == [[], []]  # a seek or two: nothing
+    assert history[2][1] == [(96 * MiB, size)]  # the last chunk is short
+    assert history[3][1] == [(24 * MiB, 40 * MiB)]  # a read across a boundary: both chunks
+    assert all(w.random for w, _ in history[RANDOM_SEEKS - 1 :])
+    _, short = run_reads(reads, size, room=LIMITS.chunk)
+    assert short[2][1] == [(96 * MiB, size)] and short[3][1] == []  # no room for two chunks
+
+
+def test_a_seek_followed_by_reads_in_sequence_is_not_a_random_reader():
+    reads = []
+    for start in (50 * MiB, 5 * MiB, 80 * MiB, 20 * MiB, 60 * MiB):  # a player seeking
+        reads += [(start, 65536), (start + 65536, 65536)]
+    _, history = run_reads(reads, 100 * MiB)
+    assert not any(w.random for w, _ in history)
+    assert all(r == [] or r[0][0] >= w.next_offset for w, r in history)  # only ahead
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    reads=st.lists(st.tuples(st.integers(0, 64 * MiB), st.integers(1, 3 * MiB)), max_size=30),
+    room=st.integers(0, 64 * MiB),
+)
+def test_what_a_random_reader_asks_for_is_whole_chunks_holding_its_read(reads, room):
+    size = 64 * MiB + 12345
+    window = Window()
+    for offset, length in reads:
+        before = window
+        window, ranges = advance(window, offset, length, size, LIMITS, waited=False, room=room)
+        sequential = before.reads and -LIMITS.slack <= offset - before.next_offset <= max(
+            LIMITS.slack, before.size
+        )
+        if sequential or offset >= size:
+            continue
+        for a, b in ranges:
+            assert a % LIMITS.chunk == 0 and (b % LIMITS.chunk == 0 or b == size)
+            assert a <= offset and min(offset + length, size) <= b and b - a <= room
+        assert bool(ranges) <= window.random
 
 
 # -- the arrival map ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 the disk cache as a checkpoint, and the chunk arithmetic at the edges."""
 
 import bisect
+import random
 
 import pytest
 import trio
@@ -9,6 +10,17 @@ import trio.testing
 
 from rangefs.stats import LATENCY_BUCKETS
 from tests.core.helpers import CHUNK, gate_reached, open_path, read_all, settle, until
+
+
+def covered(spans) -> list[tuple[int, int]]:
+    """Merged byte spans of GETs (or of ``(start, end)`` pairs)."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted((g.start, g.end) if hasattr(g, "start") else g for g in spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def value_files(env):
@@ -188,6 +200,67 @@ async def test_a_single_random_read_triggers_no_read_ahead(env):
         assert bytes(got) == data[20 * CHUNK + 5 : 20 * CHUNK + 5 + 128 * 1024]
         assert sorted(env.store.chunks_fetched("f", CHUNK)) == [20, 21, 22]
         assert core.fs._handles[fh].stream.window.size == 0
+
+
+async def test_a_random_reader_gets_each_chunk_it_touches_whole_and_once(env):
+    big = 8 * CHUNK  # chunks of eight 64 KiB blocks; the last one has three
+    data = env.store.put("f", size=6 * big + 3 * CHUNK, seed=13)
+    order = [5, 0, 3, 6, 1, 4]  # each read is the last block of its chunk
+    ends = {i: min((i + 1) * big, len(data)) for i in range(7)}
+    async with env.core(chunk_size=big, max_readahead=8 * big) as core:
+        fh = await open_path(core.fs, "f")
+        for i in order:
+            got = await core.fs.read(fh, ends[i] - CHUNK, CHUNK)
+            assert bytes(got) == data[ends[i] - CHUNK : ends[i]]
+        await settle(core)
+        # Two seeks are a media player's: only their own block. From the third seek on,
+        # the whole chunk of each read, each byte once.
+        want = [(ends[i] - CHUNK, ends[i]) for i in order[:2]]
+        want += [(i * big, ends[i]) for i in order[2:]]
+        assert covered(env.store.gets) == covered(want)
+        assert env.store.bytes_sent == sum(b - a for a, b in want)
+        assert core.stats.chunks_stored == len(order) - 2
+        gets = len(env.store.gets)
+        rng = random.Random(5)
+        for i in order[2:]:
+            offset = i * big + rng.randrange(0, ends[i] - i * big - 100)
+            assert bytes(await core.fs.read(fh, offset, 100)) == data[offset : offset + 100]
+        assert len(env.store.gets) == gets
+
+
+async def test_a_cached_sequential_read_has_the_kernel_read_the_chunks_ahead_in(env):
+    big = 8 * CHUNK
+    data = env.store.put("f", size=6 * big, seed=15)
+    async with env.core(chunk_size=big) as core:
+        fh = await open_path(core.fs, "f")
+        assert await read_all(core.fs, fh, len(data), request=CHUNK) == data
+        await settle(core)
+    gets = len(env.store.gets)
+    async with env.core(chunk_size=big, max_readahead=8 * big) as core:  # on disk: a remount
+        fh = await open_path(core.fs, "f")
+        version, cache = core.fs._handles[fh].version, core.reader.cache
+        for i in range(3):  # reads in sequence, all in chunk 0
+            got = await core.fs.read(fh, i * CHUNK, CHUNK)
+            assert bytes(got) == data[i * CHUNK : (i + 1) * CHUNK]
+        await settle(core)
+        # The chunk ahead and the one after it are open (and being read in by the kernel)
+        # before the reader gets there; the others are not.
+        assert [cache.is_open(version.chunk(big, i)) for i in range(4)] == [1, 1, 1, 0]
+        assert len(env.store.gets) == gets
+
+
+async def test_a_player_that_seeks_then_reads_on_gets_no_chunks_around(env):
+    big = 8 * CHUNK
+    data = env.store.put("f", size=40 * big, seed=14)
+    async with env.core(chunk_size=big, max_readahead=2 * big) as core:
+        fh = await open_path(core.fs, "f")
+        for start in (30, 3, 22, 11, 35):
+            offset = start * big + 5 * CHUNK  # a seek into the middle of a chunk...
+            for i in range(2):  # ...then reads in sequence
+                got = await core.fs.read(fh, offset + i * CHUNK, CHUNK)
+                assert bytes(got) == data[offset + i * CHUNK : offset + (i + 1) * CHUNK]
+            await settle(core)
+            assert all(g.start >= offset for g in env.store.gets if g.start // big == start)
 
 
 async def test_a_reader_that_waits_doubles_its_window(env):

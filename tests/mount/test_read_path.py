@@ -5,6 +5,7 @@ counting proxy between rangefs and SeaweedFS proves what was (not) fetched.
 """
 
 import os
+import random
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import mount_stats, run, sha256_file
+from tests.support import mount_stats, run, sha256_file, wait_fully_cached
 from tests.support.patterns import pattern_bytes, pattern_sha256, upload_pattern
+from tests.support.proxy import asked_bytes, covered
 
 C = 1024 * 1024  # the chunk size the rangefs_mount fixture uses by default
 SIZES = {
@@ -270,6 +272,31 @@ def test_gets_are_chunk_aligned_and_cached_reads_send_none(mixed, proxy, rangefs
     proxy.reset()
     assert sha256_file(again.path / key) == pattern_sha256(size, 5)
     assert proxy.count("GET", key=key) == 0, "served from the disk cache after a remount"
+
+
+@pytest.mark.timeout(120)
+def test_random_reads_get_each_chunk_whole_and_each_byte_once(
+    make_bucket, s3server, proxy, rangefs_mount
+):
+    bucket = make_bucket()
+    size = 8 * C + 777
+    upload_pattern(s3server.client(), bucket, "random.bin", size, 31)
+    mount = rangefs_mount(bucket, endpoint=proxy.url)
+    path = mount.path / "random.bin"
+    rng = random.Random(7)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # as fio: no kernel read-ahead
+        for _ in range(150):
+            offset = rng.randrange(0, size - 65536) // 4096 * 4096
+            assert os.pread(fd, 65536, offset) == pattern_bytes(offset, 65536, 31)
+    finally:
+        os.close(fd)
+    wait_fully_cached(path)  # the chunks around the reads were fetched whole
+    gets = [r.range for r in proxy.records if r.method == "GET" and r.key == "random.bin"]
+    assert covered(gets) == [(0, size)]
+    assert asked_bytes(gets) == size, "each byte fetched once"
+    assert len(gets) <= 3 * 9, "a few GETs per chunk, not one per read"
 
 
 @pytest.mark.timeout(120)

@@ -131,6 +131,34 @@ def test_read_range_of_a_truncated_file_is_a_miss(cache, tmp_path):
     assert not cache.contains(V1.chunk(CHUNK, 0))
 
 
+def test_a_read_from_the_page_cache_needs_no_thread_and_never_serves_a_damaged_block(
+    cache, tmp_path
+):
+    key, chunk = V1.chunk(CHUNK, 0), data(CHUNK, 3)
+    cache.put(key, chunk)
+    assert cache.read_range_cached(key, CHUNK, 0, 10) is None  # not open yet: a thread opens it
+    assert cache.read_range(key, CHUNK, 0, 10) == chunk[:10]
+    assert cache.read_range_cached(key, CHUNK, 70_000, 200_000) == chunk[70_000:200_000]
+    (path,) = value_files(tmp_path / "cache")
+    with open(path, "r+b") as f:  # through the page cache, as a disk that mangled a write
+        f.seek(-1, os.SEEK_END)
+        flipped = f.read(1)[0] ^ 0xFF
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([flipped]))
+    assert cache.read_range_cached(key, CHUNK, CHUNK - 10, CHUNK) is None  # left to the thread
+    assert cache.contains(key)
+    assert cache.read_range(key, CHUNK, CHUNK - 10, CHUNK) is None  # which drops the chunk
+    assert not cache.contains(key)
+
+
+def test_warm_opens_a_stored_chunk_for_reads_without_a_thread(cache):
+    key, chunk = V1.chunk(CHUNK, 1), data(CHUNK, 5)
+    cache.warm(key, CHUNK)  # absent: nothing
+    cache.put(key, chunk)
+    cache.warm(key, CHUNK)  # just written: its bytes are in the page cache already
+    assert cache.read_range_cached(key, CHUNK, 0, CHUNK) == chunk
+
+
 def put_object(cache, body: bytes, etag: str, chunk: int = 64 * 1024) -> ObjectVersion:
     version = ObjectVersion("bucket", "proof/obj", etag, len(body))
     for i in range(0, len(body), chunk):
