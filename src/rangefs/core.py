@@ -64,4 +64,5 @@ def build_core(config: Config, store: ObjectStore, cache: ChunkCache, stats: Sta
     )
     namespace = Namespace(async_store, config.prefix, config.metadata_ttl)
     fs = Filesystem(config, namespace, reader, async_cache, stats)
+    budget.register(fs.walks)  # files fetched ahead of walkers hold bytes ahead too
     return Core(fs, reader, async_store, stats)

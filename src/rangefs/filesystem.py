@@ -16,10 +16,11 @@ from rangefs.async_cache import AsyncChunkCache
 from rangefs.config import Config
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
 from rangefs.inodes import ROOT_INODE, InodeTable
-from rangefs.namespace import Entry, Namespace, join
+from rangefs.namespace import Entry, Namespace, join, split
 from rangefs.reader import ChunkReader, ReadStream
 from rangefs.stats import Stats
 from rangefs.store import ObjectVersion
+from rangefs.walk import Walks
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class Filesystem:
         self._dir_handles: dict[int, DirHandle] = {}
         self._fh = itertools.count(1)
         self._last_version: dict[str, ObjectVersion] = {}  # per key, the last version opened
+        self.walks = Walks(stats, config.chunk_size)
 
     def _attributes(self, ino: int, entry: Entry) -> Attributes:
         cfg = self.config
@@ -225,13 +227,35 @@ class Filesystem:
         fh = next(self._fh)
         self._handles[fh] = OpenFile(ino, path, version)
         self.inodes.opened(ino)
+        self._walk(path, version)
         return fh, keep_cache
+
+    def _walk(self, path: str, version: ObjectVersion) -> None:
+        """Tells the walk detector about an open and fetches the files it says are next
+        (:mod:`rangefs.walk`): not while the server pushes back or caching is paused, and
+        within half the global budget of bytes ahead, so open files keep their windows."""
+        directory, name = split(path)
+        listing = self.namespace.last_listing(directory)
+        if listing is None:
+            return
+        budget = self.reader.budget
+        room = 0
+        if not budget.pushed_back and not self.cache.paused:
+            room = min(budget.room(excluding=self.walks), budget.max_ahead // 2)
+        for entry in self.walks.opened(directory, name, listing, room=room):
+            ahead = self._version(join(directory, entry.name), entry)
+            self.reader.prefetch(ahead, 0, min(entry.size, self.config.chunk_size))
+        if version.size == 0:  # the kernel sends no read for an empty file
+            self.walks.finished(directory, name)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self._handles.get(fh)
         if handle is None:
             raise NotFound(f"file handle {fh}")
-        return await self.reader.read(handle.version, offset, size, handle.stream)
+        data = await self.reader.read(handle.version, offset, size, handle.stream)
+        if offset + size >= handle.version.size:
+            self.walks.finished(*split(handle.path))
+        return data
 
     def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)

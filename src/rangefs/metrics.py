@@ -41,6 +41,16 @@ class StatsCollector:
             ("rangefs_bad_chunks", "Cached chunks dropped by verification", s.bad_chunks),
             ("rangefs_read_errors", "Range GETs that failed (after retries)", s.read_errors),
             ("rangefs_read_bytes", "Bytes returned to readers", s.bytes_read),
+            (
+                "rangefs_walk_files_ahead",
+                "Files fetched ahead of a reader walking a directory",
+                s.walk_files_ahead,
+            ),
+            (
+                "rangefs_walk_files_opened",
+                "Files fetched ahead of a walker that it then opened",
+                s.walk_files_opened,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         retries = CounterMetricFamily("rangefs_retries", "Retried S3 requests", labels=["cause"])

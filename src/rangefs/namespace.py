@@ -112,6 +112,11 @@ class Namespace:
             if pending.result is not None:
                 return pending.result
 
+    def last_listing(self, path: str) -> DirListing | None:
+        """The last listing of directory ``path``, fresh or not, without asking S3 (read-ahead
+        across files works from what was listed and sends no LIST of its own)."""
+        return self._dirs.get(path)
+
     async def _list(self, path: str) -> DirListing:
         raw = await self.store.list_dir(self.dir_prefix(path))
         base = len(self.dir_prefix(path))

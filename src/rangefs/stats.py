@@ -28,6 +28,8 @@ class Stats:
     bytes_in_flight: int = 0
     proofs_passed: int = 0  # object versions whose bytes matched S3's proof
     proofs_failed: int = 0  # mismatches (each is followed by one refetch of the chunks)
+    walk_files_ahead: int = 0  # files asked for ahead of a reader walking a directory
+    walk_files_opened: int = 0  # of those, the ones the reader then opened
     retries: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     read_latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
@@ -54,6 +56,8 @@ class Stats:
             "bytes_read": self.bytes_read,
             "proofs_passed": self.proofs_passed,
             "proofs_failed": self.proofs_failed,
+            "walk_files_ahead": self.walk_files_ahead,
+            "walk_files_opened": self.walk_files_opened,
             "retries": dict(self.retries),
             "errors": dict(self.errors),
         }
