@@ -112,3 +112,13 @@ def test_walks_fetch_small_files_whole_large_ones_a_chunk_within_the_room() -> N
     assert stats.walk_files_opened == 1
     walks.opened("dir", "f0", listing, room=10_000)  # a random open: the walk stops
     assert walks.ahead() == 0
+
+
+def test_the_walk_counters_are_metrics() -> None:
+    from rangefs.metrics import StatsCollector
+
+    stats = Stats(walk_files_ahead=7, walk_files_opened=5)
+    values = {m.name: m.samples[0].value for m in StatsCollector(stats, lambda: 0).collect()}
+    assert values["rangefs_walk_files_ahead"] == 7
+    assert values["rangefs_walk_files_opened"] == 5
+    assert stats.as_dict()["walk_files_opened"] == 5
