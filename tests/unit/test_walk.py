@@ -1,5 +1,7 @@
 """The walk detector (:mod:`rangefs.walk`): pure, so examples and properties."""
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -82,7 +84,7 @@ def test_each_file_is_asked_for_at_most_once_ahead_of_the_reader_and_within_the_
 
 @given(
     st.lists(st.integers(0, 99), min_size=1, max_size=40).filter(
-        lambda xs: all(b != a + 1 for a, b in zip(xs, xs[1:], strict=False))
+        lambda xs: all(b != a + 1 for a, b in itertools.pairwise(xs))
     )
 )
 def test_a_reader_that_never_opens_the_next_file_never_walks(indices: list[int]) -> None:
