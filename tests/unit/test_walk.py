@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from rangefs.namespace import DirListing, Entry
 from rangefs.stats import Stats
-from rangefs.walk import WALK_AFTER, Walk, Walks, finished, opened
+from rangefs.walk import AHEAD_HOLD, WALK_AFTER, Walk, Walks, finished, opened
 
 NAMES = tuple(f"f{i:04d}" for i in range(100))
 
@@ -126,3 +126,16 @@ def test_the_walk_counters_are_metrics() -> None:
     assert values["rangefs_walk_files_ahead"] == 7
     assert values["rangefs_walk_files_opened"] == 5
     assert stats.as_dict()["walk_files_opened"] == 5
+
+
+def test_files_ahead_stop_counting_against_the_budget_when_the_walker_went_away() -> None:
+    now = [0.0]
+    entries = {f"f{i}": Entry(f"f{i}", False, size=10) for i in range(10)}
+    listing = DirListing(entries, fetched=0.0, mtime=0.0)
+    walks = Walks(Stats(), chunk_size=100, ahead_files=4, clock=lambda: now[0])
+    for i in range(WALK_AFTER + 1):
+        walks.opened("dir", f"f{i}", listing, room=10_000)
+        walks.finished("dir", f"f{i}")
+    assert walks.ahead() == 40
+    now[0] = AHEAD_HOLD + 1  # the walker was killed: nothing opens the files
+    assert walks.ahead() == 0
