@@ -106,6 +106,7 @@ def test_a_tree_copy_fetches_each_object_once_ahead_of_the_tool(
     files = sum(1 for key, (size, _) in TREE.items() if key.startswith(prefix) and size)
     assert stats["walk_files_ahead"] >= files * 0.8, stats
     assert stats["walk_files_opened"] == stats["walk_files_ahead"], stats
+    assert f"walk detected in /{prefix.rstrip('/')} at " in mount.log()  # --log-level debug
 
 
 @pytest.mark.timeout(120)
@@ -142,6 +143,7 @@ def test_a_reader_opening_files_out_of_order_triggers_no_read_ahead(
     keys = {r.key for r in slow_proxy.matching("GET", bucket=tree_bucket) if r.key}
     assert keys == set(picked)
     assert mount_stats(mount)["walk_files_ahead"] == 0
+    assert "walk detected" not in mount.log()
 
 
 @pytest.mark.timeout(120)
