@@ -91,4 +91,5 @@ def build_core(
         async_store, async_index, Scope.of(config), config.prefix, config.metadata_ttl
     )
     fs = Filesystem(config, namespace, reader, async_cache, stats)
+    budget.register(fs.walks)  # files fetched ahead of walkers hold bytes ahead too
     return Core(fs, reader, async_store, stats, reachability)

@@ -204,6 +204,12 @@ class Namespace:
             )
         return info
 
+    def held(self, path: str) -> ListingInfo | None:
+        """The listing of directory ``path`` held in RAM (the one its last lookup used),
+        fresh or not, without asking the index or S3: read-ahead across files works from
+        what was listed and sends no LIST of its own."""
+        return self._dirs.get(path)
+
     async def child(self, listing: ListingInfo, name: str) -> Entry | None:
         """The entry ``name`` of a listing, from RAM if it was asked for lately."""
         key = (listing.id, name)

@@ -484,6 +484,14 @@ class ChunkReader:
             for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
                 self._spawn(self._readahead, version, part)
 
+    def prefetch(self, version: ObjectVersion, start: int, end: int) -> None:
+        """Asks for bytes ``[start, end)`` of a version no reader has open yet, as read-ahead
+        (the next files of a directory being walked, :mod:`rangefs.walk`): same GET slots,
+        so a demand read never waits behind it; blocks present or on their way are not asked
+        for again."""
+        for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
+            self._spawn(self._readahead, version, part)
+
     async def _readahead(self, version: ObjectVersion, part: chunks.Piece) -> None:
         if self.cache.paused:
             return  # chunks would fill in memory: only for reads that wait for them
