@@ -19,12 +19,19 @@ class AsyncChunkCache:
         self._limiter = limiter
 
     async def get(self, key: ChunkKey, length: int) -> memoryview | None:
+        data = self.cache.recent(key, 0, length)
+        if data is not None and len(data) == length:
+            return memoryview(data)
         return await trio.to_thread.run_sync(self.cache.get, key, length, limiter=self._limiter)
 
     async def read_range(self, key: ChunkKey, length: int, start: int, end: int) -> bytes | None:
         return await trio.to_thread.run_sync(
             self.cache.read_range, key, length, start, end, limiter=self._limiter
         )
+
+    def recent(self, key: ChunkKey, start: int, end: int) -> bytes | None:
+        """Bytes of a small chunk stored lately, from RAM without a thread (or None)."""
+        return self.cache.recent(key, start, end)
 
     async def put(self, key: ChunkKey, data: bytes | memoryview) -> bool:
         return await trio.to_thread.run_sync(self.cache.put, key, data, limiter=self._limiter)

@@ -6,6 +6,7 @@ opened with: every read of that handle is served from that version or fails with
 never a mix of two versions.
 """
 
+import functools
 import itertools
 import logging
 from collections.abc import Iterator
@@ -109,7 +110,7 @@ class Filesystem:
         self._dir_mode = 0o040000 | config.dir_mode
         self._file_mode = 0o100000 | config.file_mode
         self._uid, self._gid = config.uid, config.gid
-        self.walks = Walks(stats, config.chunk_size, namespace.index.files)
+        self.walks = Walks(stats, config.chunk_size, namespace.files_after)
 
     def _attributes(self, ino: int, entry: Entry) -> Attributes:
         """Made once per name listed (positional: the cheapest way to make a tuple)."""
@@ -290,7 +291,14 @@ class Filesystem:
             return
         for entry in wanted:
             ahead = self._version(join(directory, entry.name), entry)
-            self.reader.prefetch(ahead, 0, min(entry.size, self.config.chunk_size))
+            bind = None
+            if ahead.key not in self._last_version:
+                # Never opened here, so nothing of it is in the page cache: its open will
+                # find this version already seen (and bound to its ETag, in the background).
+                self._last_version[ahead.key] = ahead
+                if not ahead.version_id:
+                    bind = functools.partial(self.cache.bind_etag, ahead.id)
+            self.reader.prefetch(ahead, 0, min(entry.size, self.config.chunk_size), bind)
         if version.size == 0:  # the kernel sends no read for an empty file
             self.walks.finished(directory, name)
 

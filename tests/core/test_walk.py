@@ -141,3 +141,28 @@ async def test_files_ahead_stay_within_the_budget_of_bytes_ahead(env):
         ahead = {g.key for g in env.store.gets} - set(tree)
         assert ahead == {"d/g0"}
         assert core.fs.walks.ahead() == CHUNK
+
+
+async def test_files_ahead_are_proven_as_they_land_and_read_without_a_disk_lookup(env):
+    """What a walker's read of a small file fetched ahead waits for: nothing but the bytes
+    (in RAM, no thread, no index lookup) — the proof passed when the file landed."""
+    tree = put_tree(env, 30)
+    keys = list(tree)
+    async with env.core() as core:
+        lookups = []
+        read_range = core.fs.cache.read_range
+
+        async def counted(*args):
+            lookups.append(args)
+            return await read_range(*args)
+
+        core.fs.cache.read_range = counted
+        for key in keys[: WALK_AFTER + 1]:
+            await copy(core, key, SMALL)
+        await settle(core)
+        assert core.stats.proofs_passed == len(tree)  # all of them, before they are opened
+        lookups.clear()  # the first files were misses: looked up, then fetched
+        for key in keys[WALK_AFTER + 1 :]:
+            assert await copy(core, key, SMALL) == tree[key]
+        assert lookups == []
+        assert core.stats.proofs_passed == len(tree)
