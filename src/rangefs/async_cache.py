@@ -7,7 +7,7 @@ number of threads touching the disk at once is set in one place.
 
 import trio
 
-from rangefs.chunk_cache import ChunkCache
+from rangefs.chunk_cache import ChunkCache, Pin, PinSummary
 from rangefs.chunk_files import ChunkFile
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.proofs import Proof
@@ -68,6 +68,20 @@ class AsyncChunkCache:
 
     async def adopt(self, key: ChunkKey, file: ChunkFile) -> bool:
         return await trio.to_thread.run_sync(self.cache.adopt, key, file, limiter=self._limiter)
+
+    async def pinned(self, obj: ObjectId) -> list[Pin]:
+        return await trio.to_thread.run_sync(self.cache.pinned, obj, limiter=self._limiter)
+
+    async def follow_pin(self, obj: ObjectId, size: int) -> bool:
+        return await trio.to_thread.run_sync(
+            self.cache.follow_pin, obj, size, limiter=self._limiter
+        )
+
+    async def keep_pinned(self, obj: ObjectId) -> int:
+        return await trio.to_thread.run_sync(self.cache.keep_pinned, obj, limiter=self._limiter)
+
+    async def pin_summary(self) -> PinSummary:
+        return await trio.to_thread.run_sync(self.cache.pin_summary, limiter=self._limiter)
 
     @property
     def paused(self) -> bool:

@@ -10,6 +10,13 @@ and treats a mismatch (or any read error) as a miss.
 Cache trouble is never a read error: a full disk turns caching off for a while (logged) and
 reads go on from S3. diskcache is safe for several processes, so two mounts may share one
 cache directory.
+
+Pinned versions (``rangefs pin``) live in the same store, listed by their diskcache tag in a
+table of our own in ``cache.db`` (:data:`PINS_TABLE`), and the store culls with a policy that
+skips tags listed there (:data:`PINNED_AWARE_LRU`): diskcache has no "never evict" flag, but
+its cull is one SQL query per policy. Pins thus survive remounts, are seen by every process
+sharing the directory (each cull reads the table), and a pinned chunk is never moved or
+copied: it is where every read already looks.
 """
 
 import contextlib
@@ -40,6 +47,7 @@ from rangefs.cache_format import (
     parse_prefix,
 )
 from rangefs.chunk_files import ChunkFile, MemoryChunkFile, PartialFiles
+from rangefs.config import format_size
 from rangefs.errors import UserError
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
@@ -59,6 +67,20 @@ TOUCH_EVERY = 5.0  # seconds between index lookups (LRU touches) of a chunk read
 RECENT_CHUNK = 256 * 1024
 RECENT_BYTES = 4 * 1024 * 1024
 
+
+PINS_TABLE = "rangefs_pins"  # one row per pinned object version, keyed by its diskcache tag
+PINNED_AWARE_LRU = "rangefs-lru-unpinned"
+# diskcache's least-recently-used policy, but a chunk whose version is pinned is never culled.
+diskcache.core.EVICTION_POLICY[PINNED_AWARE_LRU] = {
+    **diskcache.core.EVICTION_POLICY["least-recently-used"],
+    "cull": "SELECT {fields} FROM Cache WHERE tag IS NULL OR tag NOT IN "
+    f"(SELECT tag FROM {PINS_TABLE}) ORDER BY access_time LIMIT ?",
+}
+PINS_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {PINS_TABLE} (tag TEXT PRIMARY KEY, bucket TEXT NOT NULL, "
+    "key TEXT NOT NULL, token TEXT NOT NULL, size INTEGER NOT NULL)",
+    f"CREATE INDEX IF NOT EXISTS {PINS_TABLE}_key ON {PINS_TABLE} (bucket, key)",
+)
 
 PRIVATE_UMASK = 0o077  # files of a process that writes a cache: owner-only, whatever the umask
 PRIVATE_MODE = 0o700
@@ -124,6 +146,21 @@ class _TidyDisk(diskcache.Disk):
 
 
 @dataclass(frozen=True, slots=True)
+class Pin:
+    """A pinned object version and its size (what it counts against the pin limit)."""
+
+    obj: ObjectId
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PinSummary:
+    keys: int  # objects pinned (a key counts once, whatever versions of it are kept)
+    bytes: int  # their size: the largest pinned version of each key
+    stored: int  # bytes of pinned chunks in the store now
+
+
+@dataclass(frozen=True, slots=True)
 class CacheStats:
     directory: str
     size_limit: int
@@ -152,7 +189,7 @@ class ChunkCache:
         self.directory = Path(directory)
         settings: dict[str, object] = {
             "disk": _TidyDisk,
-            "eviction_policy": "least-recently-used",
+            "eviction_policy": PINNED_AWARE_LRU,
             "tag_index": True,
             "cull_limit": CULL_LIMIT,
         }
@@ -160,6 +197,8 @@ class ChunkCache:
             settings["size_limit"] = size_limit
         self._cache = diskcache.Cache(str(self.directory), timeout=SQLITE_TIMEOUT, **settings)
         self.size_limit = int(self._cache.size_limit)
+        self._pins_db = self._open_pins()
+        self._pins_lock = threading.Lock()
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._open_files: OrderedDict[ChunkKey, tuple[int, bytes, float]] = OrderedDict()
@@ -171,7 +210,146 @@ class ChunkCache:
 
     def close(self) -> None:
         self._close_open_files()
+        self._pins_db.close()
         self._cache.close()
+
+    def _open_pins(self) -> sqlite3.Connection:
+        """A connection of our own to ``cache.db`` for the pins table (created before any
+        chunk is stored, so the cull query always finds it)."""
+        db = sqlite3.connect(
+            self.directory / "cache.db",
+            timeout=SQLITE_TIMEOUT,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        for statement in PINS_SCHEMA:
+            db.execute(statement)
+        return db
+
+    @contextlib.contextmanager
+    def _pins(self) -> Iterator[sqlite3.Connection]:
+        """The pins table in one write transaction, taken at once (``BEGIN IMMEDIATE``): a
+        limit checked here holds against every process sharing the directory."""
+        with self._pins_lock:
+            self._pins_db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._pins_db
+            except BaseException:
+                self._pins_db.execute("ROLLBACK")
+                raise
+            self._pins_db.execute("COMMIT")
+
+    def pin(self, pins: list[Pin], limit: int) -> PinSummary:
+        """Pins object versions (their chunks are never evicted from now on), all or none:
+        if the keys pinned would then hold more than ``limit`` bytes (each key at its largest
+        pinned version), nothing is pinned and a one-line :class:`UserError` says why.
+        Returns what is pinned afterwards."""
+        with self._pins() as db:
+            sizes = {
+                (bucket, key): size
+                for bucket, key, size in db.execute(
+                    f"SELECT bucket, key, MAX(size) FROM {PINS_TABLE} GROUP BY bucket, key"
+                )
+            }
+            before = sum(sizes.values())
+            for pin in pins:
+                name = (pin.obj.bucket, pin.obj.key)
+                sizes[name] = max(sizes.get(name, 0), pin.size)
+            after = sum(sizes.values())
+            if after > limit and after > before:
+                asked = sum(pin.size for pin in pins)
+                raise UserError(
+                    f"pinning {len(pins)} files ({format_size(asked)}) would pin "
+                    f"{format_size(after)}, over --pin-limit {format_size(limit)} "
+                    f"({format_size(before)} already pinned): nothing pinned"
+                )
+            db.executemany(
+                f"INSERT OR IGNORE INTO {PINS_TABLE} VALUES (?, ?, ?, ?, ?)",
+                [(p.obj.tag(), p.obj.bucket, p.obj.key, p.obj.token, p.size) for p in pins],
+            )
+        return self.pin_summary()
+
+    def unpin(self, names: list[tuple[str, str]]) -> int:
+        """Unpins every version of the (bucket, key) ``names``; their chunks are evicted
+        like any other from now on. Returns how many of the keys were pinned."""
+        with self._pins() as db:
+            unpinned = 0
+            for bucket, key in names:
+                cursor = db.execute(
+                    f"DELETE FROM {PINS_TABLE} WHERE bucket = ? AND key = ?", (bucket, key)
+                )
+                unpinned += cursor.rowcount > 0
+        return unpinned
+
+    def pinned(self, obj: ObjectId) -> list[Pin]:
+        """The pinned versions of ``obj``'s key, the most recently pinned first (empty: the
+        key is not pinned). Row ids tell the order: SQLite gives each new row a larger one."""
+        with self._pins_lock:
+            rows = self._pins_db.execute(
+                f"SELECT token, size FROM {PINS_TABLE} WHERE bucket = ? AND key = ? "
+                "ORDER BY rowid DESC",
+                (obj.bucket, obj.key),
+            ).fetchall()
+        return [Pin(ObjectId.from_token(obj.bucket, obj.key, token), size) for token, size in rows]
+
+    def follow_pin(self, obj: ObjectId, size: int) -> bool:
+        """Pins version ``obj`` too if its key is pinned (a pin follows the key, not an
+        ETag); the versions pinned before stay until :meth:`keep_pinned` drops them. Returns
+        whether the key is pinned."""
+        with self._pins() as db:
+            cursor = db.execute(
+                f"INSERT OR IGNORE INTO {PINS_TABLE} SELECT ?, ?, ?, ?, ? WHERE EXISTS "
+                f"(SELECT 1 FROM {PINS_TABLE} WHERE bucket = ? AND key = ?)",
+                (obj.tag(), obj.bucket, obj.key, obj.token, size, obj.bucket, obj.key),
+            )
+            if cursor.rowcount:
+                return True
+            found = db.execute(
+                f"SELECT 1 FROM {PINS_TABLE} WHERE bucket = ? AND key = ? LIMIT 1",
+                (obj.bucket, obj.key),
+            ).fetchone()
+        return found is not None
+
+    def keep_pinned(self, obj: ObjectId) -> int:
+        """``obj`` is complete in the store: the versions of its key pinned before it are
+        unpinned and their chunks dropped (one pinned since, by another process that saw a
+        newer ETag, stays). Returns how many chunks were dropped."""
+        older = (f"FROM {PINS_TABLE} WHERE bucket = ? AND key = ? AND rowid < "
+                 f"(SELECT rowid FROM {PINS_TABLE} WHERE tag = ?)")  # fmt: skip
+        with self._pins() as db:
+            tokens = [
+                token
+                for (token,) in db.execute(
+                    f"SELECT token {older}", (obj.bucket, obj.key, obj.tag())
+                )
+            ]
+            db.execute(f"DELETE {older}", (obj.bucket, obj.key, obj.tag()))
+        dropped = 0
+        for token in tokens:
+            old = ObjectId.from_token(obj.bucket, obj.key, token)
+            with contextlib.suppress(OSError, sqlite3.Error):
+                dropped += self._cache.evict(old.tag(), retry=True)
+        return dropped
+
+    def pins(self) -> list[Pin]:
+        """Every pinned version, by bucket and key."""
+        with self._pins_lock:
+            rows = self._pins_db.execute(
+                f"SELECT bucket, key, token, size FROM {PINS_TABLE} ORDER BY bucket, key"
+            ).fetchall()
+        return [Pin(ObjectId.from_token(b, k, t), size) for b, k, t, size in rows]
+
+    def pin_summary(self) -> PinSummary:
+        with self._pins_lock:
+            keys, size = self._pins_db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size FROM "
+                f"{PINS_TABLE} GROUP BY bucket, key)"
+            ).fetchone()
+            (stored,) = self._pins_db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM Cache WHERE tag IN "
+                f"(SELECT tag FROM {PINS_TABLE})"
+            ).fetchone()
+        return PinSummary(int(keys), int(size), int(stored))
 
     def _close_open_files(self) -> None:
         with self._lock:
@@ -436,16 +614,16 @@ class ChunkCache:
         """Records the current ETag of an object and drops chunks of any older version."""
         record = obj.etag_record()
         try:
+            with self._index_lock, self._cache.transact(retry=True):  # one transaction, not two
+                old = self._cache.get(record, default=None, retry=True)
+                if old != obj.etag:
+                    self._cache.set(record, obj.etag, retry=True)
+            if not isinstance(old, str) or old == obj.etag or self.pinned(obj):
+                return  # a pinned key keeps its old version until the new one is complete
+            older = ObjectId(obj.bucket, obj.key, old)
             with self._index_lock:
-                with self._cache.transact(retry=True):  # one SQLite transaction, not two
-                    old = self._cache.get(record, default=None, retry=True)
-                    if old != obj.etag:
-                        self._cache.set(record, obj.etag, retry=True)
-                dropped = 0
-                if isinstance(old, str) and old != obj.etag:
-                    older = ObjectId(obj.bucket, obj.key, old)
-                    dropped = self._cache.evict(older.tag(), retry=True)
-                    self._forget_object(older)
+                dropped = self._cache.evict(older.tag(), retry=True)
+            self._forget_object(older)
             if dropped:
                 log.info(
                     "object changed: dropped %d cached chunks of %s (ETag %s -> %s)",
@@ -633,7 +811,10 @@ class ChunkCache:
                 hasher = proofs.part_hash(proof)
         return proofs.combine(proof, digests)
 
-    def clear(self) -> int:
+    def clear(self) -> tuple[int, int]:
+        """Empties the store, pins included; returns (entries removed, versions unpinned)."""
         self._close_open_files()
         self.partial.clear()
-        return self._cache.clear(retry=True)
+        with self._pins() as db:
+            unpinned = db.execute(f"DELETE FROM {PINS_TABLE}").rowcount
+        return self._cache.clear(retry=True), unpinned

@@ -16,7 +16,7 @@ from rangefs.errors import UsageError, UserError
 from rangefs.options import expand_fstab_options
 from rangefs.readiness import Notifier
 
-COMMANDS = ("mount", "prefetch", "status", "cache", "demo")
+COMMANDS = ("mount", "prefetch", "pin", "unpin", "status", "cache", "demo")
 USAGE_ERROR = 2
 FAILED = 1
 
@@ -70,10 +70,31 @@ def build_parser() -> Parser:
     options.add_options(p, options.PREFETCH)
 
     p = sub.add_parser(
+        "pin",
+        help="fetch files or trees on a mount into the cache and keep them there",
+        description="Pin PATHs (files or directories on a rangefs mount): every chunk is "
+        "fetched through the mount, with a progress bar, and never evicted; a pin follows the "
+        "key, so a changed object is fetched again (when online) and the old version kept "
+        "until the new one is whole. Refused, with nothing pinned, when the mount's pinned "
+        "bytes would pass its --pin-limit. Exits 1 if any chunk failed.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
+    options.add_options(p, options.PIN)
+
+    p = sub.add_parser(
+        "unpin",
+        help="let pinned files be evicted again",
+        description="Unpin PATHs (files or directories on a rangefs mount): their chunks stay "
+        "cached and are evicted like any other from now on.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
+
+    p = sub.add_parser(
         "status",
         help="how much of a file on a mount is cached",
-        description="For each file on a rangefs mount: its S3 URI, pinned ETag, cached bytes "
-        "and a compact chunk map (# cached, + partly, . missing).",
+        description="For each file on a rangefs mount: its S3 URI, ETag, cached bytes, a "
+        "compact chunk map (# cached, + partly, . missing) and whether it is pinned. For a "
+        "directory: what the mount has pinned, and the pinned files below it.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", type=Path)
 
@@ -148,12 +169,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return USAGE_ERROR
         if args.command == "mount":
             return cmd_mount(args, argv)
-        if args.command in (options.PREFETCH, options.CACHE):
+        if args.command in (options.PREFETCH, options.PIN, options.CACHE):
             args = argparse.Namespace(**{**vars(args), **options.values(args, args.command)})
         if args.command == "prefetch":
             from rangefs.tools import cmd_prefetch
 
             return cmd_prefetch(args)
+        if args.command == "pin":
+            from rangefs.tools import cmd_pin
+
+            return cmd_pin(args)
+        if args.command == "unpin":
+            from rangefs.tools import cmd_unpin
+
+            return cmd_unpin(args)
         if args.command == "status":
             from rangefs.tools import cmd_status
 

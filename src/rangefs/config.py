@@ -204,6 +204,12 @@ class Config:
     sse_c_key: CustomerKey | None
     version_at: float | None = None  # epoch seconds: the bucket as it was then (versioned)
     allow_offline: bool = False  # mount offline when S3 cannot be reached but the index can
+    pin_limit: int | None = None  # bytes pinned at most; None: half of cache_size
+
+    @property
+    def pin_bytes(self) -> int:
+        """The pin limit in force: ``--pin-limit``, else half of ``--cache-size``."""
+        return self.cache_size // 2 if self.pin_limit is None else self.pin_limit
 
     @property
     def s3(self) -> S3Settings:

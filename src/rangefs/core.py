@@ -19,6 +19,7 @@ from rangefs.config import Config
 from rangefs.filesystem import Filesystem
 from rangefs.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
 from rangefs.namespace import Namespace
+from rangefs.pins import PinKeeper
 from rangefs.reachability import Reachability
 from rangefs.reader import ChunkReader
 from rangefs.stats import Stats
@@ -38,6 +39,7 @@ class Core:
     store: AsyncStore
     stats: Stats
     reachability: Reachability
+    pins: PinKeeper
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hosts the fetch tasks and the offline probe; ``nursery.start(core.run)`` before
@@ -46,6 +48,7 @@ class Core:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.reachability.run, partial(self.store.probe, prefix))
             await nursery.start(self.reader.run)
+            await nursery.start(self.pins.run)
             task_status.started()
 
 
@@ -60,8 +63,10 @@ def build_core(
     """The core over ``store``; ``online=False`` starts it offline (``--allow-offline``)."""
     where = f"S3 at {config.endpoint_url}" if config.endpoint_url else "S3"
     reachability = Reachability(stats, where, online=online)
-    # Bytes ahead land in the cache: a quarter of it, so they are not evicted before read.
-    max_ahead = min(config.cache_size // 4, READERS_AHEAD * config.max_readahead)
+    # Bytes ahead land in the cache: at most half of what pins leave of it (a quarter with
+    # the default --pin-limit), so they are not evicted before read.
+    unpinned = config.cache_size - config.pin_bytes
+    max_ahead = min(config.cache_size // 4, unpinned // 2, READERS_AHEAD * config.max_readahead)
     budget = Budget(config.parallel, max_ahead)
     async_store = AsyncStore(
         store, trio.CapacityLimiter(META_THREADS), budget.get_slots, reachability
@@ -90,6 +95,7 @@ def build_core(
     namespace = Namespace(
         async_store, async_index, Scope.of(config), config.prefix, config.metadata_ttl
     )
-    fs = Filesystem(config, namespace, reader, async_cache, stats)
+    pins = PinKeeper(async_cache, reader, reachability, config.chunk_size)
+    fs = Filesystem(config, namespace, reader, async_cache, stats, pins)
     budget.register(fs.walks)  # files fetched ahead of walkers hold bytes ahead too
-    return Core(fs, reader, async_store, stats, reachability)
+    return Core(fs, reader, async_store, stats, reachability, pins)

@@ -20,6 +20,7 @@ from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFoun
 from rangefs.inodes import ROOT_INODE, InodeTable
 from rangefs.metadata_index import IndexFailed, ListingInfo
 from rangefs.namespace import Entry, Namespace, join, split
+from rangefs.pins import PinKeeper
 from rangefs.reader import ChunkReader, ReadStream
 from rangefs.stats import Stats
 from rangefs.store import ObjectVersion
@@ -96,11 +97,13 @@ class Filesystem:
         reader: ChunkReader,
         cache: AsyncChunkCache,
         stats: Stats,
+        pins: PinKeeper,
     ) -> None:
         self.config = config
         self.namespace = namespace
         self.reader = reader
         self.cache = cache
+        self.pins = pins
         self.stats = stats
         self.inodes = InodeTable()
         self._handles: dict[int, OpenFile] = {}
@@ -248,13 +251,14 @@ class Filesystem:
         ``keep_cache`` is true only when the version (ETag, or versionId on a ``--version-at``
         mount) is the one the previous open saw, so the kernel's page cache is reused for an
         unchanged object and dropped for a changed one. A versionId names bytes that never
-        change: its chunks are never bound to an ETag nor dropped for a newer one.
+        change: its chunks are never bound to an ETag nor dropped for a newer one. A pinned
+        key may be read at an older version while offline (:class:`PinKeeper`).
         """
         path = self.inodes.path_of(ino)
         entry = await self.namespace.entry(path)
         if entry.is_dir:
             raise IsADirectory(path)
-        version = self._version(path, entry)
+        version = await self.pins.version_to_serve(self._version(path, entry))
         previous = self._last_version.get(version.key)
         # Wrong bytes may sit in the page cache after a failed proof: drop it on this open.
         suspect = self.reader.verifier.take_suspect(version.id)
@@ -350,8 +354,14 @@ class Filesystem:
             return xattrs.encode_stats(self.stats.as_dict())
         if name == xattrs.ONLINE:
             return xattrs.encode_online(self.namespace.store.reachability.online)
+        if name == xattrs.PINS:
+            pins = await self.cache.pin_summary()
+            limit, cache_dir = self.config.pin_bytes, str(self.config.cache_dir)
+            return xattrs.encode_pins(pins.keys, pins.bytes, pins.stored, limit, cache_dir)
         version = await self._version_of(ino)
         assert version is not None
+        if name == xattrs.PINNED:
+            return xattrs.encode_pinned(await self.pins.is_pinned(version))
         if name == xattrs.ETAG:
             return version.etag.encode()
         if name == xattrs.VERSION:

@@ -41,6 +41,13 @@ class StatsCollector:
             ("rangefs_bad_chunks", "Cached chunks dropped by verification", s.bad_chunks),
             ("rangefs_read_errors", "Range GETs that failed (after retries)", s.read_errors),
             ("rangefs_read_bytes", "Bytes returned to readers", s.bytes_read),
+            ("rangefs_proofs_passed", "Versions whose bytes passed S3's proof", s.proofs_passed),
+            ("rangefs_proofs_failed", "Proof mismatches (each refetched once)", s.proofs_failed),
+            (
+                "rangefs_proof_read_backs",
+                "Chunks read back from the cache to be hashed, not hashed as they arrived",
+                s.proof_read_backs,
+            ),
             (
                 "rangefs_went_offline",
                 "Times S3 could not be reached and the mount went offline",

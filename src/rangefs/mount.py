@@ -24,7 +24,7 @@ import trio
 
 from rangefs import sdnotify
 from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
-from rangefs.config import Config, format_timestamp
+from rangefs.config import Config, format_size, format_timestamp
 from rangefs.core import META_THREADS, Core, build_core
 from rangefs.errors import AccessDenied, NotFound, RemoteError, Unreachable, UserError
 from rangefs.fuse_ops import FuseOperations
@@ -95,6 +95,17 @@ def open_cache(config: Config, stats: Stats) -> ChunkCache:
     except Exception as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UserError(f"cache dir {config.cache_dir} is not usable: {reason}") from None
+
+
+def warn_over_pin_limit(cache: ChunkCache, config: Config) -> None:
+    """Pins are never dropped for a smaller --pin-limit or --cache-size: say so at mount."""
+    pins = cache.pin_summary()
+    if pins.bytes > config.pin_bytes:
+        log.warning(
+            "pinned files hold %s, over --pin-limit %s: they stay cached (the cache may pass "
+            "--cache-size by them); 'rangefs unpin' some to make room",
+            format_size(pins.bytes), format_size(config.pin_bytes),
+        )  # fmt: skip
 
 
 def open_index(config: Config) -> MetadataIndex:
@@ -255,6 +266,7 @@ def _start(
     stats = Stats()
     cache = open_cache(config, stats)
     stack.callback(cache.close)
+    warn_over_pin_limit(cache, config)
     index = open_index(config)
     stack.callback(index.close)
     store = make_store(config, stats)

@@ -32,7 +32,7 @@ from rangefs.config import (
 )
 from rangefs.errors import UsageError
 
-MOUNT, PREFETCH, CACHE = "mount", "prefetch", "cache"
+MOUNT, PREFETCH, PIN, CACHE = "mount", "prefetch", "pin", "cache"
 
 
 # --- kinds of value ------------------------------------------------------------------------
@@ -253,6 +253,9 @@ OPTIONS: tuple[Option, ...] = (
            "sequential reader; equal to the part size of multipart uploads (8M for the AWS CLI "
            "and boto3), S3's ETag proves their bytes",
            CACHE_GROUP, WITH_CACHE, minimum=64 * KiB, maximum=256 * MiB),
+    Option("pin-limit", SIZE, None, "most bytes 'rangefs pin' may keep in the cache, never "
+           "evicted (pinned files count at their size); a pin that would pass it is refused",
+           CACHE_GROUP, (MOUNT,), default_text="half the cache size"),
     Option("proofs", choice("auto", "etag", "off"), "auto", "check bytes against what S3 "
            "vouches for: auto asks S3 (one HEAD) for the additional checksum of objects of 16 "
            "chunks or more, and of any object whose ETag proves nothing; etag asks only for the "
@@ -311,14 +314,16 @@ OPTIONS: tuple[Option, ...] = (
            (MOUNT,), field=None, hidden=True),
     # prefetch
     Option("jobs", COUNT, DEFAULT_JOBS, "chunks fetched in parallel", PREFETCH_GROUP,
-           (PREFETCH,), field=None, minimum=1, short="-j"),
-    Option("no-progress", FLAG, False, "no progress bar", PREFETCH_GROUP, (PREFETCH,),
+           (PREFETCH, PIN), field=None, minimum=1, short="-j"),
+    Option("no-progress", FLAG, False, "no progress bar", PREFETCH_GROUP, (PREFETCH, PIN),
            field=None),
 )  # fmt: skip
 
 RULES = (
     Rule(("cache_size", "chunk_size"), lambda cache, chunk: cache >= chunk,
          "--cache-size must hold at least one chunk"),
+    Rule(("pin_limit", "cache_size"), lambda pin, cache: pin is None or pin <= cache,
+         "--pin-limit must not be larger than --cache-size"),
     Rule(("shared_cache", "allow_other"), lambda shared, other: other or not shared,
          "--shared-cache is for a mount that other users read (--allow-other)"),
     Rule(("memory_limit", "chunk_size"), lambda memory, chunk: memory >= 3 * chunk,
@@ -496,7 +501,7 @@ def _accepts(option: Option) -> str:
     return limits or ""
 
 
-def reference_markdown(commands: Iterable[str] = (MOUNT, PREFETCH, CACHE)) -> str:
+def reference_markdown(commands: Iterable[str] = (MOUNT, PREFETCH, PIN, CACHE)) -> str:
     """One table per group: every option that is not plumbing, as the docs list it."""
     commands = tuple(commands)
     lines: list[str] = []

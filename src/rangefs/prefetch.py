@@ -174,7 +174,7 @@ def _fetch_into(
     return run
 
 
-def execute(plan: Plan, jobs: int, progress: bool) -> list[str]:
+def execute(plan: Plan, jobs: int, progress: bool, desc: str = "prefetch") -> list[str]:
     """Runs the plan with ``jobs`` threads; returns the failures, one line each."""
     failures: list[str] = []
     lock = threading.Lock()
@@ -184,7 +184,7 @@ def execute(plan: Plan, jobs: int, progress: bool) -> list[str]:
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
-        desc="prefetch",
+        desc=desc,
         disable=not progress,
         dynamic_ncols=True,
     )

@@ -191,28 +191,85 @@ class PartHash(Protocol):
     def digest(self) -> bytes: ...
 
 
-class _Crc:
+class CrcHash:
+    """A part's CRC, fed bytes in order or the CRCs of its chunks (combined, no bytes)."""
+
     def __init__(self, algorithm: str) -> None:
+        self.algorithm = algorithm
         self._crc, _, self._width = CRCS[algorithm]
         self._value = 0
+        self.length = 0
 
     def update(self, data: bytes | memoryview, /) -> None:
         self._value = self._crc(data, self._value)
+        self.length += len(data)
+
+    def extend(self, digest: bytes, length: int) -> None:
+        """Appends a chunk of ``length`` bytes whose own CRC is ``digest``."""
+        crc = int.from_bytes(digest, "big")
+        self._value = crc_combine(self.algorithm, self._value, crc, length) if self.length else crc
+        self.length += length
 
     def digest(self) -> bytes:
         return self._value.to_bytes(self._width, "big")
 
 
+def new_hash(algorithm: str) -> PartHash:
+    return CrcHash(algorithm) if algorithm in CRCS else hashlib.new(algorithm)
+
+
 def part_hash(proof: Proof) -> PartHash:
     """A fresh hash of one part under ``proof``."""
-    if proof.algorithm in CRCS:
-        return _Crc(proof.algorithm)
-    return hashlib.new(proof.algorithm)
+    return new_hash(proof.algorithm)
 
 
 def crc_combine(algorithm: str, crc1: int, crc2: int, length2: int) -> int:
     """The CRC of ``A + B`` from ``crc(A)``, ``crc(B)`` and ``len(B)``, without the bytes."""
     return CRCS[algorithm][1](crc1, crc2, length2)
+
+
+def own_digest(algorithm: str, data: bytes | memoryview) -> bytes:
+    """The hash of ``data`` alone under ``algorithm`` (a chunk's own CRC, MD5 or SHA)."""
+    hasher = new_hash(algorithm)
+    hasher.update(data)
+    return hasher.digest()
+
+
+class StretchHash:
+    """The hash of one stretch of a chunk, fed by the GET that writes it, in order, while
+    its bytes are in the receive buffer: a chunk whose stretches cover it needs no read-back
+    to be hashed (:func:`stretches_digest`). Used by one thread at a time."""
+
+    def __init__(self, algorithm: str, start: int) -> None:
+        self.algorithm = algorithm
+        self.start = start  # offset in the chunk
+        self.length = 0
+        self._hash = new_hash(algorithm)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self.length += len(data)
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+
+def stretches_digest(algorithm: str, stretches: Iterable[StretchHash], length: int) -> bytes | None:
+    """The own digest of a chunk of ``length`` bytes from the stretches its GETs wrote, if
+    they cover it exactly, back to back; None otherwise (blocks left by an earlier fill, or
+    several stretches under a hash that cannot be combined: MD5, SHA)."""
+    covering = sorted((s for s in stretches if s.length), key=lambda s: s.start)
+    if any(s.algorithm != algorithm for s in covering):
+        return None
+    if algorithm not in CRCS:
+        whole = len(covering) == 1 and covering[0].start == 0 and covering[0].length == length
+        return covering[0].digest() if whole else None
+    crc = CrcHash(algorithm)
+    for stretch in covering:
+        if stretch.start != crc.length:
+            return None
+        crc.extend(stretch.digest(), stretch.length)
+    return crc.digest() if crc.length == length else None
 
 
 def _b64(raw: bytes) -> str:

@@ -50,6 +50,7 @@ from rangefs.cache_format import BLOCK, block_count
 from rangefs.chunk_files import ChunkFile, MemoryChunkFile
 from rangefs.errors import CacheWriteFailed, ObjectChanged, ProofFailed, RangefsError, RemoteError
 from rangefs.keys import ChunkKey
+from rangefs.proofs import StretchHash
 from rangefs.stats import Stats
 from rangefs.store import AsyncStore, ObjectVersion
 from rangefs.verifier import Verifier
@@ -103,6 +104,7 @@ class _Fill:
     file: ChunkFile
     arrivals: ArrivalMap
     requests: list[_Request] = field(default_factory=list)
+    stretches: list[StretchHash] = field(default_factory=list)  # hashed by its GETs
     users: int = 0
     finishing: bool = False
     retired: bool = False
@@ -354,15 +356,20 @@ class ChunkReader:
         stop = fill.start + min(request.end * BLOCK, fill.length)
         what = f"s3://{version.bucket}/{version.key} bytes={start}-{stop - 1}"
         borrowed = False
+        stretch: StretchHash | None = None
         try:
             if not request.demand:
                 with trio.CancelScope() as request.queue_scope:
+                    # So its bytes are hashed as they land: a HEAD, sent beside the first GET.
+                    await self.verifier.known(version)
                     await self.budget.readahead_slots.acquire_on_behalf_of(request)
                     borrowed = True
             request.started = True
             if fill.retired:
                 raise _Superseded("chunk file retired")
-            self.verifier.fetched(version, fill.key.index)
+            stretch = self.verifier.fetched(version, fill.key.index, start - fill.start)
+            if self.verifier.wants_proof(version):
+                self._spawn(self.verifier.learn, version)
             self.stats.bytes_in_flight += stop - start
             await self.store.get_range_into(
                 version.key,
@@ -370,7 +377,7 @@ class ChunkReader:
                 stop,
                 version.etag,
                 version.size,
-                self._sink(fill, request),
+                self._sink(fill, request, stretch),
                 version_id=version.version_id,
                 align=BLOCK,
             )
@@ -400,6 +407,8 @@ class ChunkReader:
             if request.started:
                 self.stats.bytes_in_flight -= (stop - start) - request.landed
             fill.requests.remove(request)
+            if stretch is not None:
+                fill.stretches.append(stretch)
             if not request.started:  # cancelled with the reader (shutdown)
                 fill.arrivals.failed(request.first, request.end, RemoteError("fetch cancelled"))
             self._note_pushback()
@@ -408,15 +417,20 @@ class ChunkReader:
             self._changed(fill)
             self._close_if_retired(fill)
 
-    def _sink(self, fill: _Fill, request: _Request) -> Callable[[int, memoryview], None]:
-        """Writes a GET's pieces into the chunk file (in the GET's thread) and tells the
-        arrival map on the trio thread (in order: before the GET's own return)."""
+    def _sink(
+        self, fill: _Fill, request: _Request, stretch: StretchHash | None
+    ) -> Callable[[int, memoryview], None]:
+        """Writes a GET's pieces into the chunk file and feeds the verifier's hash (in the
+        GET's thread, while the bytes are in the receive buffer), and tells the arrival map
+        on the trio thread (in order: before the GET's own return)."""
         token = self._token
         assert token is not None
 
         def sink(offset: int, data: memoryview) -> None:
             relative = offset - fill.start
             fill.file.write(relative, data)
+            if stretch is not None:
+                stretch.update(data)
             first = relative // BLOCK
             end = first + block_count(len(data))
             token.run_sync_soon(self._landed, fill, request, first, end, len(data))
@@ -448,6 +462,7 @@ class ChunkReader:
         """A fill's last block landed: its file goes into the store (then the fill retires),
         and the verifier gets the chunk. A chunk the store refused (caching paused) stays
         a fill and serves reads until trimmed."""
+        self.verifier.hashed(fill.version, fill.key.index, fill.stretches)
         try:
             try:
                 stored = await self.cache.adopt(fill.key, fill.file)

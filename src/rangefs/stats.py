@@ -28,6 +28,7 @@ class Stats:
     bytes_in_flight: int = 0
     proofs_passed: int = 0  # object versions whose bytes matched S3's proof
     proofs_failed: int = 0  # mismatches (each is followed by one refetch of the chunks)
+    proof_read_backs: int = 0  # chunks read back from the store to be hashed (not on arrival)
     online: int = 1  # 0 while S3 cannot be reached (rangefs.reachability); retries stop then
     went_offline: int = 0  # times the mount went offline
     offline_refused: int = 0  # store calls failed at once while offline
@@ -59,6 +60,7 @@ class Stats:
             "bytes_read": self.bytes_read,
             "proofs_passed": self.proofs_passed,
             "proofs_failed": self.proofs_failed,
+            "proof_read_backs": self.proof_read_backs,
             "online": self.online,
             "went_offline": self.went_offline,
             "offline_refused": self.offline_refused,

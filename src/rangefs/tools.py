@@ -1,4 +1,5 @@
-"""The user-facing side commands: ``prefetch``, ``status`` and ``cache stats|verify|clear``.
+"""The user-facing side commands: ``prefetch``, ``pin``, ``unpin``, ``status`` and
+``cache stats|verify|clear``.
 
 They print for people (one line per fact, sizes in binary units) and return exit codes;
 the work itself lives in :mod:`rangefs.prefetch` and :mod:`rangefs.chunk_cache`.
@@ -9,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from rangefs import prefetch, xattrs
+from rangefs import pinning, prefetch, xattrs
 from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
 from rangefs.config import format_size
 from rangefs.errors import NotOnMount, UserError
@@ -62,6 +63,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
             print(f"used       {format_size(st.volume)} of {format_size(st.size_limit)}")
             print(f"chunks     {st.chunks}")
             print(f"objects    {st.objects} (object versions with at least one chunk)")
+            pins = cache.pin_summary()
+            print(f"pinned     {pins.keys} files, {format_size(pins.bytes)} "
+                  f"({format_size(pins.stored)} cached, never evicted)")  # fmt: skip
             ix = index.stats() if index is not None else None
             if ix is None:
                 print("index      none (no metadata index in this cache dir)")
@@ -82,10 +86,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 print(f"  failed proof: {obj.uri} ETag {obj.etag}")
             return 1 if report.bad or report.disproved else 0
         else:
-            removed = cache.clear()
+            removed, unpinned = cache.clear()
             dropped = index.clear() if index is not None else 0
-            print(f"cleared {cache.directory}: {removed} entries removed, "
-                  f"{dropped} listings dropped from the metadata index")  # fmt: skip
+            print(f"cleared {cache.directory}: {removed} entries removed, {unpinned} pins "
+                  f"dropped, {dropped} listings dropped from the metadata index")  # fmt: skip
     finally:
         if index is not None:
             index.close()
@@ -96,6 +100,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     status = 0
     for path in args.paths:
+        if path.is_dir():
+            try:
+                print_pins(path)
+            except NotOnMount as exc:
+                print(f"rangefs: {exc}", file=sys.stderr)
+                status = 1
+            continue
         try:
             chunk_size, cached = prefetch.chunk_map(path)
             uri = xattrs.read_uri(path)
@@ -117,12 +128,64 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  cached  {format_size(cached_bytes)} of {format_size(size)} ({percent:.0f}%), "
               f"{sum(cached)} of {len(cached)} chunks of {format_size(chunk_size)}")  # fmt: skip
         print(f"  map     [{render_map(cached)}]")
+        print(f"  pinned  {'yes' if xattrs.read_pinned(path) else 'no'}")
         if kind == "none":
             print(f"  proof   none ({detail})")
         else:
             state = "verified" if proven else "not verified yet"
             print(f"  proof   {kind}, {state}{f' ({detail})' if detail else ''}")
     return status
+
+
+def print_pins(directory: Path) -> None:
+    """A directory on a mount: what the mount has pinned, and which files below it."""
+    xattrs.read_uri(directory)  # not on a mount: the error names the directory
+    info = xattrs.read_pins(pinning.mount_root(directory))
+    print(directory)
+    print(f"  pinned  {info.files} files, {format_size(info.bytes)} of --pin-limit "
+          f"{format_size(info.limit)} ({format_size(info.stored)} cached)")  # fmt: skip
+    for path in prefetch.walk_files(directory):
+        if xattrs.read_pinned(path):
+            print(f"  pin     {path}")
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    progress = not args.no_progress and sys.stderr.isatty()
+    targets = pinning.targets(args.paths)
+    summaries: list[tuple[Path, xattrs.PinsInfo]] = []
+    for root, files in pinning.by_mount(targets).items():
+        try:
+            summaries.append(pinning.record(root, files))
+        except UserError as exc:
+            if not summaries:
+                raise
+            done = ", ".join(str(r) for r, _ in summaries)
+            raise UserError(f"{root}: {exc}; files on {done} are pinned but not fetched "
+                            "(run 'rangefs pin' or 'rangefs unpin' on them)") from None  # fmt: skip
+    plan = prefetch.plan_mounted([t.path for t in targets])
+    failures = prefetch.execute(plan, args.jobs, progress, desc="pin")
+    if not failures:
+        failures = pinning.settle(targets)
+    for line in failures:
+        print(f"rangefs: failed: {line}", file=sys.stderr)
+    pinned = sum(t.size for t in targets)
+    print(f"pinned {len(targets)} files ({format_size(pinned)}): "
+          f"{format_size(plan.fetch_bytes)} fetched, {format_size(plan.cached_bytes)} were "
+          "already cached")  # fmt: skip
+    for root, info in summaries:
+        print(f"{root}: {info.files} files pinned, {format_size(info.bytes)} of --pin-limit "
+              f"{format_size(info.limit)}")  # fmt: skip
+    if failures:
+        print("rangefs: the files are pinned but not all fetched: run 'rangefs pin' again "
+              "(or 'rangefs unpin')", file=sys.stderr)  # fmt: skip
+    return 1 if failures else 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    targets = pinning.targets(args.paths)
+    unpinned = sum(pinning.forget(root, files) for root, files in pinning.by_mount(targets).items())
+    print(f"unpinned {unpinned} files ({len(targets) - unpinned} of those named were not pinned)")
+    return 0
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:

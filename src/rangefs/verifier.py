@@ -49,7 +49,7 @@ one version runs once at a time.
 
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -85,8 +85,8 @@ class ChunkSource(Protocol):
 
 
 def _hash_into(hasher: proofs.PartHash, data: ChunkData) -> int:
-    """Feeds ``data`` to a part's hash (MD5, CRC or SHA); returns its xxh3 fingerprint (to
-    tell later which chunks a refetch changed)."""
+    """Feeds ``data`` to a part's hash (MD5 or SHA of several chunks); returns its xxh3
+    fingerprint (to tell later which chunks a refetch changed)."""
     hasher.update(data)
     return int(xxhash.xxh3_64_intdigest(data))
 
@@ -111,6 +111,8 @@ class _State:
     refetching: bool = False  # the verifier's own GETs feed it; arrivals are ignored
     record_checked: bool = False
     fingerprints: dict[int, int] = field(default_factory=dict)
+    digests: dict[int, bytes] = field(default_factory=dict)  # own digests hashed on arrival
+    learn_asked: bool = False
     served: Counter[int] = field(default_factory=Counter)  # reads started, per chunk
     settling: trio.Lock = field(default_factory=trio.Lock)
     learning: trio.Lock = field(default_factory=trio.Lock)
@@ -178,24 +180,68 @@ class Verifier:
         while len(self._learned) > VERSIONS:
             self._learned.popitem(last=False)
 
-    def fetched(self, version: ObjectVersion, index: int) -> None:
-        """A GET of chunk ``index`` starts (before any reader gets its bytes): a proof that
-        did not hash these very bytes does not cover them any more."""
+    def fetched(self, version: ObjectVersion, index: int, start: int) -> proofs.StretchHash | None:
+        """A GET of chunk ``index`` from chunk offset ``start`` starts (before any reader gets
+        its bytes): a proof that did not hash these very bytes does not cover them any more.
+        Returns the hash the GET feeds as it writes (so the chunk needs no read-back to be
+        hashed), or None if the proof needs none or is not known yet."""
         state = self._state(version)
         if not state.proof.verifiable:
-            return
+            return None
         if state.proven:
             state = self._restart(version, keep_served=True)
             state.record_stale = True
         elif not state.record_checked:
             state.record_checked = True  # whatever a record says, it is not about these bytes
             state.record_stale = True
+        state.digests.pop(index, None)
+        if state.refetching or not self._hashed_alone(state, index):
+            return None
+        return proofs.StretchHash(state.proof.algorithm, start)
+
+    def wants_proof(self, version: ObjectVersion) -> bool:
+        """True once per version whose proof S3 must be asked for (a HEAD): the reader then
+        runs :meth:`learn` beside the first GET, so the chunks that follow are hashed as
+        they arrive rather than read back."""
+        state = self._state(version)
+        if not state.proof.pending or state.learn_asked:
+            return False
+        state.learn_asked = True
+        return True
+
+    async def learn(self, version: ObjectVersion) -> None:
+        try:
+            await self._checked_state(version)
+        except Exception as exc:
+            log.info("%s: could not learn its proof yet: %s", version.id.uri, exc)
+
+    async def known(self, version: ObjectVersion) -> None:
+        """Waits while the version's proof is being learned (read-ahead waits, so the chunks
+        it fetches are hashed as they arrive; a demand read never does)."""
+        if self._state(version).proof.pending:
+            await self.learn(version)
+
+    def hashed(
+        self, version: ObjectVersion, index: int, stretches: Sequence[proofs.StretchHash]
+    ) -> None:
+        """Chunk ``index`` is complete: ``stretches`` are what its GETs hashed as they wrote
+        it. Told before the chunk moves into the store, so whoever hashes it next never reads
+        it back; a chunk they do not cover (blocks left by an earlier fill) will be."""
+        state = self._states.get(version.id)
+        if state is None or state.version != version or not state.proof.verifiable:
+            return
+        if state.proven or state.refetching or not self._hashed_alone(state, index):
+            return
+        length = self._length(version, index)
+        digest = proofs.stretches_digest(state.proof.algorithm, stretches, length)
+        if digest is not None:
+            state.digests[index] = digest
 
     async def arrived(self, version: ObjectVersion, index: int, source: ChunkSource) -> None:
-        """Chunk ``index`` is complete in the store: hashed now if it is its part's next (read
-        back from the store, one chunk at a time), so the last read rarely waits; once all
-        are hashed and match, the version passes here, so that read does not wait for the
-        proof's record either (files fetched ahead of a reader walking a directory)."""
+        """Chunk ``index`` is complete in the store: hashed now if it is its part's next (from
+        its digest, else read back from the store, one chunk at a time), so the last read
+        rarely waits; once all are hashed and match, the version passes here, so that read
+        does not wait for the proof's record either (files fetched ahead of a walker)."""
         state = await self._checked_state(version)
         if not state.proof.verifiable or state.refetching or state.proven:
             return
@@ -361,54 +407,90 @@ class Verifier:
     def _part_index(self, state: _State, index: int) -> int:
         return state.proof.part_of(index * self.chunk_size)
 
+    def _hashed_alone(self, state: _State, index: int) -> bool:
+        """Whether chunk ``index`` is hashed on its own (its digest then feeds its part): a
+        CRC combines, and a part of one chunk is that chunk; MD5 and SHA parts of several
+        chunks are hashed in order, from the bytes."""
+        if not state.parts:
+            return False
+        part = state.parts[self._part_index(state, index)]
+        return state.proof.algorithm in proofs.CRCS or part.end - part.first == 1
+
     # -- hashing -----------------------------------------------------------------------------
 
-    async def _feed(self, state: _State, index: int, data: ChunkData) -> bool:
-        """Hashes chunk ``index`` if it is its part's next; False if it is not (yet)."""
-        part = state.parts[self._part_index(state, index)]
-        async with part.lock:
-            if part.digest is not None or index != part.next:
-                return False
+    async def _feed(self, state: _State, part: _Part, data: ChunkData | None = None) -> None:
+        """Hashes the part's next chunk, from its digest hashed on arrival or from ``data``
+        (one of them is at hand); the caller holds ``part.lock``.
+
+        A chunk hashed alone is fingerprinted by its own digest, any other by xxh3, on the
+        first pass and on a refetch alike (the fingerprints tell which chunks a refetch
+        changed)."""
+        index = part.next
+        own = state.digests.pop(index, None)
+        if own is None:
+            assert data is not None, "neither the chunk's digest nor its bytes"
+            if self._hashed_alone(state, index):
+                own = await trio.to_thread.run_sync(
+                    proofs.own_digest, state.proof.algorithm, data, limiter=self._hash_limiter
+                )
+        if own is not None:
+            state.fingerprints[index] = int.from_bytes(own[:8], "big")
+            if isinstance(part.hasher, proofs.CrcHash):
+                part.hasher.extend(own, self._length(state.version, index))
+        else:
+            assert data is not None
             state.fingerprints[index] = await trio.to_thread.run_sync(
                 _hash_into, part.hasher, data, limiter=self._hash_limiter
             )
-            part.next += 1
-            if part.next == part.end:
-                part.digest = part.hasher.digest()
-            return True
+        part.next += 1
+        if part.next == part.end:
+            crc = isinstance(part.hasher, proofs.CrcHash)
+            part.digest = own if own is not None and not crc else part.hasher.digest()
 
     async def _advance(self, state: _State, part: _Part) -> None:
-        """Feeds the part's next chunks while the store holds them."""
-        while part.digest is None and not state.refetching:
-            async with self._chunks_held:
-                index = part.next
+        """Feeds the part's next chunks while their digests are at hand or the store holds
+        them (read back one at a time: whoever holds the part's lock reads its next chunk)."""
+        while True:
+            async with part.lock, self._chunks_held:
                 if part.digest is not None or state.refetching:
                     return
-                data = await self.cache.get(
-                    state.version.chunk(self.chunk_size, index), self._length(state.version, index)
-                )
-                if data is None or not await self._feed(state, index, data):
-                    return
+                data: ChunkData | None = None
+                if part.next not in state.digests:
+                    data = await self.cache.get(
+                        state.version.chunk(self.chunk_size, part.next),
+                        self._length(state.version, part.next),
+                    )
+                    if data is None:
+                        return
+                    self.stats.proof_read_backs += part.next not in state.digests
+                await self._feed(state, part, data)
                 del data
 
     async def _complete(self, state: _State, source: ChunkSource, *, fresh: bool) -> str:
-        """Hashes every chunk not hashed yet, in order: from the store or S3 (``fresh``: from
-        S3 only); returns the ETag the bytes give."""
+        """Hashes every chunk not hashed yet, in order: from their digests, the store or S3
+        (``fresh``: from S3 only); returns the ETag the bytes give."""
         version = state.version
         for part in state.parts:
             while part.digest is None:
                 index = part.next
                 key = version.chunk(self.chunk_size, index)
-                if not fresh:
+                if not fresh and index not in state.digests:
                     await source.settled(key)
-                async with self._chunks_held:
-                    data: ChunkData | None = None
-                    if not fresh:
-                        data = await self.cache.get(key, self._length(version, index))
-                    if data is None:
-                        data = await self._fetch(version, index)
-                    await self._feed(state, index, data)
-                    del data
+                async with part.lock:
+                    if part.digest is not None or part.next != index:
+                        continue
+                    if not fresh and index in state.digests:
+                        await self._feed(state, part)
+                        continue
+                    async with self._chunks_held:
+                        data: ChunkData | None = None
+                        if not fresh:
+                            data = await self.cache.get(key, self._length(version, index))
+                            self.stats.proof_read_backs += data is not None
+                        if data is None:
+                            data = await self._fetch(version, index)
+                        await self._feed(state, part, data)
+                        del data
         return proofs.combine(state.proof, [p.digest or b"" for p in state.parts])
 
     async def _fetch(self, version: ObjectVersion, index: int) -> bytes:

@@ -12,12 +12,17 @@ documented in docs/OPERATIONS.md, read by people with ``getfattr``):
 * ``user.rangefs.verified`` the proof S3 gives for the file's bytes and whether they passed
   it yet: ``etag-md5 verified``, ``etag-multipart-md5 pending (3 parts of 8388608 B)``, or
   ``none (unverified: S3 gave no checksum rangefs can use for this object: REASON)``
+* ``user.rangefs.pinned``  ``yes`` if the file's key is pinned (``rangefs pin``), else ``no``
+* ``user.rangefs.pins``    (root only) what is pinned, as JSON: ``files`` (keys pinned),
+  ``bytes`` (their size), ``stored`` (bytes of their chunks cached), ``limit``
+  (``--pin-limit``) and ``cache_dir`` (where ``rangefs pin`` records pins)
 * ``user.rangefs.stats``   (root only) the daemon's counters as JSON
 * ``user.rangefs.online``  (root only) ``online``, or ``offline`` while S3 cannot be reached
 """
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +37,28 @@ STATS = PREFIX + "stats"
 VERSION = PREFIX + "version"
 VERIFIED = PREFIX + "verified"
 ONLINE = PREFIX + "online"
+PINNED = PREFIX + "pinned"
+PINS = PREFIX + "pins"
 
-ROOT_NAMES = (URI, STATS, ONLINE)
+ROOT_NAMES = (URI, STATS, ONLINE, PINS)
 DIR_NAMES = (URI,)
-FILE_NAMES = (URI, ETAG, CACHED, CHUNKS, VERIFIED)
+FILE_NAMES = (URI, ETAG, CACHED, CHUNKS, VERIFIED, PINNED)
 VERSIONED_FILE_NAMES = (*FILE_NAMES, VERSION)
 CACHED_MARK, MISSING_MARK = "#", "."
 PROVEN, PENDING = "verified", "pending"
 ONLINE_WORDS = {True: "online", False: "offline"}
+PINNED_WORDS = {True: "yes", False: "no"}
+
+
+@dataclass(frozen=True, slots=True)
+class PinsInfo:
+    """What a mount's root says is pinned, and where pins are recorded."""
+
+    files: int
+    bytes: int
+    stored: int
+    limit: int
+    cache_dir: str
 
 
 def encode_chunks(chunk_size: int, cached: list[bool]) -> bytes:
@@ -60,6 +79,16 @@ def encode_verified(kind: str, proven: bool, detail: str = "") -> bytes:
 
 def encode_online(online: bool) -> bytes:
     return ONLINE_WORDS[online].encode()
+
+
+def encode_pinned(pinned: bool) -> bytes:
+    return PINNED_WORDS[pinned].encode()
+
+
+def encode_pins(files: int, size: int, stored: int, limit: int, cache_dir: str) -> bytes:
+    info = {"files": files, "bytes": size, "stored": stored, "limit": limit,
+            "cache_dir": cache_dir}  # fmt: skip
+    return json.dumps(info, sort_keys=True).encode()
 
 
 def encode_stats(stats: dict[str, object]) -> bytes:
@@ -117,3 +146,15 @@ def read_online(mountpoint: Path | str) -> bool:
 def read_stats(mountpoint: Path | str) -> dict[str, Any]:
     """The daemon's counters, read from the mount's root."""
     return json.loads(_get(mountpoint, STATS))
+
+
+def read_pinned(path: Path | str) -> bool:
+    """Whether the key of a file on a rangefs mount is pinned."""
+    return _get(path, PINNED) == PINNED_WORDS[True]
+
+
+def read_pins(mountpoint: Path | str) -> PinsInfo:
+    """What is pinned on a mount, read from its root."""
+    info = json.loads(_get(mountpoint, PINS))
+    return PinsInfo(int(info["files"]), int(info["bytes"]), int(info["stored"]),
+                    int(info["limit"]), str(info["cache_dir"]))  # fmt: skip

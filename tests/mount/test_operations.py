@@ -462,6 +462,7 @@ def test_xattrs(rangefs_mount: Any, bucket: str, s3: Any) -> None:
         "user.rangefs.chunks": f"{CHUNK} ...",
         "user.rangefs.uri": f"s3://{bucket}/data/file.bin",
         "user.rangefs.verified": "etag-md5 pending",
+        "user.rangefs.pinned": "no",
     }
     assert os.getxattr(path, "user.rangefs.etag") == etag.encode()
 
@@ -477,9 +478,12 @@ def test_xattrs(rangefs_mount: Any, bucket: str, s3: Any) -> None:
     assert counters["gets"] == 3
     assert counters["bytes_fetched"] == FILE_SIZE
     root = getfattr_dump(mnt.path)
-    assert set(root) == {"user.rangefs.uri", "user.rangefs.stats", "user.rangefs.online"}
+    assert set(root) == {"user.rangefs.uri", "user.rangefs.stats", "user.rangefs.online",
+                         "user.rangefs.pins"}  # fmt: skip
     assert root["user.rangefs.uri"] == f"s3://{bucket}/"
     assert root["user.rangefs.online"] == "online"
+    pins = json.loads(root["user.rangefs.pins"])
+    assert (pins["files"], pins["bytes"], pins["cache_dir"]) == (0, 0, str(mnt.cache_dir))
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -68,22 +68,34 @@ def test_ffprobe_and_ffmpeg_seek_fetch_only_a_few_chunks(
 def test_a_second_read_in_the_same_mount_is_served_by_the_page_cache(
     make_bucket, s3server, rangefs_mount
 ):
+    """A re-open of an unchanged file keeps the kernel's page cache (``keep_cache``).
+
+    The kernel may still reclaim those pages under memory pressure, or another process on a
+    shared machine may drop caches between two reads: the re-read is tried three times, and
+    one that never reaches the daemon is the proof. Without ``keep_cache`` every re-open
+    drops the pages, so all three would reach it.
+    """
     bucket = make_bucket()
     upload_pattern(s3server.client(), bucket, "f.bin", 16 * MiB, 3)
     mount = rangefs_mount(bucket)
+    path = mount.path / "f.bin"
 
     def daemon_reads():
         return json.loads(os.getxattr(mount.path, "user.rangefs.stats"))["reads"]
 
-    assert run(["sha256sum", str(mount.path / "f.bin")]).stdout.split()[0] == pattern_sha256(
-        16 * MiB, 3
-    )
-    before = daemon_reads()
-    assert before > 0
-    assert run(["sha256sum", str(mount.path / "f.bin")]).stdout.split()[0] == pattern_sha256(
-        16 * MiB, 3
-    )
-    assert daemon_reads() == before, "the second read reached the daemon"
+    def checksum() -> str:
+        return run(["sha256sum", str(path)]).stdout.split()[0]
+
+    assert checksum() == pattern_sha256(16 * MiB, 3)
+    assert daemon_reads() > 0
+    reached = []
+    for _ in range(3):
+        before = daemon_reads()
+        assert checksum() == pattern_sha256(16 * MiB, 3)
+        reached.append(daemon_reads() - before)
+        if reached[-1] == 0:
+            break
+    assert reached[-1] == 0, f"every re-read reached the daemon: {reached} reads"
 
 
 def peak_rss_kib(pid: int) -> int:

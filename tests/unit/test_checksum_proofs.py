@@ -4,6 +4,7 @@ it holds exactly for its bytes, whatever the chunk size that cut them."""
 
 import base64
 import hashlib
+import itertools
 import zlib
 
 import pytest
@@ -198,3 +199,58 @@ def test_a_checksum_of_unsaid_type_is_taken_whole_until_part_1_shows_parts():
     assert proofs.combine(found, digests(found, data, 1024)) == found.expected
     said = proofs.checksum_proof(full("crc32c", data), len(data), 1024)
     assert proofs.confirm(said, ObjectFacts(parts=3, first_part=4096), 1024) == said
+
+
+def stretches_of(algorithm: str, data: bytes, cuts: list[int]) -> list[proofs.StretchHash]:
+    bounds = [0, *sorted(set(cuts)), len(data)]
+    out = []
+    for a, b in itertools.pairwise(bounds):
+        stretch = proofs.StretchHash(algorithm, a)
+        for i in range(a, b, 1000):  # fed in pieces, as a GET's receive buffer does
+            stretch.update(memoryview(data)[i : min(b, i + 1000)])
+        out.append(stretch)
+    return out
+
+
+@given(
+    st.sampled_from(sorted(proofs.CRCS)),
+    st.binary(min_size=1, max_size=5000),
+    st.lists(st.integers(1, 4999), max_size=5),
+    st.randoms(use_true_random=False),
+)
+def test_a_crc_of_stretches_in_any_order_is_the_crc_of_the_chunk(algorithm, data, cuts, rnd):
+    stretches = stretches_of(algorithm, data, [c for c in cuts if c < len(data)])
+    rnd.shuffle(stretches)
+    assert proofs.stretches_digest(algorithm, stretches, len(data)) == proofs.own_digest(
+        algorithm, data
+    )
+
+
+@given(st.sampled_from(sorted(proofs.CRCS)), st.binary(min_size=10, max_size=3000))
+def test_a_chunk_its_stretches_do_not_cover_exactly_has_no_digest(algorithm, data):
+    half = len(data) // 2
+    whole = stretches_of(algorithm, data, [half])
+    assert proofs.stretches_digest(algorithm, whole[1:], len(data)) is None  # a gap
+    again = stretches_of(algorithm, data, [half])[0]
+    assert proofs.stretches_digest(algorithm, [*whole, again], len(data)) is None  # an overlap
+    assert proofs.stretches_digest("md5", whole, len(data)) is None  # another algorithm
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha1", "sha256"])
+def test_an_ordered_hash_has_a_digest_only_from_one_stretch_of_the_whole_chunk(algorithm):
+    data = bytes(range(256)) * 40
+    one = stretches_of(algorithm, data, [])
+    assert (
+        proofs.stretches_digest(algorithm, one, len(data)) == hashlib.new(algorithm, data).digest()
+    )
+    two = stretches_of(algorithm, data, [77])
+    assert proofs.stretches_digest(algorithm, two, len(data)) is None
+
+
+@given(st.sampled_from(sorted(proofs.CRCS)), st.lists(st.binary(max_size=700), max_size=6))
+def test_a_part_crc_extended_by_chunk_crcs_equals_one_fed_the_bytes(algorithm, pieces):
+    fed, extended = proofs.CrcHash(algorithm), proofs.CrcHash(algorithm)
+    for piece in pieces:
+        fed.update(piece)
+        extended.extend(proofs.own_digest(algorithm, piece), len(piece))
+    assert extended.digest() == fed.digest()

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rangefs.chunk_cache import ChunkCache
+from rangefs.chunk_cache import ChunkCache, Pin
+from rangefs.errors import UserError
 from rangefs.keys import ChunkKey
 from rangefs.store import ObjectVersion
 
@@ -236,3 +237,77 @@ def test_a_new_etag_drops_the_ram_copy_of_the_old_version(cache):
     assert cache.recent(small, 0, 10) == data(5000)[:10]
     cache.bind_etag(ObjectVersion("bucket", "dir/small", '"s2"', 5000).id)
     assert cache.recent(small, 0, 10) is None
+
+
+# -- pins ------------------------------------------------------------------------------------
+
+OTHER = ObjectVersion("bucket", "other", '"etag3"', 3_000_000)
+
+
+def test_pinned_chunks_are_never_culled_and_unpinned_ones_are_again(tmp_path):
+    cache = ChunkCache(tmp_path / "small", 4 * CHUNK)
+    try:
+        cache.pin([Pin(V1.id, 2 * CHUNK)], limit=2 * CHUNK)
+        for i in range(2):
+            cache.put(V1.chunk(CHUNK, i), data(CHUNK, i))
+        for i in range(12):  # three times the cache of other chunks, read after the pinned
+            cache.put(OTHER.chunk(CHUNK, i), data(CHUNK, i))
+        assert cache.cached_map(V1.id, CHUNK, 2) == [True, True]
+        assert cache.volume() <= 6 * CHUNK  # the unpinned part still follows the limit
+        assert cache.contains(OTHER.chunk(CHUNK, 11)) and not cache.contains(OTHER.chunk(CHUNK, 0))
+        summary = cache.pin_summary()
+        assert (summary.keys, summary.bytes) == (1, 2 * CHUNK) and summary.stored >= 2 * CHUNK
+
+        assert cache.unpin([("bucket", "dir/key"), ("bucket", "never-pinned")]) == 1
+        for i in range(12, 20):
+            cache.put(OTHER.chunk(CHUNK, i), data(CHUNK, i))
+        assert cache.cached_map(V1.id, CHUNK, 2) == [False, False]
+    finally:
+        cache.close()
+
+
+def test_a_pin_over_the_limit_pins_nothing_and_says_why(cache):
+    cache.pin([Pin(V1.id, 3 * CHUNK)], limit=4 * CHUNK)
+    with pytest.raises(UserError) as raised:
+        cache.pin([Pin(OTHER.id, 2 * CHUNK), Pin(V1.id, 3 * CHUNK)], limit=4 * CHUNK)
+    message = str(raised.value)
+    assert "\n" not in message and "would pin 5.0 MiB, over --pin-limit 4.0 MiB" in message
+    assert "(3.0 MiB already pinned): nothing pinned" in message
+    assert [p.obj for p in cache.pins()] == [V1.id]
+    # Pinning again what is pinned costs nothing, even over a limit lowered since.
+    assert cache.pin([Pin(V1.id, 3 * CHUNK)], limit=CHUNK).bytes == 3 * CHUNK
+
+
+def test_a_pin_follows_the_key_and_keeps_the_old_version_until_the_new_is_whole(cache):
+    cache.pin([Pin(V1.id, CHUNK)], limit=10 * CHUNK)
+    cache.bind_etag(V1.id)
+    cache.put(V1.chunk(CHUNK, 0), data(CHUNK))
+    assert not cache.follow_pin(OTHER.id, CHUNK)  # not pinned: nothing recorded
+    assert cache.follow_pin(V2.id, CHUNK)
+    cache.bind_etag(V2.id)  # a new ETag does not drop a pinned key's old chunks
+    assert cache.contains(V1.chunk(CHUNK, 0))
+    assert [p.obj for p in cache.pinned(V1.id)] == [V2.id, V1.id]
+    assert cache.pin_summary().keys == 1
+    cache.put(V2.chunk(CHUNK, 0), data(CHUNK, 5))
+    assert cache.keep_pinned(V2.id) == 1
+    assert not cache.contains(V1.chunk(CHUNK, 0)) and cache.contains(V2.chunk(CHUNK, 0))
+    assert [p.obj for p in cache.pinned(V1.id)] == [V2.id]
+    # A version pinned after the one kept (another process saw a newer ETag) stays.
+    v3 = ObjectVersion("bucket", "dir/key", '"etag3"', 3_000_000)
+    assert cache.follow_pin(v3.id, CHUNK)
+    assert cache.keep_pinned(V2.id) == 0
+    assert [p.obj for p in cache.pinned(V1.id)] == [v3.id, V2.id]
+
+
+def test_pins_survive_reopening_and_clear_drops_them(tmp_path):
+    cache = ChunkCache(tmp_path / "c", 10 * CHUNK)
+    cache.pin([Pin(V1.id, CHUNK)], limit=CHUNK)
+    cache.close()
+    cache = ChunkCache(tmp_path / "c")
+    try:
+        assert [p.obj for p in cache.pins()] == [V1.id]
+        cache.put(V1.chunk(CHUNK, 0), data(CHUNK))
+        assert cache.clear() == (1, 1)
+        assert cache.pins() == [] and not cache.contains(V1.chunk(CHUNK, 0))
+    finally:
+        cache.close()

@@ -26,6 +26,7 @@ SAMPLES = {
     "negative_metadata_ttl": "5",
     "requester_pays": None, "sse_c_key_file": str(KEY_FILE),
     "version_at": "2026-11-27T16:45:54Z", "proofs": "etag", "allow_offline": None,
+    "pin_limit": "3G",
 }  # fmt: skip
 # Options that only make sense with another one (a Rule): given together in the samples.
 COMPANIONS = {"shared_cache": ("--allow-other",)}

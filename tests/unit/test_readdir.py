@@ -37,7 +37,7 @@ def filesystem(tmp_path: Path) -> Iterator[Callable[[], Filesystem]]:
         config = options.make_config("bucket", Path("/mnt"), options.defaults(options.MOUNT))
         async_index = AsyncMetadataIndex(index, trio.CapacityLimiter(1))
         namespace = Namespace(FakeStore(), async_index, Scope("bucket"), "", ttl=60)  # type: ignore[arg-type]
-        return Filesystem(config, namespace, None, None, Stats())  # type: ignore[arg-type]
+        return Filesystem(config, namespace, None, None, Stats(), None)  # type: ignore[arg-type]
 
     yield make
     index.close()
