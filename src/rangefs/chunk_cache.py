@@ -61,9 +61,10 @@ SQLITE_TIMEOUT = 30.0
 CULL_LIMIT = 1  # evict one LRU chunk per store: diskcache's default (10) evicts the newest too
 OPEN_FILES = 256  # value files kept open for random reads, each at most TOUCH_EVERY seconds
 TOUCH_EVERY = 5.0  # seconds between index lookups (LRU touches) of a chunk read at random
-# A chunk this small just stored is also kept in RAM while its value file is kept open: a
-# small file fetched ahead of a reader walking a directory is then read without a thread
-# hop (each costs milliseconds on a busy daemon, per file). RECENT_BYTES bounds them all.
+# A whole object this small (one short chunk) just stored is also kept in RAM while its value
+# file is kept open: a small file fetched ahead of a reader walking a directory is then read
+# without a thread hop (each costs milliseconds on a busy daemon, per file). RECENT_BYTES
+# bounds them all.
 RECENT_CHUNK = 256 * 1024
 RECENT_BYTES = 4 * 1024 * 1024
 
@@ -505,14 +506,17 @@ class ChunkCache:
                 self._recent_bytes -= len(old)
 
     def recent(self, key: ChunkKey, start: int, end: int) -> bytes | None:
-        """Bytes ``[start, end)`` of a small chunk stored lately, from RAM, or None. Does not
-        block (a dict lookup): callable from the event loop."""
+        """Bytes ``[start, end)`` of a small chunk stored lately, from RAM, or None; None too
+        once its value file was evicted (unlinked) or is due for an index touch. Does not
+        block (a dict lookup and an ``fstat`` of a descriptor already open, no disk I/O):
+        callable from the event loop."""
         with self._lock:
             data = self._recent.get(key)
             if data is None:
                 return None
-            if time.monotonic() - self._open_files[key][2] > TOUCH_EVERY:
-                self._forget_open(key)  # time to touch it in the index: read it from disk
+            fd, _, touched = self._open_files[key]
+            if time.monotonic() - touched > TOUCH_EVERY or os.fstat(fd).st_nlink == 0:
+                self._forget_open(key)
                 return None
             return data[start:end]
 
@@ -604,7 +608,7 @@ class ChunkCache:
                 kept = self._keep_open(key, file.length, handle)
                 if kept is not None:
                     os.close(kept[0])
-                    if file.length <= RECENT_CHUNK:
+                    if key.index == 0 and file.length <= min(RECENT_CHUNK, key.chunk_size - 1):
                         data = handle.read(file.length)
                         if len(data) == file.length and blocks_ok(kept[1], 0, memoryview(data)):
                             self._remember(key, data)

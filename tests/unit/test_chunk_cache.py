@@ -311,3 +311,10 @@ def test_pins_survive_reopening_and_clear_drops_them(tmp_path):
         assert cache.pins() == [] and not cache.contains(V1.chunk(CHUNK, 0))
     finally:
         cache.close()
+
+
+def test_the_ram_copy_goes_when_the_value_file_is_evicted(cache, tmp_path):
+    small = adopt(cache, SMALL, data(5000))
+    (path,) = value_files(tmp_path / "cache")
+    path.unlink()  # as diskcache's cull does
+    assert cache.recent(small, 0, 10) is None
