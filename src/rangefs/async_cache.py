@@ -21,6 +21,9 @@ class AsyncChunkCache:
         self._limiter = limiter
 
     async def get(self, key: ChunkKey, length: int) -> memoryview | None:
+        data = self.cache.recent(key, 0, length)
+        if data is not None and len(data) == length:
+            return memoryview(data)
         return await trio.to_thread.run_sync(self.cache.get, key, length, limiter=self._limiter)
 
     async def read_range(
@@ -40,6 +43,10 @@ class AsyncChunkCache:
 
     async def warm(self, key: ChunkKey, length: int) -> None:
         await trio.to_thread.run_sync(self.cache.warm, key, length, limiter=self._limiter)
+
+    def recent(self, key: ChunkKey, start: int, end: int) -> bytes | None:
+        """Bytes of a small chunk stored lately, from RAM without a thread (or None)."""
+        return self.cache.recent(key, start, end)
 
     async def put(self, key: ChunkKey, data: bytes | memoryview) -> bool:
         return await trio.to_thread.run_sync(self.cache.put, key, data, limiter=self._limiter)

@@ -63,6 +63,11 @@ class Budget:
         self._successes = 0
         log.info("server pushback: GETs in flight %d -> %d", before, self.gets_allowed)
 
+    @property
+    def pushed_back(self) -> bool:
+        """The server pushed back and the GETs in flight have not grown back to the cap."""
+        return self.gets_allowed < self.max_gets
+
     def succeeded(self) -> None:
         self._successes += 1
         if self._successes >= self.gets_allowed and self.gets_allowed < self.max_gets:

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import diskcache
 
@@ -61,6 +61,12 @@ SQLITE_TIMEOUT = 30.0
 CULL_LIMIT = 1  # evict one LRU chunk per store: diskcache's default (10) evicts the newest too
 OPEN_FILES = 256  # value files kept open for random reads, each at most TOUCH_EVERY seconds
 TOUCH_EVERY = 5.0  # seconds between index lookups (LRU touches) of a chunk read at random
+# A whole object this small (one short chunk) just stored is also kept in RAM while its value
+# file is kept open: a small file fetched ahead of a reader walking a directory is then read
+# without a thread hop (each costs milliseconds on a busy daemon, per file). RECENT_BYTES
+# bounds them all.
+RECENT_CHUNK = 256 * 1024
+RECENT_BYTES = 4 * 1024 * 1024
 
 
 PINS_TABLE = "rangefs_pins"  # one row per pinned object version, keyed by its diskcache tag
@@ -197,6 +203,8 @@ class ChunkCache:
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._open_files: OrderedDict[ChunkKey, tuple[int, bytes, float]] = OrderedDict()
+        self._recent: OrderedDict[ChunkKey, bytes] = OrderedDict()  # under _lock
+        self._recent_bytes = 0
         self._disabled_until = 0.0
         self._nowait = True  # reads with RWF_NOWAIT work here (until the filesystem says not)
         self._reported_bad: set[object] = set()
@@ -432,8 +440,9 @@ class ChunkCache:
         value file is gone is dropped.
 
         The lookup also records the access for LRU eviction (a SQLite write), so it is
-        serialised in this process: concurrent SQLite writers otherwise meet SQLite's busy
-        handler, which sleeps in steps of milliseconds. The file is read outside the lock.
+        serialised in this process (``_index_lock``, as every index write here): concurrent
+        SQLite writers otherwise meet SQLite's busy handler, which sleeps in steps of
+        milliseconds. The file is read outside the lock.
         """
         for _ in range(2):
             with self._index_lock:
@@ -512,12 +521,17 @@ class ChunkCache:
             self._drop(key, "not a value file")
             return None
         with handle:
-            prefix = handle.read(PREFIX.size)
-            digests = handle.read(DIGEST * block_count(length))
-            if parse_prefix(prefix, length) is None or len(digests) != DIGEST * block_count(length):
-                self._drop(key, "bad header")
-                return None
-            fd = os.dup(handle.fileno())
+            return self._keep_open(key, length, handle)
+
+    def _keep_open(self, key: ChunkKey, length: int, handle: BinaryIO) -> tuple[int, bytes] | None:
+        """Reads the header of ``key``'s value file and keeps a descriptor of it open (as
+        touched in the index now); returns a private descriptor and the block digests."""
+        prefix = handle.read(PREFIX.size)
+        digests = handle.read(DIGEST * block_count(length))
+        if parse_prefix(prefix, length) is None or len(digests) != DIGEST * block_count(length):
+            self._drop(key, "bad header")
+            return None
+        fd = os.dup(handle.fileno())
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, header_size(length), length, os.POSIX_FADV_WILLNEED)
         now = time.monotonic()
@@ -534,6 +548,42 @@ class ChunkCache:
         entry = self._open_files.pop(key, None)
         if entry is not None:
             os.close(entry[0])
+        data = self._recent.pop(key, None)
+        if data is not None:
+            self._recent_bytes -= len(data)
+
+    def _remember(self, key: ChunkKey, data: bytes) -> None:
+        """Keeps a small chunk just stored in RAM while its file is kept open (it goes with
+        it: dropped, discarded or evicted from the open files)."""
+        with self._lock:
+            if key not in self._open_files or key in self._recent:
+                return
+            self._recent[key] = data
+            self._recent_bytes += len(data)
+            while self._recent_bytes > RECENT_BYTES:
+                _, old = self._recent.popitem(last=False)
+                self._recent_bytes -= len(old)
+
+    def recent(self, key: ChunkKey, start: int, end: int) -> bytes | None:
+        """Bytes ``[start, end)`` of a small chunk stored lately, from RAM, or None; None too
+        once its value file was evicted (unlinked) or is due for an index touch. Does not
+        block (a dict lookup and an ``fstat`` of a descriptor already open, no disk I/O):
+        callable from the event loop."""
+        with self._lock:
+            data = self._recent.get(key)
+            if data is None:
+                return None
+            fd, _, touched = self._open_files[key]
+            if time.monotonic() - touched > TOUCH_EVERY or os.fstat(fd).st_nlink == 0:
+                self._forget_open(key)
+                return None
+            return data[start:end]
+
+    def _forget_object(self, obj: ObjectId) -> None:
+        """Forgets the open value files (and RAM copies) of a version whose chunks went."""
+        with self._lock:
+            for key in [k for k in self._open_files if k.obj == obj]:
+                self._forget_open(key)
 
     def _present(self, key: ChunkKey) -> bool:
         try:
@@ -553,7 +603,8 @@ class ChunkCache:
             return False
         name = key.encode()
         try:
-            self._cache.set(name, value, read=read, tag=key.obj.tag(), retry=True)
+            with self._index_lock:
+                self._cache.set(name, value, read=read, tag=key.obj.tag(), retry=True)
             return True
         except FileNotFoundError:
             return False  # a filled file another process sharing the dir moved in first
@@ -609,34 +660,52 @@ class ChunkCache:
         if not stored and filled.placed is not None:
             with contextlib.suppress(OSError):
                 os.remove(filled.placed)  # moved in, but the index did not take it
+        if stored and filled.placed is not None:
+            # Just stored, so just touched in the index: the first read of the chunk (soon:
+            # someone wanted it) reads the open file without an index lookup.
+            with contextlib.suppress(OSError), open(filled.placed, "rb") as handle:
+                kept = self._keep_open(key, file.length, handle)
+                if kept is not None:
+                    os.close(kept[0])
+                    if key.index == 0 and file.length <= min(RECENT_CHUNK, key.chunk_size - 1):
+                        data = handle.read(file.length)
+                        if len(data) == file.length and blocks_ok(kept[1], 0, memoryview(data)):
+                            self._remember(key, data)
         return stored
 
     def bind_etag(self, obj: ObjectId) -> None:
         """Records the current ETag of an object and drops chunks of any older version."""
         record = obj.etag_record()
         try:
-            old = self._cache.get(record, default=None, retry=True)
-            if old == obj.etag:
-                return
-            if isinstance(old, str) and not self.pinned(obj):
-                # A pinned key keeps its old version until the new one is complete.
-                dropped = self._cache.evict(ObjectId(obj.bucket, obj.key, old).tag(), retry=True)
-                if dropped:
-                    log.info(
-                        "object changed: dropped %d cached chunks of %s (ETag %s -> %s)",
-                        dropped,
-                        obj.uri,
-                        old,
-                        obj.etag,
-                    )
-            self._cache.set(record, obj.etag, retry=True)
+            with self._index_lock, self._cache.transact(retry=True):  # one transaction, not two
+                old = self._cache.get(record, default=None, retry=True)
+                if old != obj.etag:
+                    self._cache.set(record, obj.etag, retry=True)
+            if not isinstance(old, str) or old == obj.etag or self.pinned(obj):
+                return  # a pinned key keeps its old version until the new one is complete
+            older = ObjectId(obj.bucket, obj.key, old)
+            with self._index_lock:
+                dropped = self._cache.evict(older.tag(), retry=True)
+            self._forget_object(older)
+            if dropped:
+                log.info(
+                    "object changed: dropped %d cached chunks of %s (ETag %s -> %s)",
+                    dropped,
+                    obj.uri,
+                    old,
+                    obj.etag,
+                )
         except (OSError, sqlite3.Error) as exc:
             log.warning("cache: could not record ETag of %s: %s", obj.uri, exc)
 
     def proof(self, obj: ObjectId) -> proofs.Proof | None:
         """The proof recorded for ``obj`` (:meth:`record_proof`), or None."""
+        record = obj.proof_record()
         try:
-            value = self._cache.get(obj.proof_record(), default=None, retry=True)
+            if record not in self._cache:  # a read: most objects have no record yet
+                return None
+            with self._index_lock:
+                value = self._cache.get(record, default=None, retry=True)
             return proofs.from_record(value) if isinstance(value, str) else None
         except (OSError, sqlite3.Error, ValueError, TypeError):
             return None
@@ -647,13 +716,17 @@ class ChunkCache:
         ``verify`` can check them again)."""
         try:
             value = proofs.to_record(proof)
-            self._cache.set(obj.proof_record(), value, tag=obj.tag(), retry=True)
+            with self._index_lock:
+                self._cache.set(obj.proof_record(), value, tag=obj.tag(), retry=True)
         except (OSError, sqlite3.Error) as exc:
             log.warning("cache: could not record the proof of %s: %s", obj.uri, exc)
 
     def forget_proof(self, obj: ObjectId) -> None:
+        record = obj.proof_record()
         with contextlib.suppress(Exception):
-            self._cache.delete(obj.proof_record(), retry=True)
+            if record in self._cache:  # a read: deleting nothing would still be a write
+                with self._index_lock:
+                    self._cache.delete(record, retry=True)
 
     def discard(self, obj: ObjectId, chunk_size: int, count: int) -> int:
         """Deletes the chunks ``0..count-1`` of ``obj`` and its proof record (bytes that

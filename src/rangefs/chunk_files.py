@@ -106,8 +106,12 @@ class ChunkFile:
         return all(self.present)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        """Closes the file once: a second close must not close a descriptor number reused
+        meanwhile by another file (the reader may close a retired fill more than once)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class MemoryChunkFile(ChunkFile):

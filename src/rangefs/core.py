@@ -97,4 +97,5 @@ def build_core(
     )
     pins = PinKeeper(async_cache, reader, reachability, config.chunk_size)
     fs = Filesystem(config, namespace, reader, async_cache, stats, pins)
+    budget.register(fs.walks)  # files fetched ahead of walkers hold bytes ahead too
     return Core(fs, reader, async_store, stats, reachability, pins)

@@ -6,6 +6,7 @@ opened with: every read of that handle is served from that version or fails with
 never a mix of two versions.
 """
 
+import functools
 import itertools
 import logging
 from collections.abc import Iterator
@@ -17,12 +18,13 @@ from rangefs.async_cache import AsyncChunkCache
 from rangefs.config import Config
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
 from rangefs.inodes import ROOT_INODE, InodeTable
-from rangefs.metadata_index import ListingInfo
-from rangefs.namespace import Entry, Namespace, join
+from rangefs.metadata_index import IndexFailed, ListingInfo
+from rangefs.namespace import Entry, Namespace, join, split
 from rangefs.pins import PinKeeper
 from rangefs.reader import ChunkReader, ReadStream
 from rangefs.stats import Stats
 from rangefs.store import ObjectVersion
+from rangefs.walk import Walks
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class Filesystem:
         self._dir_mode = 0o040000 | config.dir_mode
         self._file_mode = 0o100000 | config.file_mode
         self._uid, self._gid = config.uid, config.gid
+        self.walks = Walks(stats, config.chunk_size, namespace.files_after)
 
     def _attributes(self, ino: int, entry: Entry) -> Attributes:
         """Made once per name listed (positional: the cheapest way to make a tuple)."""
@@ -270,13 +273,47 @@ class Filesystem:
         fh = next(self._fh)
         self._handles[fh] = OpenFile(ino, path, version)
         self.inodes.opened(ino)
+        await self._walk(path, version)
         return fh, keep_cache
+
+    async def _walk(self, path: str, version: ObjectVersion) -> None:
+        """Tells the walk detector about an open and fetches the files it says are next
+        (:mod:`rangefs.walk`): not while the server pushes back or caching is paused, and
+        within half the global budget of bytes ahead, so open files keep their windows."""
+        directory, name = split(path)
+        listing = self.namespace.held(directory)
+        if listing is None:
+            return
+        budget = self.reader.budget
+        room = 0
+        if not budget.pushed_back and not self.cache.paused:
+            room = min(budget.room(excluding=self.walks), budget.max_ahead // 2)
+        try:
+            wanted = await self.walks.opened(directory, name, listing, room=room)
+        except IndexFailed as exc:  # read-ahead is a bonus: the open goes on without it
+            log.warning("read-ahead across files in /%s stopped: %s", directory, exc)
+            return
+        for entry in wanted:
+            ahead = self._version(join(directory, entry.name), entry)
+            bind = None
+            if ahead.key not in self._last_version:
+                # Never opened here, so nothing of it is in the page cache: its open will
+                # find this version already seen (and bound to its ETag, in the background).
+                self._last_version[ahead.key] = ahead
+                if not ahead.version_id:
+                    bind = functools.partial(self.cache.bind_etag, ahead.id)
+            self.reader.prefetch(ahead, 0, min(entry.size, self.config.chunk_size), bind)
+        if version.size == 0:  # the kernel sends no read for an empty file
+            self.walks.finished(directory, name)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         handle = self._handles.get(fh)
         if handle is None:
             raise NotFound(f"file handle {fh}")
-        return await self.reader.read(handle.version, offset, size, handle.stream)
+        data = await self.reader.read(handle.version, offset, size, handle.stream)
+        if offset + size >= handle.version.size:
+            self.walks.finished(*split(handle.path))
+        return data
 
     def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)

@@ -380,6 +380,20 @@ class MetadataIndex:
 
         return self._run("read entries", read, [])
 
+    def files(self, listing: int, after: str, limit: int) -> list[Entry]:
+        """Up to ``limit`` regular files (no directories) of ``listing`` after ``after`` in
+        name order: the next files a reader walking the directory will open."""
+
+        def read(db: sqlite3.Connection) -> list[Entry]:
+            rows = db.execute(
+                "SELECT name, is_dir, size, mtime, etag, version_id FROM entries "
+                "WHERE listing = ? AND name > ? AND is_dir = 0 ORDER BY name LIMIT ?",
+                (listing, after, limit),
+            ).fetchall()
+            return [_row_entry(r) for r in rows]
+
+        return self._run("read entries", read, [])
+
     def entries_at(self, listing: int, offset: int, limit: int) -> list[Entry]:
         """Up to ``limit`` entries of ``listing`` from position ``offset`` (0-based) in name
         order; for a reader that seeks (``seekdir``), slower than :meth:`entries` far in."""
@@ -605,6 +619,11 @@ class AsyncMetadataIndex:
     async def entries(self, listing: int, after: str | None, limit: int) -> list[Entry]:
         return await trio.to_thread.run_sync(
             self.index.entries, listing, after, limit, limiter=self._limiter
+        )
+
+    async def files(self, listing: int, after: str, limit: int) -> list[Entry]:
+        return await trio.to_thread.run_sync(
+            self.index.files, listing, after, limit, limiter=self._limiter
         )
 
     async def entries_at(self, listing: int, offset: int, limit: int) -> list[Entry]:

@@ -58,6 +58,16 @@ class StatsCollector:
                 "S3 requests failed at once while offline",
                 s.offline_refused,
             ),
+            (
+                "rangefs_walk_files_ahead",
+                "Files fetched ahead of a reader walking a directory",
+                s.walk_files_ahead,
+            ),
+            (
+                "rangefs_walk_files_opened",
+                "Files fetched ahead of a walker that it then opened",
+                s.walk_files_opened,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         retries = CounterMetricFamily("rangefs_retries", "Retried S3 requests", labels=["cause"])

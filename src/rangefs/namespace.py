@@ -204,6 +204,20 @@ class Namespace:
             )
         return info
 
+    def held(self, path: str) -> ListingInfo | None:
+        """The listing of directory ``path`` held in RAM (the one its last lookup used),
+        fresh or not, without asking the index or S3: read-ahead across files works from
+        what was listed and sends no LIST of its own."""
+        return self._dirs.get(path)
+
+    async def files_after(self, listing: int, after: str, limit: int) -> list[Entry]:
+        """The next regular files of a listing after ``after``, from the index, remembered
+        in RAM (a reader walking the directory opens them next: no index read then)."""
+        page = await self.index.files(listing, after, limit)
+        for entry in page:
+            self._entries.remember((listing, entry.name), entry)
+        return page
+
     async def child(self, listing: ListingInfo, name: str) -> Entry | None:
         """The entry ``name`` of a listing, from RAM if it was asked for lately."""
         key = (listing.id, name)

@@ -228,7 +228,9 @@ class ChunkReader:
         length = chunks.chunk_length(part.index, version.size, self.chunk_size)
         while True:
             if key not in self._fills and key not in self._opening:
-                piece = await self.cache.read_range(key, length, part.start, part.end)
+                piece: bytes | memoryview | None = self.cache.recent(key, part.start, part.end)
+                if piece is None:  # not a small chunk kept in RAM: the page cache or a thread
+                    piece = await self.cache.read_range(key, length, part.start, part.end)
                 if piece is not None:
                     self.stats.range_hits += 1
                     return piece, False
@@ -414,7 +416,8 @@ class ChunkReader:
             if not request.started:  # cancelled with the reader (shutdown)
                 fill.arrivals.failed(request.first, request.end, RemoteError("fetch cancelled"))
             self._note_pushback()
-            if fill.arrivals.complete:
+            if fill.arrivals.complete and not fill.requests:
+                # Every block can land before the last GET ends: its stretch comes with its end.
                 self._schedule_finish(fill)
             self._changed(fill)
             self._close_if_retired(fill)
@@ -542,6 +545,38 @@ class ChunkReader:
                     await fill.changed.wait()
         finally:
             self._around.discard((fill.key, part.start))
+
+    def prefetch(
+        self,
+        version: ObjectVersion,
+        start: int,
+        end: int,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Asks for bytes ``[start, end)`` of a version no reader has open yet, as read-ahead
+        (the next files of a directory being walked, :mod:`rangefs.walk`): same GET slots,
+        so a demand read never waits behind it; blocks present or on their way are not asked
+        for again. ``before`` runs first, in the background (what the open of the file would
+        otherwise wait for)."""
+        parts = chunks.pieces(start, end - start, version.size, self.chunk_size)
+        self._spawn(self._prefetch, version, parts, before)
+
+    async def _prefetch(
+        self,
+        version: ObjectVersion,
+        parts: list[chunks.Piece],
+        before: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        if before is not None:
+            self._following += 1
+            try:
+                await before()
+            except Exception as exc:
+                log.warning("read-ahead of %s: %s", version.id.uri, exc)
+            finally:
+                self._following -= 1
+        for part in parts:
+            self._spawn(self._readahead, version, part)
 
     async def _readahead(self, version: ObjectVersion, part: chunks.Piece) -> None:
         if self.cache.paused:

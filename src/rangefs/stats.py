@@ -32,6 +32,8 @@ class Stats:
     online: int = 1  # 0 while S3 cannot be reached (rangefs.reachability); retries stop then
     went_offline: int = 0  # times the mount went offline
     offline_refused: int = 0  # store calls failed at once while offline
+    walk_files_ahead: int = 0  # files asked for ahead of a reader walking a directory
+    walk_files_opened: int = 0  # of those, the ones the reader then opened
     retries: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     read_latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
@@ -62,6 +64,8 @@ class Stats:
             "online": self.online,
             "went_offline": self.went_offline,
             "offline_refused": self.offline_refused,
+            "walk_files_ahead": self.walk_files_ahead,
+            "walk_files_opened": self.walk_files_opened,
             "retries": dict(self.retries),
             "errors": dict(self.errors),
         }

@@ -240,12 +240,21 @@ class Verifier:
     async def arrived(self, version: ObjectVersion, index: int, source: ChunkSource) -> None:
         """Chunk ``index`` is complete in the store: hashed now if it is its part's next (from
         its digest, else read back from the store, one chunk at a time), so the last read
-        rarely waits."""
+        rarely waits; once all are hashed and match, the version passes here, so that read
+        does not wait for the proof's record either (files fetched ahead of a walker)."""
         state = await self._checked_state(version)
         if not state.proof.verifiable or state.refetching or state.proven:
             return
         await self._forget_stale_record(state)
         await self._advance(state, state.parts[self._part_index(state, index)])
+        if not state.parts or any(p.digest is None for p in state.parts):
+            return
+        async with state.settling:
+            digests = [p.digest or b"" for p in state.parts]
+            if state.proven or state.refetching or self._states.get(version.id) is not state:
+                return
+            if proofs.combine(state.proof, digests) == state.proof.expected:
+                await self._passed(state)
 
     def reading(self, version: ObjectVersion, first: int, last: int) -> None:
         """A read of chunks ``first..last`` of ``version`` starts (its bytes will be returned

@@ -282,7 +282,9 @@ def test_each_single_fault_is_retried(make_bucket, s3server, proxy, rangefs_moun
     for seed in range(len(SINGLE_FAULTS)):
         upload_pattern(client, bucket, f"f{seed}.bin", size, seed)
     mount = rangefs_mount(bucket, "--read-timeout", "2", endpoint=proxy.url)
-    for seed, spec in enumerate(SINGLE_FAULTS):
+    # Newest first: a reader reading the files in listing order walks the directory, and the
+    # GETs fetching the next files ahead would take the injected fault.
+    for seed, spec in reversed(list(enumerate(SINGLE_FAULTS))):
         key = f"f{seed}.bin"
         proxy.inject(spec)
         started = time.monotonic()

@@ -7,6 +7,7 @@ import pytest
 
 from rangefs.chunk_cache import ChunkCache, Pin
 from rangefs.errors import UserError
+from rangefs.keys import ChunkKey
 from rangefs.store import ObjectVersion
 
 V1 = ObjectVersion("bucket", "dir/key", '"etag1"', 3_000_000)
@@ -233,6 +234,39 @@ def test_verify_checks_what_the_proof_record_sizes(cache):
     assert cache.contains(exact.chunk(65536, 1)) and not cache.contains(checked.chunk(65536, 1))
 
 
+SMALL = ObjectVersion("bucket", "dir/small", '"s1"', 5000)
+
+
+def adopt(cache: ChunkCache, version: ObjectVersion, chunk: bytes) -> ChunkKey:
+    """A chunk filled as GETs fill it, then moved into the store."""
+    key = version.chunk(CHUNK, 0)
+    file = cache.open_fill(key, len(chunk))
+    assert file is not None
+    file.write(0, memoryview(chunk))
+    assert cache.adopt(key, file)
+    file.close()
+    return key
+
+
+def test_a_small_chunk_just_stored_is_read_from_ram_until_it_is_dropped(cache):
+    small = adopt(cache, SMALL, data(5000))
+    assert cache.recent(small, 100, 200) == data(5000)[100:200]
+    big = adopt(cache, V1, data(CHUNK))  # more than RECENT_CHUNK: read from disk only
+    assert cache.recent(big, 0, 10) is None
+    assert cache.read_range(big, CHUNK, 0, 10) == data(CHUNK)[:10]
+    cache.discard(SMALL.id, CHUNK, 1)  # as after a failed proof
+    assert cache.recent(small, 0, 10) is None
+    assert cache.get(small, 5000) is None
+
+
+def test_a_new_etag_drops_the_ram_copy_of_the_old_version(cache):
+    small = adopt(cache, SMALL, data(5000))
+    cache.bind_etag(SMALL.id)
+    assert cache.recent(small, 0, 10) == data(5000)[:10]
+    cache.bind_etag(ObjectVersion("bucket", "dir/small", '"s2"', 5000).id)
+    assert cache.recent(small, 0, 10) is None
+
+
 # -- pins ------------------------------------------------------------------------------------
 
 OTHER = ObjectVersion("bucket", "other", '"etag3"', 3_000_000)
@@ -305,3 +339,10 @@ def test_pins_survive_reopening_and_clear_drops_them(tmp_path):
         assert cache.pins() == [] and not cache.contains(V1.chunk(CHUNK, 0))
     finally:
         cache.close()
+
+
+def test_the_ram_copy_goes_when_the_value_file_is_evicted(cache, tmp_path):
+    small = adopt(cache, SMALL, data(5000))
+    (path,) = value_files(tmp_path / "cache")
+    path.unlink()  # as diskcache's cull does
+    assert cache.recent(small, 0, 10) is None

@@ -59,6 +59,15 @@ def test_pages_in_and_out_by_cursor_and_by_offset(index):
     assert index.lookup(SCOPE, "d/", "nope") is None
 
 
+def test_files_after_a_name_skip_directories(index):
+    dirs = [Entry(f"f{i:06d}x", True) for i in range(0, 10, 2)]
+    listing = fill(index, "d/", files(10) + dirs)
+    assert [e.name for e in index.files(listing, "f000003", 4)] == [
+        "f000004", "f000005", "f000006", "f000007",
+    ]  # fmt: skip
+    assert [e.name for e in index.files(listing, "f000008x", 5)] == ["f000009"]
+
+
 def test_a_directory_shadows_a_file_of_the_same_name_in_either_order(index):
     pending = index.begin(SCOPE, "")
     assert index.add(pending, [Entry("a", False, 1), Entry("b", True)]) == 0
