@@ -12,9 +12,9 @@ from pathlib import Path
 
 from rangefs import __version__, options
 from rangefs.config import Config, format_timestamp
+from rangefs.daemon.readiness import Notifier
 from rangefs.errors import UsageError, UserError
 from rangefs.options import expand_fstab_options
-from rangefs.readiness import Notifier
 
 COMMANDS = ("mount", "prefetch", "pin", "unpin", "status", "cache", "demo")
 USAGE_ERROR = 2
@@ -118,7 +118,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
-    from rangefs import mount
+    from rangefs.daemon import mount
 
     given = options.values(args, options.MOUNT)
     config = options.make_config(args.source, args.mountpoint, given)
@@ -172,27 +172,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in (options.PREFETCH, options.PIN, options.CACHE):
             args = argparse.Namespace(**{**vars(args), **options.values(args, args.command)})
         if args.command == "prefetch":
-            from rangefs.tools import cmd_prefetch
+            from rangefs.commands.tools import cmd_prefetch
 
             return cmd_prefetch(args)
         if args.command == "pin":
-            from rangefs.tools import cmd_pin
+            from rangefs.commands.tools import cmd_pin
 
             return cmd_pin(args)
         if args.command == "unpin":
-            from rangefs.tools import cmd_unpin
+            from rangefs.commands.tools import cmd_unpin
 
             return cmd_unpin(args)
         if args.command == "status":
-            from rangefs.tools import cmd_status
+            from rangefs.commands.tools import cmd_status
 
             return cmd_status(args)
         if args.command == "cache":
-            from rangefs.tools import cmd_cache
+            from rangefs.commands.tools import cmd_cache
 
             return cmd_cache(args)
         if args.command == "demo":
-            from rangefs.demo import run_demo
+            from rangefs.commands.demo import run_demo
 
             return run_demo()
         parser.print_help()

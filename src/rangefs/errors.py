@@ -38,7 +38,7 @@ class Transient(RemoteError):
     """One failed attempt worth another (network trouble, 5xx, throttling, a short body).
 
     ``cause`` is a short label for metrics: ``http_503``, ``timeout``, ``connection``, ...
-    The retry policy (:mod:`rangefs.retry`) consumes it; callers see :class:`RemoteError`.
+    The retry policy (:mod:`rangefs.remote.retry`) consumes it; callers see :class:`RemoteError`.
     """
 
     def __init__(self, message: str, cause: str) -> None:
@@ -54,8 +54,9 @@ class NoAnswer(Transient):
 
 class Unreachable(RemoteError):
     """S3 could not be reached, after the retries or, while the mount is offline, without
-    trying (:mod:`rangefs.reachability`). Unlike any answer from S3 (404, 403, 412, 5xx), this
-    takes the mount offline: what the cache holds is served, the rest fails fast with EIO."""
+    trying (:mod:`rangefs.remote.reachability`). Unlike any answer from S3 (404, 403,
+    412, 5xx), this takes the mount offline: what the cache holds is served, the rest
+    fails fast with EIO."""
 
 
 class BadResponse(RemoteError):

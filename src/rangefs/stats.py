@@ -29,7 +29,7 @@ class Stats:
     proofs_passed: int = 0  # object versions whose bytes matched S3's proof
     proofs_failed: int = 0  # mismatches (each is followed by one refetch of the chunks)
     proof_read_backs: int = 0  # chunks read back from the store to be hashed (not on arrival)
-    online: int = 1  # 0 while S3 cannot be reached (rangefs.reachability); retries stop then
+    online: int = 1  # 0 while S3 cannot be reached (rangefs.remote.reachability); retries stop then
     went_offline: int = 0  # times the mount went offline
     offline_refused: int = 0  # store calls failed at once while offline
     walk_files_ahead: int = 0  # files asked for ahead of a reader walking a directory

@@ -33,8 +33,8 @@ from typing import Any
 from rangefs import options
 from rangefs.config import Config
 from rangefs.errors import NotFound
-from rangefs.retry import RetryPolicy
-from rangefs.store import Listing, ObjectFacts, ObjectInfo
+from rangefs.remote.retry import RetryPolicy
+from rangefs.remote.store import Listing, ObjectFacts, ObjectInfo
 from tests.support import SRC_DIR, is_mounted, wait_for, with_source
 from tests.support.proxy import CountingProxy
 from tests.support.servers import start_seaweedfs
@@ -92,8 +92,8 @@ class SyntheticStore:
 
 def serve_synthetic(keys: int, cache_dir: Path, mountpoint: Path, log_file: Path) -> None:
     """The daemon of part 2, in this process, in the foreground (until unmounted)."""
-    from rangefs import mount
-    from rangefs.readiness import Notifier
+    from rangefs.daemon import mount
+    from rangefs.daemon.readiness import Notifier
 
     base = options.make_config("synthetic", mountpoint, options.defaults(options.MOUNT))
     config: Config = dataclasses.replace(

@@ -1,4 +1,4 @@
-"""The core tier: :class:`~rangefs.filesystem.Filesystem` and the pyfuse3 adapter driven
+"""The core tier: :class:`~rangefs.fs.filesystem.Filesystem` and the pyfuse3 adapter driven
 directly, over the in-memory store (:mod:`tests.core.fakes`) and a real chunk cache in
 ``tmp_path``. No kernel, no server, no sleeps for timing.
 
@@ -23,14 +23,14 @@ import trio
 import trio.testing
 
 from rangefs import options
-from rangefs.chunk_cache import ChunkCache
+from rangefs.cache.chunk_cache import ChunkCache
+from rangefs.cache.metadata_index import MetadataIndex
 from rangefs.config import Config
-from rangefs.core import Core, build_core
-from rangefs.metadata_index import MetadataIndex
+from rangefs.daemon.core import Core, build_core
 from rangefs.options import MOUNT
+from rangefs.remote.store import ObjectStore
+from rangefs.remote.versions import VersionedStore
 from rangefs.stats import Stats
-from rangefs.store import ObjectStore
-from rangefs.versions import VersionedStore
 from tests.core.fakes import FakeStore
 from tests.core.helpers import CHUNK
 

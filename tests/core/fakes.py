@@ -1,4 +1,4 @@
-"""An in-memory :class:`~rangefs.store.ObjectStore` for the core tier: no server, no network.
+"""An in-memory :class:`~rangefs.remote.store.ObjectStore` for the core tier: no server, no network.
 
 It behaves like the S3 store where the core can tell the difference:
 
@@ -6,11 +6,12 @@ It behaves like the S3 store where the core can tell the difference:
   the "directory marker" (the key equal to the prefix) in ``Listing.marker``;
 * quoted MD5 ETags; ``get_range`` compares the If-Match ETag with the current object and
   raises :class:`~rangefs.errors.ObjectChanged` (the 412) when they differ, on its own;
-* every attempt runs under :class:`rangefs.retry.Retrier`, as :class:`rangefs.s3.S3Store`
-  does, so injected :class:`~rangefs.errors.Transient` failures are retried, counted in the
-  stats, and turn into :class:`~rangefs.errors.RemoteError` when the budget is spent.
+* every attempt runs under :class:`rangefs.remote.retry.Retrier`, as
+  :class:`rangefs.remote.s3.S3Store` does, so injected
+  :class:`~rangefs.errors.Transient` failures are retried, counted in the stats,
+  and turn into :class:`~rangefs.errors.RemoteError` when the budget is spent.
 
-Its methods block and are called from worker threads (by :class:`~rangefs.store.AsyncStore`),
+Its methods block and are called from worker threads (by :class:`~rangefs.remote.store.AsyncStore`),
 so everything it shares is guarded by one lock and "hold this GET" is a
 :class:`threading.Event` gate that the test releases; nothing here sleeps for timing.
 
@@ -41,10 +42,10 @@ from dataclasses import dataclass, field
 from awscrt import checksums as crt
 
 from rangefs.errors import BadResponse, NoAnswer, NotFound, ObjectChanged, Transient
-from rangefs.retry import Retrier, RetryPolicy
+from rangefs.remote.retry import Retrier, RetryPolicy
+from rangefs.remote.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
+from rangefs.remote.versions import VersionEntry
 from rangefs.stats import Stats
-from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
-from rangefs.versions import VersionEntry
 from tests.support.patterns import pattern_bytes
 
 # Tiny backoff: three attempts cost a few milliseconds, yet the code path is the real one.

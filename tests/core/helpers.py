@@ -8,9 +8,9 @@ import trio
 import trio.testing
 
 from rangefs.config import KiB
-from rangefs.core import Core
-from rangefs.filesystem import Attributes, Filesystem
-from rangefs.inodes import ROOT_INODE
+from rangefs.daemon.core import Core
+from rangefs.fs.filesystem import Attributes, Filesystem
+from rangefs.fs.inodes import ROOT_INODE
 from tests.core.fakes import Gate
 
 CHUNK = 64 * KiB  # the smallest chunk Config allows: many chunks, little data

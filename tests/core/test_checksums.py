@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from rangefs import xattrs
 from rangefs.errors import ProofFailed
+from rangefs.fs import xattrs
 from tests.core.helpers import CHUNK, lookup_path, open_path, read_all, settle
 
 SIZE = 6 * CHUNK + 100  # seven chunks

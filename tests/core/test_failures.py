@@ -7,7 +7,6 @@ import pytest
 import trio
 import trio.testing
 
-from rangefs import xattrs
 from rangefs.errors import (
     AccessDenied,
     NotFound,
@@ -15,6 +14,7 @@ from rangefs.errors import (
     RemoteError,
     Transient,
 )
+from rangefs.fs import xattrs
 from tests.core.fakes import etag_of
 from tests.core.helpers import CHUNK, gate_reached, lookup_path, open_path, read_all, settle
 

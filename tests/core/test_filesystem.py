@@ -7,11 +7,11 @@ import pytest
 import trio
 import trio.testing
 
-from rangefs import xattrs
-from rangefs.core import META_THREADS
+from rangefs.daemon.core import META_THREADS
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
-from rangefs.filesystem import IO_BLOCK_SIZE
-from rangefs.inodes import ROOT_INODE
+from rangefs.fs import xattrs
+from rangefs.fs.filesystem import IO_BLOCK_SIZE
+from rangefs.fs.inodes import ROOT_INODE
 from tests.core.fakes import FIRST_MTIME
 from tests.core.helpers import CHUNK, gate_reached, lookup_path, open_path, settle
 

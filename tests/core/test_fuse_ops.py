@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pyfuse3
 import pytest
 
-from rangefs import xattrs
 from rangefs.errors import Transient
-from rangefs.fuse_ops import FuseOperations
-from rangefs.inodes import ROOT_INODE
+from rangefs.fs import xattrs
+from rangefs.fs.fuse_ops import FuseOperations
+from rangefs.fs.inodes import ROOT_INODE
 from tests.core.helpers import CHUNK, settle
 
 CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)

@@ -4,10 +4,10 @@ shows half a directory."""
 
 import pytest
 
+from rangefs.cache.metadata_index import MetadataIndex, Scope
 from rangefs.errors import RemoteError
-from rangefs.filesystem import READDIR_PAGE
-from rangefs.inodes import ROOT_INODE
-from rangefs.metadata_index import MetadataIndex, Scope
+from rangefs.fs.filesystem import READDIR_PAGE
+from rangefs.fs.inodes import ROOT_INODE
 from tests.core.helpers import lookup_path
 
 

@@ -1,4 +1,4 @@
-"""Offline: the state machine of :mod:`rangefs.reachability` on a MockClock, and what a mount
+"""Offline: the state machine of :mod:`rangefs.remote.reachability` on a MockClock, and what a mount
 serves over a store that cannot be reached (the fake's ``unplug``): cached bytes and the last
 listings, EIO at once for the rest, ENOENT for unknown names; back online by itself."""
 
@@ -9,10 +9,10 @@ import pytest
 import trio
 import trio.testing
 
-from rangefs import xattrs
 from rangefs.errors import NotFound, RemoteError, Unreachable
-from rangefs.inodes import ROOT_INODE
-from rangefs.reachability import PROBE_FIRST, PROBE_MAX, Reachability
+from rangefs.fs import xattrs
+from rangefs.fs.inodes import ROOT_INODE
+from rangefs.remote.reachability import PROBE_FIRST, PROBE_MAX, Reachability
 from rangefs.stats import Stats
 from tests.core.helpers import CHUNK, lookup_path, open_path, read_all, settle
 
@@ -42,7 +42,7 @@ async def fail_unreachable(state: Reachability) -> None:
 
 @pytest.mark.mock_clock
 async def test_goes_offline_fails_fast_and_probes_with_backoff_until_s3_answers(caplog):
-    caplog.set_level(logging.INFO, logger="rangefs.reachability")
+    caplog.set_level(logging.INFO, logger="rangefs.remote.reachability")
     stats = Stats()
     state = Reachability(stats, "S3 at http://s3")
     probe = Probe()

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from rangefs import xattrs
-from rangefs.chunk_cache import Pin
+from rangefs.cache.chunk_cache import Pin
 from rangefs.errors import Unreachable
-from rangefs.inodes import ROOT_INODE
+from rangefs.fs import xattrs
+from rangefs.fs.inodes import ROOT_INODE
 from rangefs.keys import ObjectId
 from tests.core.helpers import CHUNK, lookup_path, open_path, read_all, settle, until
 from tests.core.test_offline import wait_online

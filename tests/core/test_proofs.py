@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from rangefs import xattrs
 from rangefs.errors import ProofFailed
+from rangefs.fs import xattrs
 from tests.core.fakes import etag_of
 from tests.core.helpers import CHUNK, lookup_path, open_path, read_all, settle
 

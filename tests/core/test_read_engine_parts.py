@@ -10,13 +10,13 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rangefs.arrivals import ArrivalMap
-from rangefs.budget import Budget
-from rangefs.cache_format import BLOCK, DIGEST, digest_offset, header_size
-from rangefs.chunk_files import PartialFiles
+from rangefs.cache.cache_format import BLOCK, DIGEST, digest_offset, header_size
+from rangefs.cache.chunk_files import PartialFiles
+from rangefs.engine.arrivals import ArrivalMap
+from rangefs.engine.budget import Budget
+from rangefs.engine.window import RANDOM_SEEKS, Limits, Window, advance
 from rangefs.errors import RemoteError
 from rangefs.keys import ChunkKey, ObjectId
-from rangefs.window import RANDOM_SEEKS, Limits, Window, advance
 from tests.support.patterns import pattern_bytes
 
 MiB = 1024 * 1024

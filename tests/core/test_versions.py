@@ -3,11 +3,11 @@ versionId (immutable, so never revalidated nor dropped for a newer version)."""
 
 import pytest
 
-from rangefs import xattrs
+from rangefs.daemon.mount import check_bucket
 from rangefs.errors import NotFound, UserError
-from rangefs.inodes import ROOT_INODE
-from rangefs.mount import check_bucket
-from rangefs.versions import NotVersioned, VersionedStore
+from rangefs.fs import xattrs
+from rangefs.fs.inodes import ROOT_INODE
+from rangefs.remote.versions import NotVersioned, VersionedStore
 from tests.core.helpers import CHUNK, lookup_path, open_path, read_all, settle
 
 

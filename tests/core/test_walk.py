@@ -1,4 +1,4 @@
-"""Read-ahead across files (:mod:`rangefs.walk`) through the core: a reader walking a
+"""Read-ahead across files (:mod:`rangefs.fs.walk`) through the core: a reader walking a
 directory gets the next files fetched ahead, once each, within the budget; other readers
 trigger nothing."""
 
@@ -7,7 +7,7 @@ import time
 
 import trio
 
-from rangefs.walk import AHEAD_FILES, WALK_AFTER
+from rangefs.fs.walk import AHEAD_FILES, WALK_AFTER
 from tests.core.fakes import Gate
 from tests.core.helpers import CHUNK, open_path, read_all, settle
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from rangefs import xattrs
+from rangefs.fs import xattrs
 from tests.support import rangefs_cli as cli
 from tests.support import sha256_file, wait_for
 from tests.support.patterns import pattern_bytes, pattern_sha256

@@ -11,7 +11,7 @@ import io
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from rangefs import xattrs
+from rangefs.fs import xattrs
 from tests.support import rangefs_cli, run, sha256_file
 from tests.support.patterns import pattern_bytes
 

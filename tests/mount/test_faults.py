@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from rangefs.store import ObjectVersion
+from rangefs.remote.store import ObjectVersion
 from tests.support import mount_stats, run, sha256_file, wait_for, wait_fully_cached
 from tests.support.patterns import pattern_bytes, pattern_sha256, upload_pattern
 from tests.support.proxy import asked_bytes, covered, spans

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rangefs import xattrs
+from rangefs.fs import xattrs
 from tests.support import Mount, rangefs_cli, run, wait_for, wait_fully_cached
 from tests.support.patterns import pattern_sha256, upload_pattern
 from tests.support.proxy import CountingProxy

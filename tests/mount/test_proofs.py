@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from rangefs import xattrs
+from rangefs.fs import xattrs
 from tests.support import rangefs_cli, run, sha256_file
 from tests.support.patterns import pattern_bytes
 from tests.support.proxy import asked_bytes

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from rangefs import cli, sdnotify
+from rangefs import cli
+from rangefs.daemon import sdnotify
 from tests.mount.test_operations import cli_env, ensure_mount_helper
 from tests.support import REPO_ROOT, is_mounted, run
 from tests.support.patterns import pattern_bytes, upload_pattern

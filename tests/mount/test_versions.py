@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from rangefs import xattrs
 from rangefs.config import format_timestamp
+from rangefs.fs import xattrs
 from tests.mount.test_mount_errors import assert_clean_failure
 from tests.support import run, sha256_file
 from tests.support.patterns import pattern_sha256, upload_pattern

@@ -5,7 +5,7 @@ Two back ends, because neither is enough alone:
 * SeaweedFS (``weed server -s3``) is a real object store: Range GETs are served without
   copying the object, multipart ETags are AWS-style, ``If-Match`` is honoured and identities
   with restricted rights can be configured. It is the default for anything involving big
-  objects or access control. Its command line lives in :mod:`rangefs.locals3` (the demo's).
+  objects or access control. Its command line lives in :mod:`rangefs.commands.locals3` (the demo's).
 * moto keeps odd keys (``a//b``, ``./x``, ``../y``, very long components) byte-for-byte,
   which SeaweedFS normalises or refuses. It copies the whole object for every ranged GET,
   so it is only suitable for small objects.
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rangefs import locals3
+from rangefs.commands import locals3
 
 __all__ = ["DevServer", "free_port", "start_moto", "start_seaweedfs"]
 

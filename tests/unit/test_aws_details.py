@@ -13,8 +13,8 @@ import pytest
 from rangefs import cli, options
 from rangefs.config import CustomerKey, S3Settings, load_customer_key
 from rangefs.errors import AccessDenied, NoAnswer, RemoteError, Transient, Unreachable
-from rangefs.retry import Retrier, RetryPolicy
-from rangefs.s3 import RequestArgs, S3Store, classify, make_client
+from rangefs.remote.retry import Retrier, RetryPolicy
+from rangefs.remote.s3 import RequestArgs, S3Store, classify, make_client
 
 KEY = bytes(range(100, 132))  # 32 bytes
 KEY_B64 = base64.b64encode(KEY).decode()

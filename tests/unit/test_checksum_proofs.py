@@ -12,8 +12,8 @@ from awscrt import checksums as crt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rangefs import proofs
-from rangefs.store import Checksum
+from rangefs.cache import proofs
+from rangefs.remote.store import Checksum
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -187,7 +187,7 @@ def test_a_full_object_crc_is_laid_out_for_any_chunk_size():
 
 
 def test_a_checksum_of_unsaid_type_is_taken_whole_until_part_1_shows_parts():
-    from rangefs.store import ObjectFacts
+    from rangefs.remote.store import ObjectFacts
 
     data = bytes(range(256)) * 40
     value = composite("crc32c", data, 4096).value.split("-")[0]

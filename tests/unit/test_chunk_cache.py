@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from rangefs.chunk_cache import ChunkCache, Pin
+from rangefs.cache.chunk_cache import ChunkCache, Pin
 from rangefs.errors import UserError
 from rangefs.keys import ChunkKey
-from rangefs.store import ObjectVersion
+from rangefs.remote.store import ObjectVersion
 
 V1 = ObjectVersion("bucket", "dir/key", '"etag1"', 3_000_000)
 V2 = ObjectVersion("bucket", "dir/key", '"etag2"', 3_000_000)
@@ -216,8 +216,8 @@ def test_verify_checks_what_the_proof_record_sizes(cache):
 
     from awscrt import checksums as crt
 
-    from rangefs import proofs
-    from rangefs.store import Checksum
+    from rangefs.cache import proofs
+    from rangefs.remote.store import Checksum
 
     body = os.urandom(2 * 65536)  # the last chunk is full: the size cannot be told from it
     exact = put_object(cache, body, f'"{hashlib.md5(body).hexdigest()}"')

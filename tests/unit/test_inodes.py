@@ -4,7 +4,7 @@ the kernel forgot (or never took) is freed and given out again."""
 import pytest
 
 from rangefs.errors import NotFound
-from rangefs.inodes import ROOT_INODE, InodeTable
+from rangefs.fs.inodes import ROOT_INODE, InodeTable
 
 
 def test_a_number_lives_while_the_kernel_holds_it_and_is_reused_after():

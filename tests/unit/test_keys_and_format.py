@@ -3,9 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rangefs import cache_format
+from rangefs.cache import cache_format
 from rangefs.keys import VERSION_MARK, ChunkKey, ObjectId
-from rangefs.store import ObjectVersion
+from rangefs.remote.store import ObjectVersion
 
 texts = st.text(min_size=0, max_size=40)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rangefs.metadata_index import (
+from rangefs.cache.metadata_index import (
     APPLICATION_ID,
     DAMAGED_SUFFIX,
     INDEX_FILE,
@@ -147,7 +147,7 @@ def test_a_writer_killed_mid_listing_leaves_the_last_complete_listing(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from rangefs.metadata_index import Entry, MetadataIndex, Scope
+        from rangefs.cache.metadata_index import Entry, MetadataIndex, Scope
         index = MetadataIndex(Path({str(tmp_path)!r}))
         scope = Scope("bucket", endpoint="http://127.0.0.1:1")
         pending = index.begin(scope, "d/")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rangefs.namespace import join, split, valid_name
+from rangefs.fs.namespace import join, split, valid_name
 
 
 @pytest.mark.parametrize("name", ["a", "file.bin", "ü nicode name", "x" * 255, "é" * 127])

@@ -6,7 +6,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rangefs import proofs
+from rangefs.cache import proofs
 
 CHUNK = 64 * 1024
 
@@ -93,7 +93,7 @@ def test_multipart_layout_is_claimed_only_when_the_part_count_fits(size, parts, 
 
 
 def test_a_head_disproves_what_the_etag_cannot_say():
-    from rangefs.store import ObjectFacts
+    from rangefs.remote.store import ObjectFacts
 
     single = proofs.proof_for('"' + "a" * 32 + '"', 1000, 64)
     multi = proofs.proof_for('"' + "b" * 32 + '-3"', 20 * 64, 8 * 64)

@@ -8,11 +8,11 @@ import pytest
 import trio
 
 from rangefs import options
-from rangefs.filesystem import Filesystem
-from rangefs.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
-from rangefs.namespace import Namespace
+from rangefs.cache.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
+from rangefs.fs.filesystem import Filesystem
+from rangefs.fs.namespace import Namespace
+from rangefs.remote.store import Listing, ObjectInfo
 from rangefs.stats import Stats
-from rangefs.store import Listing, ObjectInfo
 
 KEYS = ["a.txt", "sub/b.txt", "sub/c.txt", "sub/deep/d.txt", "z.txt"]
 

@@ -4,12 +4,12 @@ import subprocess
 import sys
 import textwrap
 
-from rangefs.readiness import Waiter
+from rangefs.daemon.readiness import Waiter
 
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from rangefs.readiness import Notifier
+    from rangefs.daemon.readiness import Notifier
     notifier = Notifier(int(sys.argv[1]))
     {body}
     """

@@ -6,8 +6,8 @@ import pytest
 
 from rangefs import cli
 from rangefs.config import format_timestamp, parse_duration, parse_timestamp
-from rangefs.store import ObjectInfo
-from rangefs.versions import VersionEntry, listing_as_of, pick_as_of
+from rangefs.remote.store import ObjectInfo
+from rangefs.remote.versions import VersionEntry, listing_as_of, pick_as_of
 
 T = datetime(2026, 11, 27, 16, 45, 54, tzinfo=UTC).timestamp()
 NOW = 1_800_000_000.0

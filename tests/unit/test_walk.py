@@ -1,5 +1,5 @@
-"""The walk detector (:mod:`rangefs.walk`): the pure policy by examples and properties,
-and :class:`~rangefs.walk.Walks` over a fake index cursor."""
+"""The walk detector (:mod:`rangefs.fs.walk`): the pure policy by examples and properties,
+and :class:`~rangefs.fs.walk.Walks` over a fake index cursor."""
 
 import itertools
 
@@ -7,9 +7,9 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rangefs.metadata_index import Entry, ListingInfo
+from rangefs.cache.metadata_index import Entry, ListingInfo
+from rangefs.fs.walk import AHEAD_HOLD, WALK_AFTER, Walk, Walks, finished, opened
 from rangefs.stats import Stats
-from rangefs.walk import AHEAD_HOLD, WALK_AFTER, Walk, Walks, finished, opened
 
 NAMES = tuple(f"f{i:04d}" for i in range(100))
 
@@ -178,7 +178,7 @@ def test_random_opens_read_the_index_only_for_names_after_the_last_one() -> None
 
 
 def test_the_walk_counters_are_metrics() -> None:
-    from rangefs.metrics import StatsCollector
+    from rangefs.daemon.metrics import StatsCollector
 
     stats = Stats(walk_files_ahead=7, walk_files_opened=5)
     values = {

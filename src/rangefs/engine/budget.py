@@ -6,7 +6,7 @@
   a retry storm.
 * Read-ahead GETs never take the last ``reserve`` slots: a read waiting for its bytes is not
   queued behind read-ahead.
-* GETs that fill the chunks around a random reader's reads (:mod:`rangefs.window`) take one
+* GETs that fill the chunks around a random reader's reads (:mod:`rangefs.engine.window`) take one
   of a few ``around_slots`` first (an eighth of the GETs, at least two): a handful in flight
   fill chunks about as fast as many, and each random read's own GET then shares the server
   (and the daemon's CPU) with a handful of others, not with dozens.

@@ -1,6 +1,6 @@
 """The object-store interface the rest of rangefs sees, and its async facade.
 
-:class:`ObjectStore` is what :mod:`rangefs.s3` implements with boto3 (blocking calls).
+:class:`ObjectStore` is what :mod:`rangefs.remote.s3` implements with boto3 (blocking calls).
 :class:`AsyncStore` is the only way async code reaches it: every call runs in a worker
 thread under an explicit :class:`trio.CapacityLimiter`, so the trio loop never blocks.
 """
@@ -13,8 +13,8 @@ from typing import Protocol
 import trio
 
 from rangefs.keys import ChunkKey, ObjectId
-from rangefs.reachability import Reachability
-from rangefs.retry import PROBE, RetryPolicy
+from rangefs.remote.reachability import Reachability
+from rangefs.remote.retry import PROBE, RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ S3 itself vouches for is an additional checksum, when the object was uploaded wi
 * anything else (an ETag that is not a hex MD5, a part count that does not match):
   ``none`` — the bytes are served, reported unverified.
 
-Nothing here does I/O; :mod:`rangefs.verifier` applies it to the read path.
+Nothing here does I/O; :mod:`rangefs.engine.verifier` applies it to the read path.
 """
 
 import base64
@@ -37,7 +37,7 @@ from typing import Protocol
 
 from awscrt import checksums as crt
 
-from rangefs.store import Checksum, ObjectFacts
+from rangefs.remote.store import Checksum, ObjectFacts
 
 WHOLE = "etag-md5"
 MULTIPART = "etag-multipart-md5"

@@ -2,7 +2,7 @@
 ``cache stats|verify|clear``.
 
 They print for people (one line per fact, sizes in binary units) and return exit codes;
-the work itself lives in :mod:`rangefs.prefetch` and :mod:`rangefs.chunk_cache`.
+the work itself lives in :mod:`rangefs.commands.prefetch` and :mod:`rangefs.cache.chunk_cache`.
 """
 
 import argparse
@@ -10,13 +10,14 @@ import os
 import sys
 from pathlib import Path
 
-from rangefs import pinning, prefetch, xattrs
-from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
+from rangefs.cache.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
+from rangefs.cache.metadata_index import INDEX_FILE, MetadataIndex
+from rangefs.commands import pinning, prefetch
 from rangefs.config import format_size
 from rangefs.errors import NotOnMount, UserError
-from rangefs.metadata_index import INDEX_FILE, MetadataIndex
+from rangefs.fs import xattrs
 from rangefs.options import make_s3_settings
-from rangefs.s3 import store_factory
+from rangefs.remote.s3 import store_factory
 
 MAP_WIDTH = 64
 

@@ -1,18 +1,18 @@
 """The chunk cache as async code sees it: every call in a worker thread under one limiter.
 
-:class:`~rangefs.chunk_cache.ChunkCache` blocks (SQLite, file I/O); the filesystem and the
+:class:`~rangefs.cache.chunk_cache.ChunkCache` blocks (SQLite, file I/O); the filesystem and the
 reader reach it only through this facade, so no caller passes limiters around and the
 number of threads touching the disk at once is set in one place. The one exception is a
 read the kernel can serve from its page cache without blocking
-(:meth:`~rangefs.chunk_cache.ChunkCache.read_range_cached`): done on the trio thread.
+(:meth:`~rangefs.cache.chunk_cache.ChunkCache.read_range_cached`): done on the trio thread.
 """
 
 import trio
 
-from rangefs.chunk_cache import ChunkCache, Pin, PinSummary
-from rangefs.chunk_files import ChunkFile
+from rangefs.cache.chunk_cache import ChunkCache, Pin, PinSummary
+from rangefs.cache.chunk_files import ChunkFile
+from rangefs.cache.proofs import Proof
 from rangefs.keys import ChunkKey, ObjectId
-from rangefs.proofs import Proof
 
 
 class AsyncChunkCache:

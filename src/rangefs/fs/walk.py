@@ -13,8 +13,8 @@ comes. :class:`Walks` keeps that state for the directories being read (a bounded
 short window of the files that follow the last one opened, read from the metadata index by
 name (a cursor, so memory does not grow with the directory: a million keys cost the same as
 a hundred), and what the walks hold ahead, which counts against the global budget of bytes
-ahead (:class:`~rangefs.budget.Budget`). It sends nothing to S3: the filesystem asks the
-reader to fetch (:meth:`~rangefs.reader.ChunkReader.prefetch`).
+ahead (:class:`~rangefs.engine.budget.Budget`). It sends nothing to S3: the filesystem asks the
+reader to fetch (:meth:`~rangefs.engine.reader.ChunkReader.prefetch`).
 """
 
 import logging
@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from rangefs.metadata_index import Entry, ListingInfo
+from rangefs.cache.metadata_index import Entry, ListingInfo
 from rangefs.stats import Stats
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 A chunk is stored under a key naming everything it depends on — format version, bucket,
 object key, ETag, chunk size, chunk index — so a changed object or another chunk size can
 never be served old bytes (:class:`~rangefs.keys.ChunkKey`). Values are laid out by
-:mod:`rangefs.cache_format` (block digests): diskcache does not fsync its value files, so
+:mod:`rangefs.cache.cache_format` (block digests): diskcache does not fsync its value files, so
 after a crash a stored chunk may be short or garbage; every read checks length and digests
 and treats a mismatch (or any read error) as a miss.
 
@@ -34,8 +34,8 @@ from typing import Any, BinaryIO, TypeVar
 
 import diskcache
 
-from rangefs import proofs
-from rangefs.cache_format import (
+from rangefs.cache import proofs
+from rangefs.cache.cache_format import (
     BLOCK,
     DIGEST,
     PREFIX,
@@ -46,7 +46,7 @@ from rangefs.cache_format import (
     header_size,
     parse_prefix,
 )
-from rangefs.chunk_files import ChunkFile, MemoryChunkFile, PartialFiles
+from rangefs.cache.chunk_files import ChunkFile, MemoryChunkFile, PartialFiles
 from rangefs.config import format_size
 from rangefs.errors import UserError
 from rangefs.keys import ChunkKey, ObjectId
@@ -114,7 +114,7 @@ def ensure_private_dir(directory: Path, *, allow_shared: bool = False) -> None:
 
 @dataclass(slots=True)
 class _FilledFile:
-    """A complete chunk file (:mod:`rangefs.chunk_files`) to be moved into the store;
+    """A complete chunk file (:mod:`rangefs.cache.chunk_files`) to be moved into the store;
     ``placed``: where it went (removed again if the index refuses the entry)."""
 
     path: Path

@@ -27,7 +27,7 @@ Which proof, and what learning it costs (docs/SEMANTICS.md, "Proof of the bytes"
 
 What it guarantees:
 
-* a version is "proven" when the digests of its parts (:mod:`rangefs.proofs`), hashed from
+* a version is "proven" when the digests of its parts (:mod:`rangefs.cache.proofs`), hashed from
   the bytes as they arrived, give its checksum or ETag; the fact is recorded in the chunk
   cache (the checkpoint) with the proof and the object's size, so a remount does not hash
   again. A chunk of a proven version that comes from S3 again (evicted, then refetched)
@@ -56,12 +56,13 @@ from typing import Protocol
 import trio
 import xxhash
 
-from rangefs import chunks, proofs
-from rangefs.async_cache import AsyncChunkCache
+from rangefs import chunks
+from rangefs.cache import proofs
+from rangefs.cache.async_cache import AsyncChunkCache
 from rangefs.errors import BadResponse, ProofFailed, RangefsError, Unreachable
 from rangefs.keys import ChunkKey, ObjectId
+from rangefs.remote.store import AsyncStore, ObjectFacts, ObjectVersion
 from rangefs.stats import Stats
-from rangefs.store import AsyncStore, ObjectFacts, ObjectVersion
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from typing import Any
 import trio
 
 from rangefs import chunks
-from rangefs.async_cache import AsyncChunkCache
+from rangefs.cache.async_cache import AsyncChunkCache
+from rangefs.engine.reader import ChunkReader
 from rangefs.errors import RangefsError
-from rangefs.reachability import Reachability
-from rangefs.reader import ChunkReader
-from rangefs.store import ObjectVersion
+from rangefs.remote.reachability import Reachability
+from rangefs.remote.store import ObjectVersion
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import pyfuse3
 
 from rangefs.errors import NotFound, RangefsError, ReadOnly
-from rangefs.filesystem import Attributes, Filesystem
+from rangefs.fs.filesystem import Attributes, Filesystem
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ exponential backoff and jitter (tenacity) within an attempt and a time budget, c
 retry by cause, and turns the last failure into :class:`~rangefs.errors.RemoteError` (EIO), or
 :class:`~rangefs.errors.Unreachable` when the last attempt got no answer at all
 (:class:`~rangefs.errors.NoAnswer`), which takes the mount offline. Once the mount is offline
-(``Stats.online``, kept by :mod:`rangefs.reachability`), a request stops retrying after its
+(``Stats.online``, kept by :mod:`rangefs.remote.reachability`), a request stops retrying after its
 current attempt: another request has just found S3 unreachable, and more attempts would only
 delay this one's EIO.
 """

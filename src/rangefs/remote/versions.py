@@ -3,7 +3,7 @@
 The option's value is read by :func:`rangefs.config.parse_timestamp` (epoch seconds).
 
 * :func:`listing_as_of` turns what ``ListObjectVersions`` (delimiter ``/``) returned for one
-  prefix into the :class:`~rangefs.store.Listing` the namespace reads: for each key the
+  prefix into the :class:`~rangefs.remote.store.Listing` the namespace reads: for each key the
   newest entry whose LastModified is not after the moment; a delete marker hides the key.
 * :class:`VersionedStore` wraps an object store that can list versions so that the rest of
   rangefs (namespace, reader) sees the bucket as it was, with every object naming its
@@ -21,8 +21,8 @@ from typing import Protocol
 
 from rangefs.config import format_timestamp
 from rangefs.errors import NotFound, RangefsError
-from rangefs.retry import RetryPolicy
-from rangefs.store import Listing, ObjectFacts, ObjectInfo, ObjectStore, Sink
+from rangefs.remote.retry import RetryPolicy
+from rangefs.remote.store import Listing, ObjectFacts, ObjectInfo, ObjectStore, Sink
 
 VERSIONED_STATES = ("Enabled", "Suspended")  # a suspended bucket still holds its history
 
@@ -108,7 +108,7 @@ class VersionSource(ObjectStore, Protocol):
 class VersionedStore:
     """The bucket as it was at ``at``: listings pick versions, reads name a versionId.
 
-    Satisfies :class:`~rangefs.store.ObjectStore`, so the namespace and the reader need no
+    Satisfies :class:`~rangefs.remote.store.ObjectStore`, so the namespace and the reader need no
     other code path; only the versionId travels on (``ObjectInfo.version_id``).
     """
 

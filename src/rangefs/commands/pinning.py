@@ -3,9 +3,9 @@
 The mount is read-only (the kernel refuses ``setxattr`` on it before the daemon hears of it),
 so the command records pins itself, in the pins table of the cache dir the mount's root
 names (``user.rangefs.pins``), in one SQLite transaction that also checks ``--pin-limit``
-(:meth:`~rangefs.chunk_cache.ChunkCache.pin`): SQLite serialises it with the daemon's own
+(:meth:`~rangefs.cache.chunk_cache.ChunkCache.pin`): SQLite serialises it with the daemon's own
 writes, as it does for two mounts sharing a cache dir. The bytes are then fetched through the
-mount, by the daemon, with the prefetch machinery (:mod:`rangefs.prefetch`).
+mount, by the daemon, with the prefetch machinery (:mod:`rangefs.commands.prefetch`).
 """
 
 import os
@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rangefs import prefetch, xattrs
-from rangefs.chunk_cache import ChunkCache, Pin
+from rangefs.cache.chunk_cache import ChunkCache, Pin
+from rangefs.commands import prefetch
 from rangefs.errors import NotOnMount, UserError
+from rangefs.fs import xattrs
 from rangefs.keys import ObjectId
 
 

@@ -5,13 +5,14 @@ How a read flows (docs/ARCHITECTURE.md):
 
 1. a chunk complete in the store is read there (only the blocks the read needs, checked);
 2. otherwise the chunk's *fill* is opened: its file in ``partial/`` with the blocks a previous
-   fill left (:mod:`rangefs.chunk_files`) and its :class:`~rangefs.arrivals.ArrivalMap`;
+   fill left (:mod:`rangefs.cache.chunk_files`) and its
+   :class:`~rangefs.engine.arrivals.ArrivalMap`;
 3. blocks neither present nor on their way are asked for by a *demand* GET: from the read's
    first missing block to the end of that missing stretch of the chunk; the read waits only
    for its own blocks (a seek's first bytes come after one round trip, not a whole chunk),
    then reads them from the file;
-4. a sequential reader's window (:mod:`rangefs.window`) asks for bytes ahead: read-ahead GETs,
-   whole chunks once the window spans chunks;
+4. a sequential reader's window (:mod:`rangefs.engine.window`) asks for bytes ahead:
+   read-ahead GETs, whole chunks once the window spans chunks;
 5. when a chunk's last block lands its file is moved into the store (a rename) and handed to
    the verifier.
 
@@ -21,13 +22,13 @@ What it guarantees:
   many readers want it (the arrival map; nothing awaits between looking blocks up and marking
   them wanted);
 * RAM per GET in flight is one receive buffer, whatever the chunk size; GETs in flight and
-  bytes ahead are capped for all readers together (:class:`~rangefs.budget.Budget`), and a
+  bytes ahead are capped for all readers together (:class:`~rangefs.engine.budget.Budget`), and a
   read waiting for its bytes never queues behind read-ahead (queued read-ahead for blocks a
   reader needs is promoted);
 * a GET runs in its own task: a reader that goes away does not cancel what others wait on;
   blocks that landed before a GET failed are kept (on disk too: a crash or a cut costs only
   what was in flight);
-* bytes are checked against S3's proof by a :class:`~rangefs.verifier.Verifier`: a chunk
+* bytes are checked against S3's proof by a :class:`~rangefs.engine.verifier.Verifier`: a chunk
   from S3 un-proves a proven version when its GET starts, each completed chunk is handed to
   it, and the read that returns an object's last bytes to a reader that read the whole file
   waits until the version is proven (only that read waits); a refetch by the verifier makes
@@ -43,18 +44,18 @@ from typing import Any
 import trio
 
 from rangefs import chunks
-from rangefs.arrivals import ArrivalMap
-from rangefs.async_cache import AsyncChunkCache
-from rangefs.budget import Budget
-from rangefs.cache_format import BLOCK, block_count
-from rangefs.chunk_files import ChunkFile, MemoryChunkFile
+from rangefs.cache.async_cache import AsyncChunkCache
+from rangefs.cache.cache_format import BLOCK, block_count
+from rangefs.cache.chunk_files import ChunkFile, MemoryChunkFile
+from rangefs.cache.proofs import StretchHash
+from rangefs.engine.arrivals import ArrivalMap
+from rangefs.engine.budget import Budget
+from rangefs.engine.verifier import Verifier
+from rangefs.engine.window import FIRST_REQUEST, Limits, Window, advance
 from rangefs.errors import CacheWriteFailed, ObjectChanged, ProofFailed, RangefsError, RemoteError
 from rangefs.keys import ChunkKey
-from rangefs.proofs import StretchHash
+from rangefs.remote.store import AsyncStore, ObjectVersion
 from rangefs.stats import Stats
-from rangefs.store import AsyncStore, ObjectVersion
-from rangefs.verifier import Verifier
-from rangefs.window import FIRST_REQUEST, Limits, Window, advance
 
 log = logging.getLogger(__name__)
 
@@ -554,7 +555,7 @@ class ChunkReader:
         before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Asks for bytes ``[start, end)`` of a version no reader has open yet, as read-ahead
-        (the next files of a directory being walked, :mod:`rangefs.walk`): same GET slots,
+        (the next files of a directory being walked, :mod:`rangefs.fs.walk`): same GET slots,
         so a demand read never waits behind it; blocks present or on their way are not asked
         for again. ``before`` runs first, in the background (what the open of the file would
         otherwise wait for)."""

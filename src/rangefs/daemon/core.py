@@ -1,6 +1,6 @@
 """The FUSE-free core of a mount, assembled from a config, an object store and a cache.
 
-The daemon (:mod:`rangefs.mount`) builds it over boto3; the core test tier builds it over an
+The daemon (:mod:`rangefs.daemon.mount`) builds it over boto3; the core test tier builds it over an
 in-memory store, with no kernel and no server. Only here are the thread limiters chosen:
 each blocking resource (S3 metadata calls, GETs, the disk cache) gets one, so the trio loop
 never blocks and no caller passes limiters around.
@@ -12,19 +12,19 @@ from typing import Any
 
 import trio
 
-from rangefs.async_cache import AsyncChunkCache
-from rangefs.budget import Budget
-from rangefs.chunk_cache import ChunkCache
+from rangefs.cache.async_cache import AsyncChunkCache
+from rangefs.cache.chunk_cache import ChunkCache
+from rangefs.cache.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
 from rangefs.config import Config
-from rangefs.filesystem import Filesystem
-from rangefs.metadata_index import AsyncMetadataIndex, MetadataIndex, Scope
-from rangefs.namespace import Namespace
-from rangefs.pins import PinKeeper
-from rangefs.reachability import Reachability
-from rangefs.reader import ChunkReader
+from rangefs.engine.budget import Budget
+from rangefs.engine.reader import ChunkReader
+from rangefs.engine.verifier import CHECKSUM_CHUNKS, Verifier
+from rangefs.fs.filesystem import Filesystem
+from rangefs.fs.namespace import Namespace
+from rangefs.fs.pins import PinKeeper
+from rangefs.remote.reachability import Reachability
+from rangefs.remote.store import AsyncStore, ObjectStore
 from rangefs.stats import Stats
-from rangefs.store import AsyncStore, ObjectStore
-from rangefs.verifier import CHECKSUM_CHUNKS, Verifier
 
 CACHE_THREADS = 8  # disk cache reads/writes at once (reads are mostly page-cache copies)
 META_THREADS = 8  # listings and HEADs at once

@@ -1,5 +1,5 @@
 """The directory tree seen through ListObjectsV2 with delimiter ``/``, kept in the metadata
-index (:mod:`rangefs.metadata_index`) and trusted for a TTL counted from the listing.
+index (:mod:`rangefs.cache.metadata_index`) and trusted for a TTL counted from the listing.
 
 Keys become files, common prefixes and "directory marker" objects (keys ending in ``/``)
 become directories. A key that cannot be a POSIX name — an empty, ``.`` or ``..``
@@ -17,9 +17,9 @@ from typing import TypeVar
 
 import trio
 
+from rangefs.cache.metadata_index import AsyncMetadataIndex, Entry, IndexFailed, ListingInfo, Scope
 from rangefs.errors import NotADirectory, NotFound, Unreachable
-from rangefs.metadata_index import AsyncMetadataIndex, Entry, IndexFailed, ListingInfo, Scope
-from rangefs.store import AsyncStore, Listing
+from rangefs.remote.store import AsyncStore, Listing
 
 log = logging.getLogger(__name__)
 

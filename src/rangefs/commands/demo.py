@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rangefs import locals3, xattrs
+from rangefs.commands import locals3
+from rangefs.commands.prefetch import wait_until_cached
 from rangefs.config import MiB, format_size
 from rangefs.errors import UserError
+from rangefs.fs import xattrs
 from rangefs.options import MOUNT, defaults, make_s3_settings
-from rangefs.prefetch import wait_until_cached
-from rangefs.s3 import make_client
+from rangefs.remote.s3 import make_client
 
 DEMO_DIR = Path(os.environ.get("RANGEFS_DEMO_DIR", "/tmp/rangefs-demo"))
 BUCKET = "demo"

@@ -22,20 +22,20 @@ from typing import cast
 import pyfuse3
 import trio
 
-from rangefs import sdnotify
-from rangefs.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
+from rangefs.cache.chunk_cache import PRIVATE_UMASK, ChunkCache, ensure_private_dir
+from rangefs.cache.metadata_index import MetadataIndex, Scope
 from rangefs.config import Config, format_size, format_timestamp
-from rangefs.core import META_THREADS, Core, build_core
+from rangefs.daemon import sdnotify
+from rangefs.daemon.core import META_THREADS, Core, build_core
+from rangefs.daemon.logsetup import setup_logging
+from rangefs.daemon.readiness import Notifier, Waiter
 from rangefs.errors import AccessDenied, NotFound, RemoteError, Unreachable, UserError
-from rangefs.fuse_ops import FuseOperations
-from rangefs.logsetup import setup_logging
-from rangefs.metadata_index import MetadataIndex, Scope
-from rangefs.readiness import Notifier, Waiter
-from rangefs.retry import MOUNT_CHECK
-from rangefs.s3 import store_factory
+from rangefs.fs.fuse_ops import FuseOperations
+from rangefs.remote.retry import MOUNT_CHECK
+from rangefs.remote.s3 import store_factory
+from rangefs.remote.store import ObjectStore
+from rangefs.remote.versions import NotVersioned, VersionedStore, VersionSource
 from rangefs.stats import Stats
-from rangefs.store import ObjectStore
-from rangefs.versions import NotVersioned, VersionedStore, VersionSource
 
 log = logging.getLogger("rangefs")
 
@@ -293,7 +293,7 @@ def _start(
         notifier.warn(message)
     core = build_core(config, store, cache, index, stats, online=online)
     if config.metrics_addr:
-        from rangefs.metrics import serve_metrics
+        from rangefs.daemon.metrics import serve_metrics
 
         stack.callback(serve_metrics(config.metrics_addr, stats, cache.volume))
     try:

@@ -1,10 +1,10 @@
 """Chunk files being filled: where a GET's bytes land as they arrive (blocking; threads only).
 
 A chunk that is not complete yet lives in ``CACHE_DIR/partial/`` as a file laid out exactly
-like a finished cache value (:mod:`rangefs.cache_format`): header, one digest slot per 64 KiB
+like a finished cache value (:mod:`rangefs.cache.cache_format`): header, one digest slot per 64 KiB
 block, data. Each block is written at its offset as soon as it has arrived, then its digest
 into its slot. When the last block lands, the file is moved (renamed, not copied) into the
-chunk store (:meth:`rangefs.chunk_cache.ChunkCache.adopt`).
+chunk store (:meth:`rangefs.cache.chunk_cache.ChunkCache.adopt`).
 
 Why a file and not memory: RAM per GET in flight is one receive buffer, so GETs in flight
 are limited by the network, not by RAM; and blocks of a chunk cut short (kill -9, a cut
@@ -24,7 +24,7 @@ import logging
 import os
 from pathlib import Path
 
-from rangefs.cache_format import (
+from rangefs.cache.cache_format import (
     BLOCK,
     DIGEST,
     PREFIX,

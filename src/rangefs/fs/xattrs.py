@@ -1,6 +1,6 @@
 """The extended attributes a mount answers: names and encodings, both ends in one place.
 
-The daemon (:mod:`rangefs.filesystem`) encodes them; ``rangefs prefetch``, ``rangefs status``
+The daemon (:mod:`rangefs.fs.filesystem`) encodes them; ``rangefs prefetch``, ``rangefs status``
 and the demo read them from another process through the readers below. Formats (stable,
 documented in docs/OPERATIONS.md, read by people with ``getfattr``):
 

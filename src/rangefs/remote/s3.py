@@ -1,7 +1,7 @@
 """The one module that talks to S3 (boto3): listings, HEAD and verified ranged GETs.
 
 Every call has connect and read timeouts and runs under one retry policy
-(:mod:`rangefs.retry`) so a failed part is retried alone; this module only says which
+(:mod:`rangefs.remote.retry`) so a failed part is retried alone; this module only says which
 failures are worth a retry (:func:`classify`). botocore's own retries are off: a body cut
 mid-stream is not something botocore retries, and two nested retry loops would multiply
 the budget.
@@ -34,10 +34,10 @@ from rangefs.errors import (
     Transient,
     UsageError,
 )
-from rangefs.retry import Retrier, RetryPolicy
+from rangefs.remote.retry import Retrier, RetryPolicy
+from rangefs.remote.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
+from rangefs.remote.versions import VersionEntry
 from rangefs.stats import Stats
-from rangefs.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
-from rangefs.versions import VersionEntry
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ class S3Store:
             if not item["Key"].endswith("/")
         ]
 
-    # -- versions (--version-at; see rangefs.versions.VersionedStore) ------------------------
+    # -- versions (--version-at; see rangefs.remote.versions.VersionedStore) --------
 
     def versioning(self) -> str:
         """``Enabled``, ``Suspended``, or ``""`` for a bucket never versioned."""

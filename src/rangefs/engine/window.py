@@ -1,7 +1,7 @@
 """The read-ahead policy of one reader (pure: no I/O, property-tested).
 
 mountpoint-s3 is the model: after an open or a seek the first request is small (the reader
-asks for it, :mod:`rangefs.reader`), so a media player's first bytes come after one round
+asks for it, :mod:`rangefs.engine.reader`), so a media player's first bytes come after one round
 trip; from the second read in sequence, the window
 of bytes kept on their way ahead of it doubles each time a read finds its bytes not there yet,
 up to ``Limits.largest``; a seek resets it; pressure (the global budget of bytes ahead is

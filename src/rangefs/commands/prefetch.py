@@ -3,7 +3,7 @@
 Two ways in, one result — every chunk of the named objects verified in the cache:
 
 * paths on a live mount: the missing chunks (from the ``user.rangefs.chunks`` xattr, read
-  with :mod:`rangefs.xattrs`) are read through the mount in parallel, so the daemon fetches
+  with :mod:`rangefs.fs.xattrs`) are read through the mount in parallel, so the daemon fetches
   and stores them;
 * ``s3://BUCKET/KEY`` or ``s3://BUCKET/PREFIX/``: chunks are fetched with Range GETs and
   stored straight into ``--cache-dir`` with the same keys a mount uses (same chunk size).
@@ -23,11 +23,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rangefs import chunks, xattrs
-from rangefs.chunk_cache import ChunkCache
+from rangefs import chunks
+from rangefs.cache.chunk_cache import ChunkCache
 from rangefs.config import parse_source
 from rangefs.errors import NotOnMount, RangefsError, UserError
-from rangefs.store import ObjectStore, ObjectVersion
+from rangefs.fs import xattrs
+from rangefs.remote.store import ObjectStore, ObjectVersion
 
 log = logging.getLogger(__name__)
 

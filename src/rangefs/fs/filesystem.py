@@ -13,18 +13,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from rangefs import chunks, xattrs
-from rangefs.async_cache import AsyncChunkCache
+from rangefs import chunks
+from rangefs.cache.async_cache import AsyncChunkCache
+from rangefs.cache.metadata_index import IndexFailed, ListingInfo
 from rangefs.config import Config
+from rangefs.engine.reader import ChunkReader, ReadStream
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
-from rangefs.inodes import ROOT_INODE, InodeTable
-from rangefs.metadata_index import IndexFailed, ListingInfo
-from rangefs.namespace import Entry, Namespace, join, split
-from rangefs.pins import PinKeeper
-from rangefs.reader import ChunkReader, ReadStream
+from rangefs.fs import xattrs
+from rangefs.fs.inodes import ROOT_INODE, InodeTable
+from rangefs.fs.namespace import Entry, Namespace, join, split
+from rangefs.fs.pins import PinKeeper
+from rangefs.fs.walk import Walks
+from rangefs.remote.store import ObjectVersion
 from rangefs.stats import Stats
-from rangefs.store import ObjectVersion
-from rangefs.walk import Walks
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ class Filesystem:
 
     async def _walk(self, path: str, version: ObjectVersion) -> None:
         """Tells the walk detector about an open and fetches the files it says are next
-        (:mod:`rangefs.walk`): not while the server pushes back or caching is paused, and
+        (:mod:`rangefs.fs.walk`): not while the server pushes back or caching is paused, and
         within half the global budget of bytes ahead, so open files keep their windows."""
         directory, name = split(path)
         listing = self.namespace.held(directory)
