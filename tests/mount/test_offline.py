@@ -9,7 +9,6 @@ xattr says ``offline``. When the proxy is back, the mount is online again within
 by itself.
 """
 
-import os
 import re
 import time
 import urllib.request
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rangefs.fs import xattrs
-from tests.support import Mount, mount_stats, run, wait_for, wait_fully_cached
+from tests.support import Mount, forget_pages, mount_stats, run, wait_for, wait_fully_cached
 from tests.support.patterns import pattern_sha256, upload_pattern
 from tests.support.proxy import CountingProxy
 from tests.support.servers import free_port
@@ -53,15 +52,6 @@ def below_root(listed: tuple[str, str]) -> tuple[list[str], str]:
         [line for line in found.splitlines() if not line.startswith(" ")],
         [line for line in tree.splitlines() if not line.endswith(" ..")],
     )
-
-
-def forget_pages(path: Path) -> None:
-    """Drops the kernel's page cache of one file, so its next read reaches the daemon."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def online(mount: Mount) -> bool:

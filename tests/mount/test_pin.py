@@ -9,7 +9,6 @@ offline, and once the new one is whole the old one's chunks go. ``rangefs unpin`
 tree be evicted again.
 """
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rangefs.fs import xattrs
-from tests.support import Mount, rangefs_cli, run, wait_for, wait_fully_cached
+from tests.support import Mount, forget_pages, rangefs_cli, run, wait_for, wait_fully_cached
 from tests.support.patterns import pattern_sha256, upload_pattern
 from tests.support.proxy import CountingProxy
 
@@ -30,15 +29,6 @@ TTL = 1.0
 OPTIONS = ("--chunk-size", "256K", "--cache-size", "2M", "--metadata-ttl", str(TTL),
            "--connect-timeout", "1", "--read-timeout", "1", "--retries", "2",
            "--retry-seconds", "2")  # fmt: skip
-
-
-def forget_pages(path: Path) -> None:
-    """Drops the kernel's page cache of a file, so its next read reaches the daemon."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def sha256sum(path: Path) -> str:

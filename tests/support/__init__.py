@@ -78,6 +78,15 @@ def wait_for(
         time.sleep(interval)
 
 
+def forget_pages(path: Path) -> None:
+    """Drops the kernel's page cache of one file, so its next read reaches the daemon."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def _unescape_mountinfo(field_: str) -> str:
     out, i = [], 0
     while i < len(field_):
