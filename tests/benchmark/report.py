@@ -18,6 +18,7 @@ from tests.benchmark.common import (
     LINK_STREAMS,
     MAIN_KEY,
     PROOF_CHUNK_MIB,
+    PROOF_EXTRA_RUNS,
     PROOF_ROWS,
     RCLONE_SETTLE,
     VIDEO_KEY,
@@ -340,7 +341,8 @@ def render(
         f"`{WAN_KEY}` {w.wan_size // MiB} MiB for the WAN test, `{VIDEO_KEY}` "
         f"{w.video_size / MiB:.0f} MiB ({w.video_seconds:.0f} s H.264 720p 8 Mb/s + "
         "AAC, no faststart: the moov index is at the end of the file).",
-        f"- each number is the median of {a.repeat} run(s) (`runs` column); "
+        f"- each number is the median of {a.repeat} run(s) (`runs` column; the proof-cost "
+        f"rows {a.repeat + PROOF_EXTRA_RUNS}, their ratio being close to 1); "
         "MB/s = 10^6 bytes/s; `s` is the median wall time of the command.",
         "- cold: fresh cache directory, a new mount, and `sync; echo 3 > "
         "/proc/sys/vm/drop_caches` before the timed read. Warm after remount: unmount, mount "

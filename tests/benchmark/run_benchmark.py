@@ -46,6 +46,7 @@ from tests.benchmark.common import (
     BUCKET,
     MAIN_KEY,
     PROOF_CHUNK_MIB,
+    PROOF_EXTRA_RUNS,
     PROOF_ROWS,
     WAN_PROFILES,
     BenchError,
@@ -117,6 +118,11 @@ class Benchmark:
     ) -> None:
         """Run one measurement job; its errors become the rows' error text. An optional
         job leaves a fifth of the budget to the required ones."""
+        only = self.args.only
+        if only and not any(pattern in key for key in keys for pattern in only):
+            for key in keys:
+                self.results.fail(key, "not run (--only)")
+            return
         reserve = 0.2 * self.budget.seconds if optional else 0.0
         if self.budget.remaining() <= reserve:
             for key in keys:
@@ -213,7 +219,7 @@ class Benchmark:
             (("rf.probe", "rf.seek"), lambda: media_seeks(ctx, rangefs, "rf.probe", "rf.seek")),
             (("rf.conc",), lambda: concurrent_readers(ctx, rangefs, "rf.conc")),
             (("rf.file",), lambda: verified_copy(ctx, rangefs, "rf.file")),
-            (tuple(PROOF_ROWS.values()), lambda: cold_copies(ctx, proof_peers)),
+            (tuple(PROOF_ROWS.values()), lambda: cold_copies(ctx, proof_peers, PROOF_EXTRA_RUNS)),
             (("s3fs.nocache",), lambda: cold_copies(ctx, [(s3fs, "s3fs.nocache")])),
             (("rf.fio",), lambda: fio_random_reads(ctx, rangefs, "rf.fio")),
         ]
@@ -319,6 +325,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--link-workers",
         type=int,
         help=f"processes of the WAN link simulator (default {default_workers()})",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="run only the jobs with a row key containing TEXT, repeatable (e.g. rf.proofs, "
+        "20ms.): re-measure a few rows; the report lists the others as not run",
     )
     p.add_argument("--chunk-size-mib", type=int, default=8, help="rangefs --chunk-size (8)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")

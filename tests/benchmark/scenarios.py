@@ -59,9 +59,10 @@ class Context:
     env: dict[str, str] = field(default_factory=dict)
     link_workers: int | None = None
 
-    def repeats(self) -> Iterator[int]:
-        """``--repeat`` runs, fewer once the budget is spent (the first always runs)."""
-        for i in range(self.repeat):
+    def repeats(self, extra: int = 0) -> Iterator[int]:
+        """``--repeat`` (+ ``extra``) runs, fewer once the budget is spent (the first always
+        runs)."""
+        for i in range(self.repeat + extra):
             if i > 0 and self.budget.expired():
                 log("   (time budget: fewer repeats)")
                 return
@@ -85,9 +86,10 @@ def local_copies(ctx: Context, peer: Peer[Reader], disk_row: str, page_row: str)
             ctx.results.add(page_row, local.copy(MAIN_KEY, size))
 
 
-def cold_copies(ctx: Context, runs: list[tuple[Peer[Reader], str]]) -> None:
-    """One cold read of the main object per peer and repeat, each on a fresh cache."""
-    for _ in ctx.repeats():
+def cold_copies(ctx: Context, runs: list[tuple[Peer[Reader], str]], extra: int = 0) -> None:
+    """One cold read of the main object per peer and repeat (``extra`` more runs for rows
+    whose ratio is too close to 1 for three runs to tell), each on a fresh cache."""
+    for _ in ctx.repeats(extra):
         for peer, row in runs:
             with peer.fresh() as reader:
                 ctx.results.add(row, cold_copy(reader, MAIN_KEY, ctx.workload.size))
