@@ -7,12 +7,13 @@ refetched; inverted every time, ``cp`` fails."""
 
 import hashlib
 import io
+import subprocess
 
 import pytest
 from boto3.s3.transfer import TransferConfig
 
 from rangefs.fs import xattrs
-from tests.support import rangefs_cli, run, sha256_file
+from tests.support import cp_and_hash, rangefs_cli, run, sha256_file, xattr_value
 from tests.support.patterns import pattern_bytes
 
 MiB = 1024 * 1024
@@ -43,16 +44,12 @@ def checksum_setup(request, make_bucket, s3, rangefs_mount, proxy):
     return mount, data, shown, last_start
 
 
-def cp(mount, tmp_path, name: str):
-    dst = tmp_path / name
-    result = run(["cp", str(mount.path / "f.bin"), str(dst)], timeout=90)
-    return result, sha256_file(dst) if dst.exists() else None
+def cp(mount, tmp_path, name: str) -> tuple[subprocess.CompletedProcess[str], str | None]:
+    return cp_and_hash(mount.path / "f.bin", tmp_path / name)
 
 
 def verified(mount) -> str:
-    out = run(["getfattr", "-n", xattrs.VERIFIED, "--only-values", str(mount.path / "f.bin")])
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return xattr_value(mount.path / "f.bin", xattrs.VERIFIED)
 
 
 @pytest.mark.parametrize("checksum_setup", list(KINDS), indirect=True)

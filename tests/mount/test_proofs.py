@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from rangefs.fs import xattrs
-from tests.support import rangefs_cli, run, sha256_file
+from tests.support import cp_and_hash, rangefs_cli, xattr_value
 from tests.support.patterns import pattern_bytes
 from tests.support.proxy import asked_bytes
 
@@ -50,15 +50,11 @@ def flip_setup(request, make_bucket, s3, rangefs_mount, proxy):
 
 
 def cp(mount, tmp_path, name: str) -> tuple[subprocess.CompletedProcess[str], str | None]:
-    dst = tmp_path / name
-    result = run(["cp", str(mount.path / "f.bin"), str(dst)], timeout=90)
-    return result, sha256_file(dst) if dst.exists() else None
+    return cp_and_hash(mount.path / "f.bin", tmp_path / name)
 
 
 def verified(mount) -> str:
-    out = run(["getfattr", "-n", xattrs.VERIFIED, "--only-values", str(mount.path / "f.bin")])
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return xattr_value(mount.path / "f.bin", xattrs.VERIFIED)
 
 
 @pytest.mark.parametrize("flip_setup", list(KINDS), indirect=True)

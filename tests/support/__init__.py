@@ -87,6 +87,19 @@ def forget_pages(path: Path) -> None:
         os.close(fd)
 
 
+def cp_and_hash(source: Path, dest: Path) -> tuple[subprocess.CompletedProcess[str], str | None]:
+    """``cp SOURCE DEST`` as a user runs it, and the copy's SHA-256 (None if cp left none)."""
+    result = run(["cp", str(source), str(dest)], timeout=90)
+    return result, sha256_file(dest) if dest.exists() else None
+
+
+def xattr_value(path: Path, name: str) -> str:
+    """An extended attribute as ``getfattr`` shows it (the command must succeed)."""
+    out = run(["getfattr", "-n", name, "--only-values", str(path)])
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def _unescape_mountinfo(field_: str) -> str:
     out, i = [], 0
     while i < len(field_):
