@@ -4,6 +4,8 @@ trigger nothing."""
 
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -150,13 +152,17 @@ async def test_files_ahead_are_proven_as_they_land_and_read_without_a_disk_looku
     keys = list(tree)
     async with env.core() as core:
         lookups = []
-        read_range = core.fs.cache.read_range
+        store = core.fs.cache.cache  # the blocking ChunkCache: its index and files
+        read_range, read_range_cached = store.read_range, store.read_range_cached
 
-        async def counted(*args):
-            lookups.append(args)
-            return await read_range(*args)
+        def counted(read: Callable[..., Any]) -> Callable[..., Any]:
+            def lookup(*args: Any) -> Any:
+                lookups.append(args)
+                return read(*args)
 
-        core.fs.cache.read_range = counted
+            return lookup
+
+        store.read_range, store.read_range_cached = counted(read_range), counted(read_range_cached)
         for key in keys[: WALK_AFTER + 1]:
             await copy(core, key, SMALL)
         await settle(core)

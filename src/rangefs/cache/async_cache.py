@@ -3,7 +3,7 @@
 :class:`~rangefs.cache.chunk_cache.ChunkCache` blocks (SQLite, file I/O); the filesystem and the
 reader reach it only through this facade, so no caller passes limiters around and the
 number of threads touching the disk at once is set in one place. The one exception is a
-read the kernel can serve from its page cache without blocking
+read that cannot block, from a small chunk kept in RAM or the kernel's page cache
 (:meth:`~rangefs.cache.chunk_cache.ChunkCache.read_range_cached`): done on the trio thread.
 """
 
@@ -28,9 +28,12 @@ class AsyncChunkCache:
 
     async def read_range(
         self, key: ChunkKey, length: int, start: int, end: int
-    ) -> memoryview | None:
-        """From the page cache on this thread when that cannot block, else in a worker."""
-        piece = self.cache.read_range_cached(key, length, start, end)
+    ) -> bytes | memoryview | None:
+        """Without a thread when that cannot block (a small chunk stored lately, from RAM;
+        else the page cache), else in a worker."""
+        piece: bytes | memoryview | None = self.cache.recent(key, start, end)
+        if piece is None:
+            piece = self.cache.read_range_cached(key, length, start, end)
         if piece is not None:
             return piece
         return await trio.to_thread.run_sync(
@@ -43,10 +46,6 @@ class AsyncChunkCache:
 
     async def warm(self, key: ChunkKey, length: int) -> None:
         await trio.to_thread.run_sync(self.cache.warm, key, length, limiter=self._limiter)
-
-    def recent(self, key: ChunkKey, start: int, end: int) -> bytes | None:
-        """Bytes of a small chunk stored lately, from RAM without a thread (or None)."""
-        return self.cache.recent(key, start, end)
 
     async def put(self, key: ChunkKey, data: bytes | memoryview) -> bool:
         return await trio.to_thread.run_sync(self.cache.put, key, data, limiter=self._limiter)

@@ -232,9 +232,7 @@ class ChunkReader:
         length = chunks.chunk_length(part.index, version.size, self.chunk_size)
         while True:
             if key not in self._fills and key not in self._opening:
-                piece: bytes | memoryview | None = self.cache.recent(key, part.start, part.end)
-                if piece is None:  # not a small chunk kept in RAM: the page cache or a thread
-                    piece = await self.cache.read_range(key, length, part.start, part.end)
+                piece = await self.cache.read_range(key, length, part.start, part.end)
                 if piece is not None:
                     self.stats.range_hits += 1
                     return piece, False
