@@ -457,13 +457,9 @@ class Verifier:
                     return
                 data: ChunkData | None = None
                 if part.next not in state.digests:
-                    data = await self.cache.get(
-                        state.version.chunk(self.chunk_size, part.next),
-                        self._length(state.version, part.next),
-                    )
+                    data = await self._bytes_of(state.version, part.next, fresh=False, fetch=False)
                     if data is None:
                         return
-                    self.stats.proof_read_backs += part.next not in state.digests
                 await self._feed(state, part, data)
                 del data
 
@@ -484,15 +480,26 @@ class Verifier:
                         await self._feed(state, part)
                         continue
                     async with self._chunks_held:
-                        data: ChunkData | None = None
-                        if not fresh:
-                            data = await self.cache.get(key, self._length(version, index))
-                            self.stats.proof_read_backs += data is not None
-                        if data is None:
-                            data = await self._fetch(version, index)
+                        data = await self._bytes_of(version, index, fresh=fresh, fetch=True)
+                        assert data is not None
                         await self._feed(state, part, data)
                         del data
         return proofs.combine(state.proof, [p.digest or b"" for p in state.parts])
+
+    async def _bytes_of(
+        self, version: ObjectVersion, index: int, *, fresh: bool, fetch: bool
+    ) -> ChunkData | None:
+        """Chunk ``index``'s bytes to hash: read back from the store (unless ``fresh``),
+        else fetched from S3 if ``fetch``; None if neither."""
+        data: ChunkData | None = None
+        if not fresh:
+            data = await self.cache.get(
+                version.chunk(self.chunk_size, index), self._length(version, index)
+            )
+            self.stats.proof_read_backs += data is not None
+        if data is None and fetch:
+            data = await self._fetch(version, index)
+        return data
 
     async def _fetch(self, version: ObjectVersion, index: int) -> bytes:
         """One GET of chunk ``index``, stored in the disk cache before it is hashed."""
