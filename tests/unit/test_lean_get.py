@@ -161,7 +161,10 @@ def test_no_answer_is_unreachable(aws_env):  # noqa: F811
         get(s3)
 
 
-def test_only_path_style_requests_without_a_customer_key_are_lean(aws_env):  # noqa: F811
+def test_only_path_style_requests_without_a_customer_key_or_proxy_are_lean(
+    aws_env,  # noqa: F811
+    monkeypatch,
+):
     def lean(**changes: Any) -> bool:
         s = settings(**changes)
         return LeanGets.of(make_client(s, pool=1), s) is not None
@@ -171,3 +174,5 @@ def test_only_path_style_requests_without_a_customer_key_are_lean(aws_env):  # n
     assert not lean()  # AWS: virtual-hosted
     key = CustomerKey(Path("key"), bytes(32))
     assert not lean(endpoint_url="http://127.0.0.1:9000", sse_c_key=key)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
+    assert not lean(endpoint_url="http://s3.example.com:9000")

@@ -24,6 +24,7 @@ import boto3
 import botocore
 import botocore.exceptions
 import botocore.httpsession
+import botocore.utils
 import urllib3.exceptions
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config as BotoConfig
@@ -258,8 +259,9 @@ class LeanGets:
     :meth:`S3Store.get_range_into`; an error status becomes the ``ClientError`` boto3 would
     raise, so :func:`classify` maps it the one way.
 
-    Only for path-style addressing without an SSE-C key (:meth:`of` returns None otherwise:
-    boto3 computes virtual-hosted and access-point URLs by rules not worth restating).
+    Only for path-style addressing, without an SSE-C key or a proxy (:meth:`of` returns None
+    otherwise: boto3 computes virtual-hosted and access-point URLs by rules not worth
+    restating).
     """
 
     def __init__(
@@ -283,8 +285,10 @@ class LeanGets:
     def of(cls, client: Any, settings: S3Settings) -> "LeanGets | None":
         config = client.meta.config
         style = (config.s3 or {}).get("addressing_style")
-        if style != "path" or settings.sse_c_key is not None or client.meta.config.proxies:
+        if style != "path" or settings.sse_c_key is not None:
             return None
+        if config.proxies or botocore.utils.get_environ_proxies(client.meta.endpoint_url):
+            return None  # botocore would go through a proxy
         scheme = urllib.parse.urlsplit(client.meta.endpoint_url).scheme
         if scheme not in ("http", "https"):
             return None
