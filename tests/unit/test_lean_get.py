@@ -4,6 +4,7 @@ versionId, requester-pays, a SigV4 signature), the answer gets the checks of a r
 errors map as boto3's would, failed attempts are retried and deliver nothing."""
 
 import dataclasses
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,6 +154,20 @@ def test_failed_attempts_are_retried_and_deliver_nothing(aws_env, server):  # no
     assert len(server.seen) == 3
     assert s3.retrier.stats.retries["http_503"] == 1
     assert s3.retrier.stats.retries["short_body"] == 1
+
+
+def closed_idle(handler: BaseHTTPRequestHandler) -> None:
+    """A server that closed a kept-alive connection: the request finds it shut."""
+    handler.close_connection = True
+    handler.connection.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_kept_alive_connection_closed_meanwhile_is_replaced_at_once(aws_env, server):  # noqa: F811
+    s3 = store(server.url)
+    assert get(s3) == [BODY]
+    server.answers[:] = [closed_idle]
+    assert get(s3) == [BODY]
+    assert len(server.seen) == 3 and not s3.retrier.stats.retries
 
 
 def test_no_answer_is_unreachable(aws_env):  # noqa: F811

@@ -327,6 +327,23 @@ class LeanGets:
         if conn is not None:
             conn.close()
 
+    def _send(self, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+        """The response to a GET of ``path``. A kept-alive connection the server closed
+        meanwhile fails before any answer: that one is sent again at once on a new
+        connection (as urllib3 does), not counted as a failed attempt."""
+        reused = getattr(self._local, "conn", None) is not None
+        try:
+            conn = self._connection()
+            conn.request("GET", path, headers=headers)
+            return conn.getresponse()
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            if not reused:
+                raise
+        self._drop()
+        conn = self._connection()
+        conn.request("GET", path, headers=headers)
+        return conn.getresponse()
+
     def get_into(
         self,
         bucket: str,
@@ -345,9 +362,7 @@ class LeanGets:
         request = AWSRequest("GET", self.base + path[len(self.base_path) :], headers=headers)
         self.client._request_signer.sign("GetObject", request)
         try:
-            conn = self._connection()
-            conn.request("GET", path, headers=dict(request.headers.items()))
-            resp = conn.getresponse()
+            resp = self._send(path, dict(request.headers.items()))
             if resp.status != 206:
                 body = resp.read(64 * 1024)
                 if resp.status < 300:
