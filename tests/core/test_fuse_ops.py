@@ -81,7 +81,6 @@ async def test_open_read_release(env):
         assert isinstance(info, pyfuse3.FileInfo) and not info.keep_cache
         got = await ops.read(info.fh, CHUNK - 5, 10)
         assert bytes(got) == data[CHUNK - 5 : CHUNK + 5]
-        await ops.flush(info.fh)
         await ops.release(info.fh)
         assert await fuse_errno(ops.read(info.fh, 0, 10)) == errno.ENOENT
         second = await ops.open(f.st_ino, os.O_RDONLY, CTX)
@@ -210,3 +209,14 @@ async def test_opendir_and_releasedir_through_the_adapter(env):
         assert [e.name for e in await core.fs.readdir(fh, 0)] == [".", "..", "a", "b"]
         await ops.releasedir(fh)
         assert list(await core.fs.readdir(fh, 0)) == []
+
+
+async def test_flush_is_not_implemented_so_the_kernel_stops_sending_it(env):
+    """Nothing to flush on a read-only mount: ENOSYS once and the kernel sends no more FLUSH
+    (fs/fuse/file.c, ``no_flush``), so a close costs no round trip (rsync closes each file)."""
+    env.store.put("f", b"x")
+    async with env.core() as core:
+        ops = ops_for(core)
+        f = await ops.lookup(ROOT_INODE, b"f", CTX)
+        info = await ops.open(f.st_ino, os.O_RDONLY, CTX)
+        assert await fuse_errno(ops.flush(info.fh)) == errno.ENOSYS

@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 
+from rangefs.fs.pins import AHEAD_FRESH
 from rangefs.fs.walk import AHEAD_FILES, WALK_AFTER
 from tests.core.fakes import Gate
-from tests.core.helpers import CHUNK, open_path, read_all, settle
+from tests.core.helpers import CHUNK, open_path, read_all, settle, until
 
 SMALL = 3000
 
@@ -172,3 +174,48 @@ async def test_files_ahead_are_proven_as_they_land_and_read_without_a_disk_looku
             assert await copy(core, key, SMALL) == tree[key]
         assert lookups == []
         assert core.stats.proofs_passed == len(tree)
+
+
+def count_pin_lookups(core) -> list[str]:
+    """The keys whose pins an open asks the cache for (a thread hop on the open's path)."""
+    asked: list[str] = []
+    pinned = core.fs.cache.pinned
+
+    async def counted(obj):
+        asked.append(obj.key)
+        return await pinned(obj)
+
+    core.fs.cache.pinned = counted
+    return asked
+
+
+async def test_opens_of_files_fetched_ahead_find_their_pins_read_ahead(env):
+    """rsync pays an open per file: the open of a file fetched ahead takes its key's pins
+    from RAM (read in the background when it was asked for), not from a worker thread."""
+    tree = put_tree(env, 40)
+    async with env.core() as core:
+        asked = count_pin_lookups(core)
+        for key, data in tree.items():
+            assert await copy(core, key, len(data)) == data
+            await until(lambda: core.pins.looking_ahead == 0)
+        assert asked == list(tree)[: WALK_AFTER + 1]  # only the opens before the walk
+
+
+@pytest.mark.mock_clock
+async def test_pins_read_ahead_stand_for_a_few_seconds_only(env):
+    """An answer read ahead stands for the open only while fresh; a pin recorded since is
+    seen by the next open after that, or by the key's next open."""
+    tree = put_tree(env, WALK_AFTER + 3)
+    keys = list(tree)
+    async with env.core() as core:
+        asked = count_pin_lookups(core)
+        for key in keys[: WALK_AFTER + 1]:
+            await copy(core, key, SMALL)
+        await until(lambda: core.pins.looking_ahead == 0)
+        asked.clear()
+        await copy(core, keys[WALK_AFTER + 1], SMALL)  # fresh: from RAM
+        await until(lambda: core.pins.looking_ahead == 0)
+        assert asked == []
+        await trio.sleep(AHEAD_FRESH + 1)
+        assert await copy(core, keys[WALK_AFTER + 2], SMALL) == tree[keys[WALK_AFTER + 2]]
+        assert asked == [keys[WALK_AFTER + 2]]  # stale: asked again

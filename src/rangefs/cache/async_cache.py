@@ -86,6 +86,9 @@ class AsyncChunkCache:
     async def pinned(self, obj: ObjectId) -> list[Pin]:
         return await trio.to_thread.run_sync(self.cache.pinned, obj, limiter=self._limiter)
 
+    async def pinned_each(self, objs: list[ObjectId]) -> list[list[Pin]]:
+        return await trio.to_thread.run_sync(self.cache.pinned_each, objs, limiter=self._limiter)
+
     async def follow_pin(self, obj: ObjectId, size: int) -> bool:
         return await trio.to_thread.run_sync(
             self.cache.follow_pin, obj, size, limiter=self._limiter

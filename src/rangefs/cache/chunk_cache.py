@@ -294,6 +294,10 @@ class ChunkCache:
             ).fetchall()
         return [Pin(ObjectId.from_token(obj.bucket, obj.key, token), size) for token, size in rows]
 
+    def pinned_each(self, objs: list[ObjectId]) -> list[list[Pin]]:
+        """:meth:`pinned` of each of ``objs``, in one thread hop."""
+        return [self.pinned(obj) for obj in objs]
+
     def follow_pin(self, obj: ObjectId, size: int) -> bool:
         """Pins version ``obj`` too if its key is pinned (a pin follows the key, not an
         ETag); the versions pinned before stay until :meth:`keep_pinned` drops them. Returns

@@ -294,8 +294,9 @@ class Filesystem:
         except IndexFailed as exc:  # read-ahead is a bonus: the open goes on without it
             log.warning("read-ahead across files in /%s stopped: %s", directory, exc)
             return
-        for entry in wanted:
-            ahead = self._version(join(directory, entry.name), entry)
+        versions = [self._version(join(directory, entry.name), entry) for entry in wanted]
+        self.pins.look_ahead(versions)
+        for entry, ahead in zip(wanted, versions, strict=True):
             bind = None
             if ahead.key not in self._last_version:
                 # Never opened here, so nothing of it is in the page cache: its open will

@@ -147,10 +147,6 @@ class FuseOperations(pyfuse3.Operations):
         self.fs.release(fh)
 
     @boundary
-    async def flush(self, fh: int) -> None:
-        return None
-
-    @boundary
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
         st = self.fs.statfs()
         out = pyfuse3.StatvfsData()

@@ -14,20 +14,27 @@ So at any moment a pinned key has at least one complete version on disk, once it
 """
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import trio
 
 from rangefs import chunks
 from rangefs.cache.async_cache import AsyncChunkCache
+from rangefs.cache.chunk_cache import Pin
 from rangefs.engine.reader import ChunkReader
 from rangefs.errors import RangefsError
+from rangefs.keys import ObjectId
 from rangefs.remote.reachability import Reachability
 from rangefs.remote.store import ObjectVersion
 
 log = logging.getLogger(__name__)
 
 FETCH_CHUNKS = 4  # chunks of a new pinned version fetched at once (background work)
+# A walker's next files have their pins read ahead, so their opens need no thread hop (one
+# costs milliseconds on a daemon busy fetching: most of an open, rsync pays it per file).
+AHEAD_ANSWERS = 256  # answers kept (files asked for ahead of walkers, not opened yet)
+AHEAD_FRESH = 5.0  # seconds an answer read ahead stands for the open
 
 
 class PinKeeper:
@@ -45,6 +52,8 @@ class PinKeeper:
         self._nursery: trio.Nursery | None = None
         self._fetching: set[ObjectVersion] = set()
         self._limiter = trio.CapacityLimiter(FETCH_CHUNKS)
+        self._ahead: OrderedDict[ObjectId, tuple[list[Pin], float]] = OrderedDict()
+        self.looking_ahead = 0  # look-ahead reads of pins in progress
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hosts the background fetches of new pinned versions; runs until cancelled."""
@@ -61,11 +70,42 @@ class PinKeeper:
     async def is_pinned(self, version: ObjectVersion) -> bool:
         return bool(await self.cache.pinned(version.id))
 
+    def look_ahead(self, versions: list[ObjectVersion]) -> None:
+        """``versions`` will be opened soon (files fetched ahead of a walker): their keys'
+        pins are read now, in the background, and the opens within :data:`AHEAD_FRESH`
+        seconds take that answer from RAM. A pin recorded in between is seen by the key's
+        next open (online, the version served is the listed one either way)."""
+        if self._nursery is not None and versions:
+            self.looking_ahead += 1
+            self._nursery.start_soon(self._look_ahead, [v.id for v in versions])
+
+    async def _look_ahead(self, objs: list[ObjectId]) -> None:
+        try:
+            answers = await self.cache.pinned_each(objs)
+        except Exception as exc:  # the opens will ask themselves
+            log.debug("reading pins ahead failed: %s", exc)
+            return
+        finally:
+            self.looking_ahead -= 1
+        now = trio.current_time()
+        for obj, pins in zip(objs, answers, strict=True):
+            self._ahead[obj] = (pins, now)
+            self._ahead.move_to_end(obj)
+        while len(self._ahead) > AHEAD_ANSWERS:
+            self._ahead.popitem(last=False)
+
+    async def _pinned(self, obj: ObjectId) -> list[Pin]:
+        """The pins of ``obj``'s key: the answer read ahead if fresh, else asked now."""
+        ahead = self._ahead.pop(obj, None)
+        if ahead is not None and trio.current_time() - ahead[1] < AHEAD_FRESH:
+            return ahead[0]
+        return await self.cache.pinned(obj)
+
     async def version_to_serve(self, listed: ObjectVersion) -> ObjectVersion:
         """The version an open of ``listed``'s key reads: ``listed`` itself, unless the key
         is pinned, ``listed`` is not complete in the cache and S3 cannot be reached; then the
         newest complete pinned version (if any)."""
-        pins = await self.cache.pinned(listed.id)
+        pins = await self._pinned(listed.id)
         if not pins or [pin.obj for pin in pins] == [listed.id]:
             return listed  # not pinned, or pinned at this version only (rangefs pin fetches)
         if all(pin.obj != listed.id for pin in pins):

@@ -1,0 +1,193 @@
+"""The lean GET of whole small objects (:class:`rangefs.remote.s3.LeanGets`) against a
+scripted local HTTP server: the request is the one boto3 sends (URL, Range, If-Match,
+versionId, requester-pays, a SigV4 signature), the answer gets the checks of a ranged GET,
+errors map as boto3's would, failed attempts are retried and deliver nothing."""
+
+import dataclasses
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rangefs.config import CustomerKey
+from rangefs.errors import AccessDenied, BadResponse, NotFound, ObjectChanged, Unreachable
+from rangefs.remote.retry import Retrier, RetryPolicy
+from rangefs.remote.s3 import LeanGets, RequestArgs, S3Store, make_client
+from tests.unit.test_aws_details import Captured, aws_env, capture, settings  # noqa: F401
+
+BODY = bytes(range(256)) * 40  # 10240 bytes
+ETAG = '"0123456789abcdef0123456789abcdef"'
+Answer = Callable[[BaseHTTPRequestHandler], None]
+
+
+def partial(body: bytes = BODY, etag: str = ETAG, content_range: str | None = None) -> Answer:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(206)
+        whole = f"bytes 0-{len(BODY) - 1}/{len(BODY)}"
+        handler.send_header("Content-Range", content_range or whole)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("ETag", etag)
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
+
+
+def error(status: int, code: str = "") -> Answer:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        body = f"<Error><Code>{code}</Code><Message>no</Message></Error>".encode() if code else b""
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
+
+
+def cut_short(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(206)
+    handler.send_header("Content-Range", f"bytes 0-{len(BODY) - 1}/{len(BODY)}")
+    handler.send_header("Content-Length", str(len(BODY)))
+    handler.end_headers()
+    handler.wfile.write(BODY[:1000])
+    handler.close_connection = True
+
+
+@dataclasses.dataclass
+class Server:
+    url: str
+    answers: list[Answer]
+    seen: list[tuple[str, dict[str, str]]]
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    answers: list[Answer] = []
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+            (answers.pop(0) if answers else partial())(self)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", answers, seen)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def store(url: str, **changes: Any) -> S3Store:
+    s = settings(endpoint_url=url, connect_timeout=2.0, read_timeout=2.0, **changes)
+    client = make_client(s, pool=2)
+    policy = RetryPolicy(attempts=3, max_seconds=5, initial_backoff=0.001, jitter=0)
+    return S3Store(client, "bkt", Retrier(policy), RequestArgs.of(s), LeanGets.of(client, s))
+
+
+def get(s3: S3Store, key: str = "dir/a b+c.txt", version_id: str = "") -> list[bytes]:
+    pieces: list[bytes] = []
+    s3.get_range_into(
+        key, 0, len(BODY), ETAG, len(BODY), lambda at, data: pieces.append(bytes(data)),
+        version_id=version_id,
+    )  # fmt: skip
+    return pieces
+
+
+def test_the_lean_request_is_the_one_boto3_sends(aws_env, server):  # noqa: F811
+    s3 = store(server.url, requester_pays=True)
+    assert get(s3, version_id="v 1") == [BODY]  # the whole object, in one piece
+    sent = capture(s3.client)
+    with pytest.raises(Captured):
+        s3.client.get_object(
+            Bucket="bkt", Key="dir/a b+c.txt", Range=f"bytes=0-{len(BODY) - 1}", IfMatch=ETAG,
+            VersionId="v 1", RequestPayer="requester",
+        )  # fmt: skip
+    boto = sent[-1]
+    path, headers = server.seen[-1]
+    assert server.url + path == boto.url
+    for name in ("range", "if-match", "x-amz-request-payer", "x-amz-content-sha256"):
+        value = boto.headers[name]
+        assert headers[name] == (value.decode() if isinstance(value, bytes) else value), name
+    assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAFAKE/")
+    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert {"host", "if-match", "range", "x-amz-date", "x-amz-request-payer"} <= set(signed)
+
+
+def test_answers_get_the_checks_of_a_ranged_get(aws_env, server):  # noqa: F811
+    s3 = store(server.url)
+    server.answers[:] = [error(412, "PreconditionFailed")]
+    with pytest.raises(ObjectChanged):
+        get(s3)
+    server.answers[:] = [error(404, "NoSuchKey")]
+    with pytest.raises(NotFound):
+        get(s3)
+    server.answers[:] = [error(403, "AccessDenied")]
+    with pytest.raises(AccessDenied):
+        get(s3)
+    server.answers[:] = [partial(content_range="bytes 0-99/10240")] * 3
+    with pytest.raises(BadResponse, match="Content-Range"):
+        get(s3)
+    server.answers[:] = [partial(etag='"ffff"')]
+    with pytest.raises(ObjectChanged, match="ETag"):
+        get(s3)
+    server.answers[:] = [error(200)]  # a server ignoring Range
+    with pytest.raises(BadResponse, match="expected 206 Partial Content, got 200"):
+        get(s3)
+
+
+def test_failed_attempts_are_retried_and_deliver_nothing(aws_env, server):  # noqa: F811
+    s3 = store(server.url)
+    server.answers[:] = [error(503, "SlowDown"), cut_short]
+    assert get(s3) == [BODY]  # one piece: nothing from the attempts that failed
+    assert len(server.seen) == 3
+    assert s3.retrier.stats.retries["http_503"] == 1
+    assert s3.retrier.stats.retries["short_body"] == 1
+
+
+def closed_idle(handler: BaseHTTPRequestHandler) -> None:
+    """A server that closed a kept-alive connection: the request finds it shut."""
+    handler.close_connection = True
+    handler.connection.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_kept_alive_connection_closed_meanwhile_is_replaced_at_once(aws_env, server):  # noqa: F811
+    s3 = store(server.url)
+    assert get(s3) == [BODY]
+    server.answers[:] = [closed_idle]
+    assert get(s3) == [BODY]
+    assert len(server.seen) == 3 and not s3.retrier.stats.retries
+
+
+def test_no_answer_is_unreachable(aws_env):  # noqa: F811
+    s3 = store("http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(Unreachable):
+        get(s3)
+
+
+def test_only_path_style_requests_without_a_customer_key_or_proxy_are_lean(
+    aws_env,  # noqa: F811
+    monkeypatch,
+):
+    def lean(**changes: Any) -> bool:
+        s = settings(**changes)
+        return LeanGets.of(make_client(s, pool=1), s) is not None
+
+    assert lean(endpoint_url="http://127.0.0.1:9000")
+    assert lean(endpoint_url="https://minio.example.com")
+    assert not lean()  # AWS: virtual-hosted
+    key = CustomerKey(Path("key"), bytes(32))
+    assert not lean(endpoint_url="http://127.0.0.1:9000", sse_c_key=key)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
+    assert not lean(endpoint_url="http://s3.example.com:9000")
