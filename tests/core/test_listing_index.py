@@ -3,7 +3,6 @@ asks S3 nothing, big directories page in and out, and a listing that fails half-
 shows half a directory."""
 
 import pytest
-import trio.testing
 
 from rangefs.cache.metadata_index import MetadataIndex, Scope
 from rangefs.errors import RemoteError
@@ -65,44 +64,6 @@ async def test_a_big_directory_pages_in_and_out(env):
         finally:
             await core.fs.releasedir(fh)
         assert len(core.fs.namespace._entries) <= 2, "readdir holds no listing in RAM"
-
-
-async def test_the_next_page_is_read_while_the_kernel_digests_the_last(env, monkeypatch):
-    """Once a page is handed out to its last name, the next one is read from the index in
-    the background: the request for it finds it read. A seek elsewhere reads its own."""
-    names = [f"k{i:05d}" for i in range(READDIR_PAGE * 2 + 10)]
-    for name in names:
-        env.store.put(f"big/{name}", b"x")
-    async with env.core() as core:
-        big = await lookup_path(core.fs, "big")
-        index = core.fs.namespace.index
-        reads = []
-        for method in ("entries", "entries_at"):
-            monkeypatch.setattr(index, method, counted(getattr(index, method), reads))
-        fh = await core.fs.opendir(big.ino)
-        got = await read_dir(core.fs, fh, 0)
-        assert len(reads) == 1, "the first page is read when asked for"
-        while True:
-            await trio.testing.wait_all_tasks_blocked()  # the kernel digesting the reply
-            before = len(reads)
-            page = await read_dir(core.fs, fh, got[-1].next_id)
-            if not page:
-                break
-            assert len(reads) == before, "the page was read before it was asked for"
-            got += page
-        assert [e.name for e in got] == [".", "..", *names]
-        assert len(reads) == 3, "one read a page"
-        assert [e.name for e in await read_dir(core.fs, fh, 2 + 5)][:1] == [names[5]]
-        assert len(reads) == 4
-        await core.fs.releasedir(fh)
-
-
-def counted(method, calls):
-    async def call(*args):
-        calls.append(args)
-        return await method(*args)
-
-    return call
 
 
 async def test_a_listing_that_fails_half_way_shows_the_last_complete_one(env):

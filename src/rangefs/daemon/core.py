@@ -49,7 +49,6 @@ class Core:
             await nursery.start(self.reachability.run, partial(self.store.probe, prefix))
             await nursery.start(self.reader.run)
             await nursery.start(self.pins.run)
-            await nursery.start(self.fs.run)
             task_status.started()
 
 

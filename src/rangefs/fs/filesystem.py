@@ -11,9 +11,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-
-import trio
+from typing import NamedTuple
 
 from rangefs import chunks
 from rangefs.cache.async_cache import AsyncChunkCache
@@ -71,20 +69,9 @@ READDIR_PAGE = 1024  # entries read from the index at once for an open directory
 
 
 @dataclass(slots=True)
-class PageAhead:
-    """The page after the one a reader is at, read in the background (see
-    :meth:`Filesystem._read_ahead`); ``rows`` is None if that read failed."""
-
-    start: int  # its position in the listing
-    done: trio.Event = field(default_factory=trio.Event)
-    rows: list[DirRow] | None = None
-
-
-@dataclass(slots=True)
 class DirHandle:
     """An open directory: its own and its parent's inode, the listing (index generation) at
-    opendir, which stays readable until releasedir, the page of it read last, and the next
-    one being read ahead."""
+    opendir, which stays readable until releasedir, and the page of it read last."""
 
     ino: int
     parent_ino: int
@@ -92,7 +79,6 @@ class DirHandle:
     listing: ListingInfo
     page_start: int = 0  # position in the listing of page[0]
     page: list[DirRow] = field(default_factory=list)
-    ahead: PageAhead | None = None
 
 
 @dataclass
@@ -137,15 +123,6 @@ class Filesystem:
         self._uid, self._gid = config.uid, config.gid
         self.common = Common(config.uid, config.gid, IO_BLOCK_SIZE)
         self.walks = Walks(stats, config.chunk_size, namespace.files_after)
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Hosts the directory pages read ahead; runs until cancelled (without it, none
-        is)."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
 
     def _attributes(self, ino: int, entry: Entry) -> Attributes:
         """As :meth:`_listed` hands them out: the same modes, nlink and blocks."""
@@ -221,37 +198,12 @@ class Filesystem:
         if handle.page_start <= first < end:
             return first - handle.page_start
         index, listing = self.namespace.index, handle.listing.id
-        ahead, handle.ahead = handle.ahead, None
-        page = None
-        if ahead is not None and ahead.start == first:
-            await ahead.done.wait()
-            page = ahead.rows
-        if page is None and first == end and handle.page:
+        if first == end and handle.page:
             page = await index.entries(listing, handle.page[-1][0], READDIR_PAGE)
-        elif page is None:
+        else:
             page = await index.entries_at(listing, first, READDIR_PAGE)
         handle.page_start, handle.page = first, page
         return 0
-
-    def _read_ahead(self, handle: DirHandle, page: list[DirRow]) -> None:
-        """Starts reading the page after ``page`` (just handed out to its last name) in the
-        background: while the kernel digests the reply and the reader asks for more, the
-        index read that would otherwise come first in the next request is under way."""
-        start = handle.page_start + len(page)
-        if self._nursery is None or page is not handle.page or start >= handle.listing.count:
-            return
-        if handle.ahead is not None and handle.ahead.start == start:
-            return  # the end of this page was handed out before (a reader that went back)
-        ahead = handle.ahead = PageAhead(start)
-        self._nursery.start_soon(self._read_page, handle.listing.id, page[-1][0], ahead)
-
-    async def _read_page(self, listing: int, after: str, ahead: PageAhead) -> None:
-        try:
-            ahead.rows = await self.namespace.index.entries(listing, after, READDIR_PAGE)
-        except IndexFailed:
-            pass  # the reader reads it itself and meets the error there
-        finally:
-            ahead.done.set()
 
     async def readdir(self, fh: int, start_id: int) -> Iterator[Listed]:
         """Names after offset ``start_id``: ``.`` (offset 1), ``..`` (offset 2), then the
@@ -292,8 +244,6 @@ class Filesystem:
             else:
                 blocks = -(-size // BLOCK_SIZE)
                 yield name, next_id, take(below + name), file_mode, 1, size, blocks, mtime_ns
-        if page:
-            self._read_ahead(handle, page)
 
     def readdir_refused(self, item: Listed) -> None:
         """The kernel's buffer was full before ``item``: its reference goes back (and its
