@@ -26,7 +26,7 @@ Handler = Callable[Concatenate["FuseOperations", P], Coroutine[Any, Any, T]]
 WRITE_OPERATIONS = ("setattr", "create", "write", "unlink", "rmdir", "mkdir", "mknod", "rename",
                     "symlink", "link", "setxattr", "removexattr")  # fmt: skip
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-FS_ENCODING, FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # fsencode's
+FS_ENCODING, FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode
 
 
 def boundary(fn: Handler[P, T]) -> Handler[P, T]:
