@@ -14,6 +14,7 @@ from rangefs.fs.filesystem import IO_BLOCK_SIZE
 from rangefs.fs.inodes import ROOT_INODE
 from tests.core.fakes import FIRST_MTIME
 from tests.core.helpers import CHUNK, gate_reached, lookup_path, open_path, settle
+from tests.support.readdir import read_dir
 
 
 async def readdir_names(fs, path=""):
@@ -22,11 +23,11 @@ async def readdir_names(fs, path=""):
     ino = ROOT_INODE if not path else (await lookup_path(fs, path)).ino
     fh = await fs.opendir(ino)
     try:
-        entries = list(await fs.readdir(fh, 0))
+        entries = list(await read_dir(fs, fh, 0))
     finally:
         await fs.releasedir(fh)
     assert [e.name for e in entries[:2]] == [".", ".."]
-    return {e.name: e.attributes for e in entries[2:]}
+    return {e.name: e for e in entries[2:]}
 
 
 async def test_lookup_and_getattr_of_a_file(env):
@@ -101,9 +102,9 @@ async def test_readdir_pages_from_a_stable_snapshot(env):
     async with env.core(metadata_ttl=0) as core:
         d = await lookup_path(core.fs, "d")
         fh = await core.fs.opendir(d.ino)
-        first = list(await core.fs.readdir(fh, 0))[:6]
+        first = list(await read_dir(core.fs, fh, 0))[:6]
         env.store.put("d/f00-new", b"y")  # appears in the bucket mid-listing
-        rest = list(await core.fs.readdir(fh, first[-1].next_id))
+        rest = list(await read_dir(core.fs, fh, first[-1].next_id))
         names = [e.name for e in first + rest]
         assert names == [".", "..", *(f"f{i:02d}" for i in range(10))]
         assert [e.next_id for e in first + rest] == list(range(1, 13))

@@ -18,6 +18,7 @@ from rangefs.fs import xattrs
 from rangefs.fs.fuse_ops import FuseOperations
 from rangefs.fs.inodes import ROOT_INODE
 from tests.core.helpers import CHUNK, settle
+from tests.support.readdir import read_dir
 
 CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
 
@@ -198,6 +199,47 @@ async def test_forget_through_the_adapter_drops_the_inode(env):
         assert await fuse_errno(ops.getattr(f.st_ino, CTX)) == errno.ENOENT
 
 
+async def test_readdir_sends_what_lookup_answers_and_gives_back_what_did_not_fit(env, monkeypatch):
+    """The adapter refills one reply per name with only what changed (a time is set only
+    when it differs from the last name's): each name must still carry exactly what lookup
+    answers. The name the kernel's full buffer refused is given back, not left in the
+    inode table."""
+    env.store.put("d/a/x", b"1")
+    env.store.put("d/b/y", b"2")  # directories a and b share their time
+    env.store.put("d/c", b"333")
+    env.store.put("d/e", size=CHUNK + 1)
+    fields = ("st_ino", "st_mode", "st_nlink", "st_size", "st_blocks", "st_atime_ns",
+              "st_mtime_ns", "st_ctime_ns", "st_uid", "st_gid", "st_blksize")  # fmt: skip
+    sent = []
+
+    def reply(room, name, attr, next_id):  # the token: how many names the buffer holds
+        if len(sent) == room:
+            return False
+        sent.append((name, next_id, tuple(getattr(attr, f) for f in fields)))
+        return True
+
+    monkeypatch.setattr(pyfuse3, "readdir_reply", reply)
+    async with env.core() as core:
+        ops = ops_for(core)
+        d = await ops.lookup(ROOT_INODE, b"d", CTX)
+        fh = await ops.opendir(d.st_ino, CTX)
+        await ops.readdir(fh, 0, 4)
+        assert [name for name, _, _ in sent] == [b".", b"..", b"a", b"b"]
+        assert len(core.fs.inodes) == 4, "root, d, a, b: c was refused and given back"
+        await ops.readdir(fh, sent[-1][1], 6)
+        await ops.releasedir(fh)
+        assert [(name, next_id) for name, next_id, _ in sent] == [
+            (b".", 1), (b"..", 2), (b"a", 3), (b"b", 4), (b"c", 5), (b"e", 6),
+        ]  # fmt: skip
+        dot = tuple(getattr(d, f) for f in fields)  # "." and "..": the directory's attributes
+        expected = [dot, (ROOT_INODE, *dot[1:])]
+        for name, _, _ in sent[2:]:
+            e = await ops.lookup(d.st_ino, name, CTX)
+            expected.append(tuple(getattr(e, f) for f in fields))
+        assert [values for _, _, values in sent] == expected
+        assert sent[2][2][6] == sent[3][2][6] != sent[4][2][6]  # a, b share a time; c not
+
+
 async def test_opendir_and_releasedir_through_the_adapter(env):
     env.store.put("d/a", b"1")
     env.store.put("d/b", b"2")
@@ -206,9 +248,9 @@ async def test_opendir_and_releasedir_through_the_adapter(env):
         d = await ops.lookup(ROOT_INODE, b"d", CTX)
         fh = await ops.opendir(d.st_ino, CTX)
         # readdir needs the kernel's token; the listing behind it is the Filesystem's.
-        assert [e.name for e in await core.fs.readdir(fh, 0)] == [".", "..", "a", "b"]
+        assert [e.name for e in await read_dir(core.fs, fh, 0)] == [".", "..", "a", "b"]
         await ops.releasedir(fh)
-        assert list(await core.fs.readdir(fh, 0)) == []
+        assert list(await read_dir(core.fs, fh, 0)) == []
 
 
 async def test_flush_is_not_implemented_so_the_kernel_stops_sending_it(env):

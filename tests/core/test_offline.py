@@ -15,6 +15,7 @@ from rangefs.fs.inodes import ROOT_INODE
 from rangefs.remote.reachability import PROBE_FIRST, PROBE_MAX, Reachability
 from rangefs.stats import Stats
 from tests.core.helpers import CHUNK, lookup_path, open_path, read_all, settle
+from tests.support.readdir import read_dir
 
 # -- the state machine ---------------------------------------------------------------------
 
@@ -138,8 +139,8 @@ async def listing_of(fs, path: str) -> list[tuple[str, int, int]]:
     fh = await fs.opendir(ino)
     out: list[tuple[str, int, int]] = []
     try:
-        while page := list(await fs.readdir(fh, len(out))):
-            out += [(e.name, e.attributes.size, e.attributes.mtime_ns) for e in page]
+        while page := list(await read_dir(fs, fh, len(out))):
+            out += [(e.name, e.size, e.mtime_ns) for e in page]
         return out
     finally:
         await fs.releasedir(fh)

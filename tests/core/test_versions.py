@@ -9,6 +9,7 @@ from rangefs.fs import xattrs
 from rangefs.fs.inodes import ROOT_INODE
 from rangefs.remote.versions import NotVersioned, VersionedStore
 from tests.core.helpers import CHUNK, lookup_path, open_path, read_all, settle
+from tests.support.readdir import read_dir
 
 
 def history(env):
@@ -28,7 +29,7 @@ def history(env):
 async def names(fs, ino=ROOT_INODE):
     fh = await fs.opendir(ino)
     try:
-        return [e.name for e in await fs.readdir(fh, 0)][2:]
+        return [e.name for e in await read_dir(fs, fh, 0)][2:]
     finally:
         await fs.releasedir(fh)
 

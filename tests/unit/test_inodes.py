@@ -9,10 +9,8 @@ from rangefs.fs.inodes import ROOT_INODE, InodeTable
 
 def test_a_number_lives_while_the_kernel_holds_it_and_is_reused_after():
     table = InodeTable()
-    a = table.ino_for("a")
-    assert table.ino_for("a") == a and table.path_of(a) == "a"
-    table.looked_up(a)
-    table.looked_up(a)
+    a = table.take("a")
+    assert table.take("a") == a and table.ino_for("a") == a and table.path_of(a) == "a"
     table.forget(a, 1)
     assert table.path_of(a) == "a"
     table.opened(a)
@@ -26,13 +24,13 @@ def test_a_number_lives_while_the_kernel_holds_it_and_is_reused_after():
     assert len(table) == 3
 
 
-def test_a_number_the_kernel_never_took_is_dropped_and_the_root_never():
+def test_a_number_given_back_is_dropped_and_the_root_never():
     table = InodeTable()
-    x = table.ino_for("x")
-    table.drop_unused(x)
+    x = table.take("x")
+    table.forget(x, 1)  # readdir gives back the name the kernel's buffer refused
     assert len(table) == 1
+    assert table.take("y") == x, "a freed number is given out again"
     table.forget(ROOT_INODE, 5)
-    table.drop_unused(ROOT_INODE)
     assert table.path_of(ROOT_INODE) == ""
     for bad in (0, -1, 10**6):
         with pytest.raises(NotFound):

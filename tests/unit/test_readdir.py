@@ -13,6 +13,7 @@ from rangefs.fs.filesystem import Filesystem
 from rangefs.fs.namespace import Namespace
 from rangefs.remote.store import Listing, ObjectInfo
 from rangefs.stats import Stats
+from tests.support.readdir import read_dir
 
 KEYS = ["a.txt", "sub/b.txt", "sub/c.txt", "sub/deep/d.txt", "z.txt"]
 
@@ -47,7 +48,7 @@ def test_dot_entries_first_with_the_right_inodes(filesystem: Callable[[], Filesy
     async def main() -> None:
         fs = filesystem()
         root = await fs.opendir(1)
-        listing = [(e.name, e.attributes.ino, e.next_id) for e in await fs.readdir(root, 0)]
+        listing = [(e.name, e.ino, e.next_id) for e in await read_dir(fs, root, 0)]
         names = [name for name, _, _ in listing]
         assert names == [".", "..", "a.txt", "sub", "z.txt"]
         assert listing[:2] == [(".", 1, 1), ("..", 1, 2)]  # the root's parent is the root
@@ -55,11 +56,11 @@ def test_dot_entries_first_with_the_right_inodes(filesystem: Callable[[], Filesy
 
         sub_ino = await fs.lookup(1, "sub")
         sub = await fs.opendir(sub_ino.ino)
-        entries = {e.name: e for e in await fs.readdir(sub, 0)}
+        entries = {e.name: e for e in await read_dir(fs, sub, 0)}
         assert list(entries) == [".", "..", "b.txt", "c.txt", "deep"]
-        assert entries["."].attributes.ino == sub_ino.ino
-        assert entries[".."].attributes.ino == 1
-        assert entries["."].attributes.is_dir and entries[".."].attributes.is_dir
+        assert entries["."].ino == sub_ino.ino
+        assert entries[".."].ino == 1
+        assert entries["."].is_dir and entries[".."].is_dir
 
     trio.run(main)
 
@@ -68,12 +69,12 @@ def test_paging_resumes_after_each_offset(filesystem: Callable[[], Filesystem]) 
     async def main() -> None:
         fs = filesystem()
         fh = await fs.opendir(1)
-        whole = [e.name for e in await fs.readdir(fh, 0)]
+        whole = [e.name for e in await read_dir(fs, fh, 0)]
         for start in range(len(whole) + 1):
-            assert [e.name for e in await fs.readdir(fh, start)] == whole[start:], start
+            assert [e.name for e in await read_dir(fs, fh, start)] == whole[start:], start
         # one entry per call, as a kernel with a tiny buffer would ask
         got, offset = [], 0
-        while page := list(await fs.readdir(fh, offset))[:1]:
+        while page := list(await read_dir(fs, fh, offset))[:1]:
             got.append(page[0].name)
             offset = page[0].next_id
         assert got == whole
@@ -84,19 +85,26 @@ def test_paging_resumes_after_each_offset(filesystem: Callable[[], Filesystem]) 
 def test_lookup_counts_balance_when_the_kernel_forgets(
     filesystem: Callable[[], Filesystem],
 ) -> None:
-    """The kernel takes a reference for every readdirplus entry but ``.`` and ``..``, and
-    forgets exactly those: the table must return to the root (and the looked-up dir)."""
+    """Every name handed out but ``.`` and ``..`` carries a kernel reference, except the one
+    the kernel's full buffer refused (given back); the kernel forgets exactly those it took:
+    the table must return to the root (and the looked-up dir)."""
 
     async def main() -> None:
         fs = filesystem()
         sub = await fs.lookup(1, "sub")
-        for ino in (1, sub.ino):
+        for ino, room in ((1, 100), (sub.ino, 3)):  # sub: a buffer of three names a request
             fh = await fs.opendir(ino)
-            taken = []
-            for entry in await fs.readdir(fh, 0):
-                fs.readdir_returned(entry)
-                if entry.name not in (".", ".."):
-                    taken.append(entry.attributes.ino)
+            taken, offset, full = [], 0, True
+            while full:
+                full = False
+                for n, item in enumerate(await fs.readdir(fh, offset)):
+                    if n == room:
+                        fs.readdir_refused(item)
+                        full = True
+                        break
+                    offset = item[1]
+                    if item[0] not in (".", ".."):
+                        taken.append(item[2])
             await fs.releasedir(fh)
             for taken_ino in taken:
                 fs.forget(taken_ino, 1)

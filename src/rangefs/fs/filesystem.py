@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from rangefs import chunks
 from rangefs.cache.async_cache import AsyncChunkCache
-from rangefs.cache.metadata_index import IndexFailed, ListingInfo
+from rangefs.cache.metadata_index import DirRow, IndexFailed, ListingInfo
 from rangefs.config import Config
 from rangefs.engine.reader import ChunkReader, ReadStream
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
@@ -34,8 +34,7 @@ IO_BLOCK_SIZE = 1024 * 1024  # st_blksize: cp and friends size their buffers by 
 
 
 class Attributes(NamedTuple):
-    """What getattr, lookup and readdirplus answer (a named tuple: made once per name
-    listed, so it must be cheap)."""
+    """What getattr and lookup answer (readdir hands out :data:`Listed` items)."""
 
     ino: int
     is_dir: bool
@@ -49,11 +48,19 @@ class Attributes(NamedTuple):
     blocks: int
 
 
-class DirEntry(NamedTuple):
-    name: str
-    attributes: Attributes
-    next_id: int
+class Common(NamedTuple):
+    """The attributes every name shares, left out of :data:`Listed`."""
 
+    uid: int
+    gid: int
+    blksize: int
+
+
+# One name readdir hands out: (name, next_id, ino, mode, nlink, size, blocks, mtime_ns), the
+# fields of :class:`Attributes` that differ between names (:class:`Common` has the rest). A
+# plain tuple: a directory of a million names makes a million, and a named tuple costs
+# several times more to make.
+Listed = tuple[str, int, int, int, int, int, int, int]
 
 DOT_NAMES = (".", "..")
 
@@ -71,7 +78,7 @@ class DirHandle:
     entry: Entry
     listing: ListingInfo
     page_start: int = 0  # position in the listing of page[0]
-    page: list[Entry] = field(default_factory=list)
+    page: list[DirRow] = field(default_factory=list)
 
 
 @dataclass
@@ -114,10 +121,11 @@ class Filesystem:
         self._dir_mode = 0o040000 | config.dir_mode
         self._file_mode = 0o100000 | config.file_mode
         self._uid, self._gid = config.uid, config.gid
+        self.common = Common(config.uid, config.gid, IO_BLOCK_SIZE)
         self.walks = Walks(stats, config.chunk_size, namespace.files_after)
 
     def _attributes(self, ino: int, entry: Entry) -> Attributes:
-        """Made once per name listed (positional: the cheapest way to make a tuple)."""
+        """As :meth:`_listed` hands them out: the same modes, nlink and blocks."""
         if entry.is_dir:
             return Attributes(
                 ino, True, 0, int(entry.mtime * 1e9), self._dir_mode, 2, self._uid, self._gid,
@@ -139,9 +147,7 @@ class Filesystem:
         else:
             path = join(parent, name)
         entry = await self.namespace.entry(path)
-        ino = self.inodes.ino_for(path)
-        self.inodes.looked_up(ino)
-        return self._attributes(ino, entry)
+        return self._attributes(self.inodes.take(path), entry)
 
     def _version(self, path: str, entry: Entry) -> ObjectVersion:
         return ObjectVersion(
@@ -193,53 +199,58 @@ class Filesystem:
             return first - handle.page_start
         index, listing = self.namespace.index, handle.listing.id
         if first == end and handle.page:
-            page = await index.entries(listing, handle.page[-1].name, READDIR_PAGE)
+            page = await index.entries(listing, handle.page[-1][0], READDIR_PAGE)
         else:
             page = await index.entries_at(listing, first, READDIR_PAGE)
         handle.page_start, handle.page = first, page
         return 0
 
-    async def readdir(self, fh: int, start_id: int) -> Iterator[DirEntry]:
-        """Entries after offset ``start_id``: ``.`` (offset 1), ``..`` (offset 2), then the
+    async def readdir(self, fh: int, start_id: int) -> Iterator[Listed]:
+        """Names after offset ``start_id``: ``.`` (offset 1), ``..`` (offset 2), then the
         listing taken at opendir (offsets 3...), so paging is stable. At most a page is read
         from the index per call; the iterator is lazy: the caller stops when the kernel's
-        buffer is full, and no inode is made for an entry never offered.
+        buffer is full, and no inode is made for a name never offered.
 
-        ``.`` carries the directory's inode, ``..`` its parent's (the root's ``..`` is the
-        root). Their attributes are the directory's: the kernel does not use them.
+        Each name but ``.`` and ``..`` is handed out with a kernel reference on its inode
+        (readdirplus links it, as a lookup would; the kernel does not link ``.`` and ``..``:
+        fs/fuse/readdir.c, ``fuse_direntplus_link``): give back the one the kernel refused
+        with :meth:`readdir_refused`. ``.`` carries the directory's inode, ``..`` its
+        parent's (the root's ``..`` is the root); both have the directory's attributes.
         """
         handle = self._dir_handles.get(fh)
         if handle is None:
             return iter(())
         first = max(start_id - len(DOT_NAMES), 0)
         at = await self._page_at(handle, first)
-        return self._dir_entries(handle, start_id, first, handle.page, at)
+        return self._listed(handle, start_id, first, handle.page, at)
 
-    def _dir_entries(
-        self, handle: DirHandle, start_id: int, first: int, page: list[Entry], at: int
-    ) -> Iterator[DirEntry]:
-        dots = ((".", handle.ino), ("..", handle.parent_ino))
-        for i, (name, ino) in enumerate(dots[start_id:], start_id + 1):
-            yield DirEntry(name, self._attributes(ino, handle.entry), i)
-        parent = self.inodes.path_of(handle.ino)
-        below = join(parent, "")  # the loop runs once per name listed: no lookups in it
-        ino_for, attributes = self.inodes.ino_for, self._attributes
-        for next_id, entry in enumerate(page[at:], first + len(dots) + 1):
-            name = entry.name
-            yield DirEntry(name, attributes(ino_for(below + name), entry), next_id)
+    def _listed(
+        self, handle: DirHandle, start_id: int, first: int, page: list[DirRow], at: int
+    ) -> Iterator[Listed]:
+        """The loop runs once per name listed: plain tuples, locals, one inode call."""
+        dir_mode, file_mode = self._dir_mode, self._file_mode
+        if start_id < len(DOT_NAMES):
+            mtime_ns = int(handle.entry.mtime * 1e9)
+            dots = ((".", handle.ino), ("..", handle.parent_ino))
+            for next_id, (name, ino) in enumerate(dots[start_id:], start_id + 1):
+                yield name, next_id, ino, dir_mode, 2, 0, 0, mtime_ns
+        below = join(self.inodes.path_of(handle.ino), "")
+        take = self.inodes.take
+        rows = itertools.islice(page, at, None)
+        start = first + len(DOT_NAMES) + 1
+        for next_id, (name, is_dir, size, mtime_ns) in enumerate(rows, start):
+            if is_dir:
+                yield name, next_id, take(below + name), dir_mode, 2, 0, 0, mtime_ns
+            else:
+                blocks = -(-size // BLOCK_SIZE)
+                yield name, next_id, take(below + name), file_mode, 1, size, blocks, mtime_ns
 
-    def readdir_returned(self, entry: DirEntry) -> None:
-        """The kernel took an entry from readdirplus: that counts as a lookup, except for
-        ``.`` and ``..``, which the kernel does not link (fs/fuse/readdir.c,
-        ``fuse_direntplus_link``) and so never forgets."""
-        if entry.name not in DOT_NAMES:
-            self.inodes.looked_up(entry.attributes.ino)
-
-    def readdir_refused(self, entry: DirEntry) -> None:
-        """The kernel's buffer was full before this entry: its inode, made for nothing, goes
-        (a directory of a million keys would otherwise leave one behind per request)."""
-        if entry.name not in DOT_NAMES:
-            self.inodes.drop_unused(entry.attributes.ino)
+    def readdir_refused(self, item: Listed) -> None:
+        """The kernel's buffer was full before ``item``: its reference goes back (and its
+        inode, if nothing else holds it; a directory of a million keys would otherwise leave
+        one behind per request)."""
+        if item[0] not in DOT_NAMES:
+            self.inodes.forget(item[2], 1)
 
     async def releasedir(self, fh: int) -> None:
         handle = self._dir_handles.pop(fh, None)

@@ -48,19 +48,25 @@ class InodeTable:
             raise NotFound(f"inode {ino} unknown")
         return path
 
-    def looked_up(self, ino: int) -> None:
+    def take(self, path: str) -> int:
+        """The number of ``path`` (made if new) with one more kernel reference: a lookup, or
+        a name readdirplus hands out. One call per name listed, so it does both at once."""
+        ino = self._by_path.get(path)
+        if ino is None and not self._free:  # a new number at the end: the common case
+            ino = self._by_path[path] = len(self._paths)
+            self._paths.append(path)
+            self._lookups.append(1)
+            return ino
+        if ino is None:
+            ino = self.ino_for(path)
         self._lookups[ino] += 1
+        return ino
 
     def forget(self, ino: int, count: int) -> None:
         if not 0 < ino < len(self._paths):
             return
         self._lookups[ino] = max(self._lookups[ino] - count, 0)
         self._maybe_drop(ino)
-
-    def drop_unused(self, ino: int) -> None:
-        """Drops ``ino`` if the kernel never took it (no lookup, not open)."""
-        if 0 < ino < len(self._paths):
-            self._maybe_drop(ino)
 
     def opened(self, ino: int) -> None:
         self._open[ino] = self._open.get(ino, 0) + 1
