@@ -457,9 +457,11 @@ class Verifier:
                     return
                 data: ChunkData | None = None
                 if part.next not in state.digests:
-                    data = await self._bytes_of(state.version, part.next, fresh=False, fetch=False)
+                    data = await self._read_back(state.version, part.next)
                     if data is None:
                         return
+                    # Not counted if its digest came meanwhile: the bytes are then not used.
+                    self.stats.proof_read_backs += part.next not in state.digests
                 await self._feed(state, part, data)
                 del data
 
@@ -480,26 +482,18 @@ class Verifier:
                         await self._feed(state, part)
                         continue
                     async with self._chunks_held:
-                        data = await self._bytes_of(version, index, fresh=fresh, fetch=True)
-                        assert data is not None
+                        data = None if fresh else await self._read_back(version, index)
+                        self.stats.proof_read_backs += data is not None
+                        if data is None:
+                            data = await self._fetch(version, index)
                         await self._feed(state, part, data)
                         del data
         return proofs.combine(state.proof, [p.digest or b"" for p in state.parts])
 
-    async def _bytes_of(
-        self, version: ObjectVersion, index: int, *, fresh: bool, fetch: bool
-    ) -> ChunkData | None:
-        """Chunk ``index``'s bytes to hash: read back from the store (unless ``fresh``),
-        else fetched from S3 if ``fetch``; None if neither."""
-        data: ChunkData | None = None
-        if not fresh:
-            data = await self.cache.get(
-                version.chunk(self.chunk_size, index), self._length(version, index)
-            )
-            self.stats.proof_read_backs += data is not None
-        if data is None and fetch:
-            data = await self._fetch(version, index)
-        return data
+    async def _read_back(self, version: ObjectVersion, index: int) -> ChunkData | None:
+        """Chunk ``index``'s bytes from the store, to hash (None if it does not hold them)."""
+        key = version.chunk(self.chunk_size, index)
+        return await self.cache.get(key, self._length(version, index))
 
     async def _fetch(self, version: ObjectVersion, index: int) -> bytes:
         """One GET of chunk ``index``, stored in the disk cache before it is hashed."""
