@@ -43,7 +43,7 @@ from awscrt import checksums as crt
 
 from rangefs.errors import BadResponse, NoAnswer, NotFound, ObjectChanged, Transient
 from rangefs.remote.retry import Retrier, RetryPolicy
-from rangefs.remote.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
+from rangefs.remote.store import Checksum, Listing, ObjectFacts, ObjectInfo, RangeGet, Sink
 from rangefs.remote.versions import VersionEntry
 from rangefs.stats import Stats
 from tests.support.patterns import pattern_bytes
@@ -557,20 +557,11 @@ class FakeStore:
             what, lambda: self._get_once(what, key, start, end, etag, size, version_id)
         )
 
-    def get_range_into(
-        self,
-        key: str,
-        start: int,
-        end: int,
-        etag: str,
-        size: int,
-        sink: Sink,
-        *,
-        version_id: str = "",
-        align: int = 1,
-    ) -> None:
+    def get_range_into(self, get: RangeGet, sink: Sink) -> None:
         """As the S3 store: pieces of :data:`PIECE` bytes; an attempt cut short delivers its
         whole ``align`` units and the retry asks for the rest only."""
+        key, start, end, etag, size = get.key, get.start, get.end, get.etag, get.size
+        version_id, align = get.version_id, get.align
         what = f"GET s3://{self.bucket}/{key} bytes={start}-{end - 1}"
         done = start
 

@@ -17,6 +17,7 @@ from rangefs.config import CustomerKey
 from rangefs.errors import AccessDenied, BadResponse, NotFound, ObjectChanged, Unreachable
 from rangefs.remote.retry import Retrier, RetryPolicy
 from rangefs.remote.s3 import LeanGets, RequestArgs, S3Store, make_client
+from rangefs.remote.store import RangeGet
 from tests.unit.test_aws_details import Captured, aws_env, capture, settings  # noqa: F401
 
 BODY = bytes(range(256)) * 40  # 10240 bytes
@@ -98,10 +99,8 @@ def store(url: str, **changes: Any) -> S3Store:
 
 def get(s3: S3Store, key: str = "dir/a b+c.txt", version_id: str = "") -> list[bytes]:
     pieces: list[bytes] = []
-    s3.get_range_into(
-        key, 0, len(BODY), ETAG, len(BODY), lambda at, data: pieces.append(bytes(data)),
-        version_id=version_id,
-    )  # fmt: skip
+    get = RangeGet(key, 0, len(BODY), ETAG, len(BODY), version_id)
+    s3.get_range_into(get, lambda at, data: pieces.append(bytes(data)))
     return pieces
 
 

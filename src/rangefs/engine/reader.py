@@ -55,7 +55,7 @@ from rangefs.engine.verifier import Verifier
 from rangefs.engine.window import FIRST_REQUEST, Limits, Window, advance
 from rangefs.errors import CacheWriteFailed, ObjectChanged, ProofFailed, RangefsError, RemoteError
 from rangefs.keys import ChunkKey
-from rangefs.remote.store import AsyncStore, ObjectVersion
+from rangefs.remote.store import AsyncStore, ObjectVersion, RangeGet
 from rangefs.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -377,16 +377,10 @@ class ChunkReader:
             if self.verifier.wants_proof(version):
                 self._spawn(self.verifier.learn, version)
             self.stats.bytes_in_flight += stop - start
-            await self.store.get_range_into(
-                version.key,
-                start,
-                stop,
-                version.etag,
-                version.size,
-                self._sink(fill, request, stretch),
-                version_id=version.version_id,
-                align=BLOCK,
+            get = RangeGet(
+                version.key, start, stop, version.etag, version.size, version.version_id, BLOCK
             )
+            await self.store.get_range_into(get, self._sink(fill, request, stretch))
             self.stats.gets += 1
             self.budget.succeeded()
             log.debug("fetched %s", what)

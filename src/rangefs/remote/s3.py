@@ -43,7 +43,7 @@ from rangefs.errors import (
     UsageError,
 )
 from rangefs.remote.retry import Retrier, RetryPolicy
-from rangefs.remote.store import Checksum, Listing, ObjectFacts, ObjectInfo, Sink
+from rangefs.remote.store import Checksum, Listing, ObjectFacts, ObjectInfo, RangeGet, Sink
 from rangefs.remote.versions import VersionEntry
 from rangefs.stats import Stats
 
@@ -717,21 +717,12 @@ class S3Store:
 
         return self._call(what, fetch)
 
-    def get_range_into(
-        self,
-        key: str,
-        start: int,
-        end: int,
-        etag: str,
-        size: int,
-        sink: Sink,
-        *,
-        version_id: str = "",
-        align: int = 1,
-    ) -> None:
-        """Streams bytes ``[start, end)`` to ``sink`` through one reused buffer (RAM per GET
-        in flight: one piece). The checks are :meth:`get_range`'s; a retry after a body
-        cut short asks only for what did not arrive."""
+    def get_range_into(self, get: RangeGet, sink: Sink) -> None:
+        """Streams ``get``'s bytes to ``sink`` through one reused buffer (RAM per GET in
+        flight: one piece). The checks are :meth:`get_range`'s; a retry after a body cut
+        short asks only for what did not arrive."""
+        key, start, end, etag, size = get.key, get.start, get.end, get.etag, get.size
+        version_id, align = get.version_id, get.align
         what = f"GET s3://{self.bucket}/{key} {byte_range(start, end)}"
         if self.lean is not None and start == 0 and 0 < end == size <= LEAN_GET_MAX:
             self._get_whole_lean(what, key, size, etag, sink, version_id)

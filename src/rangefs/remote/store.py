@@ -88,6 +88,23 @@ class ObjectVersion:
 
 
 Sink = Callable[[int, memoryview], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RangeGet:
+    """One streamed GET: bytes ``[start, end)`` of ``key``, an object of ``size`` bytes, at
+    ``etag`` (If-Match) and of version ``version_id`` when one is given; delivered in pieces
+    whose length is a multiple of ``align`` except the one ending at ``end``."""
+
+    key: str
+    start: int
+    end: int
+    etag: str
+    size: int
+    version_id: str = ""
+    align: int = 1
+
+
 """Receives a GET's body in pieces, in order: (object offset, bytes), in the GET's thread."""
 
 
@@ -129,20 +146,9 @@ class ObjectStore(Protocol):
         ``version_id`` when one is given."""
         ...
 
-    def get_range_into(
-        self,
-        key: str,
-        start: int,
-        end: int,
-        etag: str,
-        size: int,
-        sink: Sink,
-        *,
-        version_id: str = "",
-        align: int = 1,
-    ) -> None:
-        """Streams bytes ``[start, end)`` (as :meth:`get_range`) to ``sink`` in pieces
-        whose length is a multiple of ``align`` except the one ending at ``end``. An attempt
+    def get_range_into(self, get: RangeGet, sink: Sink) -> None:
+        """Streams ``get``'s bytes (checked as :meth:`get_range`'s) to ``sink`` in pieces
+        whose length is a multiple of its ``align`` except the one ending at its ``end``. An attempt
         cut short delivers its whole ``align`` units and the retry asks only for the rest,
         so ``sink`` sees each byte once."""
         ...
@@ -219,22 +225,6 @@ class AsyncStore:
             self._probe_store.check_access, prefix, limiter=self._meta
         )
 
-    async def get_range_into(
-        self,
-        key: str,
-        start: int,
-        end: int,
-        etag: str,
-        size: int,
-        sink: Sink,
-        *,
-        version_id: str = "",
-        align: int = 1,
-    ) -> None:
-        def call() -> None:
-            self.store.get_range_into(
-                key, start, end, etag, size, sink, version_id=version_id, align=align
-            )
-
-        with self.reachability.guard(f"GET s3://{self.bucket}/{key}"):
-            await trio.to_thread.run_sync(call, limiter=self._fetch)
+    async def get_range_into(self, get: RangeGet, sink: Sink) -> None:
+        with self.reachability.guard(f"GET s3://{self.bucket}/{get.key}"):
+            await trio.to_thread.run_sync(self.store.get_range_into, get, sink, limiter=self._fetch)

@@ -22,7 +22,7 @@ from typing import Protocol
 from rangefs.config import format_timestamp
 from rangefs.errors import NotFound, RangefsError
 from rangefs.remote.retry import RetryPolicy
-from rangefs.remote.store import Listing, ObjectFacts, ObjectInfo, ObjectStore, Sink
+from rangefs.remote.store import Listing, ObjectFacts, ObjectInfo, ObjectStore, RangeGet, Sink
 
 VERSIONED_STATES = ("Enabled", "Suspended")  # a suspended bucket still holds its history
 
@@ -156,18 +156,5 @@ class VersionedStore:
     ) -> bytes:
         return self.inner.get_range(key, start, end, etag, size, version_id)
 
-    def get_range_into(
-        self,
-        key: str,
-        start: int,
-        end: int,
-        etag: str,
-        size: int,
-        sink: Sink,
-        *,
-        version_id: str = "",
-        align: int = 1,
-    ) -> None:
-        self.inner.get_range_into(
-            key, start, end, etag, size, sink, version_id=version_id, align=align
-        )
+    def get_range_into(self, get: RangeGet, sink: Sink) -> None:
+        self.inner.get_range_into(get, sink)
