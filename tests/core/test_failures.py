@@ -16,7 +16,7 @@ from rangefs.errors import (
 )
 from rangefs.fs import xattrs
 from tests.core.fakes import etag_of
-from tests.core.helpers import CHUNK, gate_reached, lookup_path, open_path, read_all, settle
+from tests.core.helpers import CHUNK, gate_reached, lookup_path, open_path, read_all, settle, until
 
 # -- ETag pinning ------------------------------------------------------------------------------
 
@@ -144,7 +144,8 @@ async def test_waiters_of_a_failed_fetch_all_get_the_error_from_one_series_of_at
             for fh in handles:
                 nursery.start_soon(reader, fh)
             await gate_reached(gate)
-            await trio.testing.wait_all_tasks_blocked()
+            # All five wait on the one fetch (a reader still opening in a thread would not).
+            await until(lambda: sum(f.users for f in core.reader._fills.values()) == 5)
             gate.release()
         assert errors == [errno.EIO] * 5
         assert env.store.get_count("f") == 3

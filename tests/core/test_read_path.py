@@ -161,14 +161,15 @@ async def test_a_sequential_reader_gets_read_ahead_from_its_second_read(env):
         await settle(core)
         # The first window is an eighth of the largest: one chunk ahead, fetched once.
         assert sorted(env.store.chunks_fetched("f", CHUNK)) == [0, 1, 2]
+        hits = core.stats.range_hits + core.stats.fill_hits
         for i in range(2, 40):
             await core.fs.read(fh, i * CHUNK, CHUNK)
-        await settle(core)
+            await settle(core)  # a reader slower than the store: each chunk comes ahead
         fetched = env.store.chunks_fetched("f", CHUNK)
         assert sorted(set(fetched)) == list(range(len(set(fetched))))  # no holes, in order
         assert len(fetched) == len(set(fetched))  # each chunk once
         assert 40 < len(fetched) <= 40 + 8  # never more than the largest window past the reader
-        assert core.stats.range_hits + core.stats.fill_hits >= 30  # most reads did not wait
+        assert core.stats.range_hits + core.stats.fill_hits - hits == 38  # no read waited
 
 
 async def test_a_seek_resets_the_window(env):
