@@ -47,6 +47,7 @@ from rangefs.cache.cache_format import (
     parse_prefix,
 )
 from rangefs.cache.chunk_files import ChunkFile, MemoryChunkFile, PartialFiles
+from rangefs.cache.read_buffers import ReadBuffers
 from rangefs.config import format_size
 from rangefs.errors import UserError
 from rangefs.keys import ChunkKey, ObjectId
@@ -206,6 +207,7 @@ class ChunkCache:
         self._recent: OrderedDict[ChunkKey, bytes] = OrderedDict()  # under _lock
         self._recent_bytes = 0
         self._disabled_until = 0.0
+        self._buffers = ReadBuffers()
         self._nowait = True  # reads with RWF_NOWAIT work here (until the filesystem says not)
         self._reported_bad: set[object] = set()
         self.partial = PartialFiles(self.directory)
@@ -485,17 +487,15 @@ class ChunkCache:
             self._drop(key, "short value file or checksum mismatch")
         return data
 
-    @staticmethod
     def _pread_checked(
-        fd: int, digests: bytes, length: int, start: int, end: int, flags: int
+        self, fd: int, digests: bytes, length: int, start: int, end: int, flags: int
     ) -> memoryview | None:
-        """Bytes ``[start, end)`` of the chunk in value file ``fd`` (a view: no copy), or
-        None if the file is short or a block does not match its digest."""
+        """Bytes ``[start, end)`` of the chunk in value file ``fd`` (a view of a pooled
+        buffer: no copy), or None if the file is short or a block does not match its digest."""
         first, last = start // BLOCK, block_count(end)
         want = min(last * BLOCK, length) - first * BLOCK
-        raw = bytearray(want)
-        got = os.preadv(fd, [raw], header_size(length) + first * BLOCK, flags)
-        view = memoryview(raw)
+        view = self._buffers.take(want)
+        got = os.preadv(fd, [view], header_size(length) + first * BLOCK, flags)
         if got != want or not blocks_ok(digests, first, view):
             return None
         offset = start - first * BLOCK
