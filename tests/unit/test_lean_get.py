@@ -1,7 +1,8 @@
-"""The lean GET of whole small objects (:class:`rangefs.remote.s3.LeanGets`) against a
-scripted local HTTP server: the request is the one boto3 sends (URL, Range, If-Match,
-versionId, requester-pays, a SigV4 signature), the answer gets the checks of a ranged GET,
-errors map as boto3's would, failed attempts are retried and deliver nothing."""
+"""The lean GET (:class:`rangefs.remote.s3.LeanGets`) against a scripted local HTTP server:
+the request is the one boto3 sends (URL, Range, If-Match, versionId, requester-pays, a SigV4
+signature), the answer gets the checks of a ranged GET, errors map as boto3's would; a whole
+small object's failed attempts are retried and deliver nothing, a streamed range's retry
+asks only for what did not arrive."""
 
 import dataclasses
 import socket
@@ -190,3 +191,54 @@ def test_only_path_style_requests_without_a_customer_key_or_proxy_are_lean(
     assert not lean(endpoint_url="http://127.0.0.1:9000", sse_c_key=key)
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
     assert not lean(endpoint_url="http://s3.example.com:9000")
+
+
+BIG = bytes(range(251)) * 4200  # 1,054,200 bytes: streamed in pieces, not one buffer
+
+
+def ranged(data: bytes = BIG, *, cut_at: int | None = None, length_off: int = 0) -> Answer:
+    """Answers the Range asked for from ``data``; ``cut_at``: the connection breaks after
+    that many body bytes; ``length_off``: a Content-Length that many bytes off."""
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        first, last = (int(x) for x in handler.headers["Range"].removeprefix("bytes=").split("-"))
+        body = data[first : last + 1]
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+        handler.send_header("Content-Length", str(len(body) + length_off))
+        handler.send_header("ETag", ETAG)
+        handler.end_headers()
+        handler.wfile.write(body if cut_at is None else body[:cut_at])
+        if cut_at is not None or length_off:
+            handler.close_connection = True
+
+    return answer
+
+
+def stream(s3: S3Store, start: int, end: int) -> dict[int, bytes]:
+    got: dict[int, bytes] = {}
+    get = RangeGet("big", start, end, ETAG, len(BIG), "", 64 * 1024)
+    s3.get_range_into(get, lambda at, data: got.__setitem__(at, bytes(data)))
+    return got
+
+
+def test_a_streamed_range_comes_lean_in_pieces_and_a_cut_resumes_at_a_block(aws_env, server):  # noqa: F811
+    s3 = store(server.url)
+    server.answers[:] = [ranged()]
+    got = stream(s3, 65536, len(BIG))
+    assert b"".join(got[at] for at in sorted(got)) == BIG[65536:]
+    assert len(got) > 1 and max(len(piece) for piece in got.values()) <= 256 * 1024
+    assert server.seen[-1][1]["range"] == f"bytes=65536-{len(BIG) - 1}"
+    assert server.seen[-1][1]["if-match"] == ETAG
+    server.answers[:] = [ranged(cut_at=200_000), ranged()]
+    got = stream(s3, 0, 524288)
+    assert b"".join(got[at] for at in sorted(got)) == BIG[:524288]
+    assert server.seen[-1][1]["range"] == "bytes=196608-524287"  # from the last whole block
+    assert s3.retrier.stats.retries["short_body"] == 1
+
+
+def test_a_streamed_range_of_the_wrong_length_is_refused(aws_env, server):  # noqa: F811
+    s3 = store(server.url)
+    server.answers[:] = [ranged(length_off=1)] * 3
+    with pytest.raises(BadResponse, match="Content-Length"):
+        stream(s3, 0, 524288)

@@ -8,6 +8,7 @@ the budget.
 """
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -247,11 +248,13 @@ def store_factory(
 
 
 class LeanGets:
-    """GETs of whole small objects without boto3's request pipeline.
+    """GETs of object bytes without boto3's request pipeline.
 
     For a small file boto3's machinery (parameter validation, endpoint rules, a dozen event
     handlers, response parsing) is most of the cost: ~1.5 ms of CPU per GET under the GIL,
-    which bounds how fast a walker's files ahead can land (``rsync`` of small files). This
+    which bounds how fast a walker's files ahead can land (``rsync`` of small files). For a
+    streamed chunk, urllib3's ``readinto`` reads each piece into a new ``bytes`` and copies
+    it: every byte received was copied twice in Python's process. This
     sends the request botocore would send for ``get_object(Range=..., IfMatch=...)`` — the
     same URL and headers, signed by the client's own signer (so its refreshing credentials
     and signature version) — over :mod:`http.client`, one keep-alive connection per thread,
@@ -344,18 +347,11 @@ class LeanGets:
         conn.request("GET", path, headers=headers)
         return conn.getresponse()
 
-    def get_into(
-        self,
-        bucket: str,
-        key: str,
-        size: int,
-        etag: str,
-        headers: dict[str, str],
-        query: str,
-        sink: Sink,
-    ) -> None:
-        """One attempt at the whole object (``size`` bytes) into ``sink``, in one piece
-        (nothing reaches the sink from an attempt that fails: a retry starts over)."""
+    def _answer(
+        self, bucket: str, key: str, headers: dict[str, str], query: str
+    ) -> http.client.HTTPResponse:
+        """The answer to a signed GET of ``key``, if 206; another status is raised as boto3
+        would raise it (an error's connection is dropped)."""
         path = f"{self.base_path}/{bucket}/{urllib.parse.quote(key, safe='/~')}"
         if query:
             path += "?" + query
@@ -368,22 +364,59 @@ class LeanGets:
                 if resp.status < 300:
                     raise BadResponse(f"expected 206 Partial Content, got {resp.status}")
                 raise _client_error(resp.status, body)
-            buffer = memoryview(bytearray(size))
+        except BaseException:
+            self._drop()
+            raise
+        return resp
+
+    def get_into(
+        self,
+        bucket: str,
+        key: str,
+        size: int,
+        etag: str,
+        headers: dict[str, str],
+        query: str,
+        sink: Sink,
+    ) -> None:
+        """One attempt at the whole object (``size`` bytes) into ``sink``, in one piece
+        (nothing reaches the sink from an attempt that fails: a retry starts over)."""
+        buffer = memoryview(bytearray(size))
+        with self.ranged(bucket, key, headers, query, 0, size, size, etag) as readinto:
             filled = 0
             while filled < size:
-                n = resp.readinto(buffer[filled:])
+                n = readinto(buffer[filled:])
                 if not n:
                     raise Transient(f"short body: {filled} of {size} bytes", "short_body")
                 filled += n
-            _check_whole(resp, size, etag)
-            if resp.read(1):
-                raise BadResponse(f"body longer than the {size} bytes asked for")
+        sink(0, buffer)
+
+    @contextlib.contextmanager
+    def ranged(
+        self,
+        bucket: str,
+        key: str,
+        headers: dict[str, str],
+        query: str,
+        start: int,
+        end: int,
+        size: int,
+        etag: str,
+    ) -> Iterator[Callable[[memoryview], int]]:
+        """The body of bytes ``[start, end)`` of ``key`` as its ``readinto``, once the answer
+        is shown to be those bytes of that version. The connection is kept for the next GET
+        only if the caller read the body to its end."""
+        resp = self._answer(bucket, key, headers, query)
+        try:
+            _check_range(resp, start, end, size, etag)
+            yield resp.readinto
+            if resp.length or resp.read(1):
+                raise BadResponse(f"body longer than the {end - start} bytes asked for")
         except BaseException:
             self._drop()
             raise
         if resp.will_close:
             self._drop()
-        sink(0, buffer)
 
 
 def _client_error(status: int, body: bytes) -> botocore.exceptions.ClientError:
@@ -396,13 +429,18 @@ def _client_error(status: int, body: bytes) -> botocore.exceptions.ClientError:
     return botocore.exceptions.ClientError(response, "GetObject")
 
 
-def _check_whole(resp: http.client.HTTPResponse, size: int, etag: str) -> None:
-    """A lean GET's answer: 206 for exactly ``bytes 0-(size-1)/size``, of the version asked
-    for (``If-Match`` says so already; an ETag answered, if any, must agree)."""
-    expected = f"bytes 0-{size - 1}/{size}"
+def _check_range(
+    resp: http.client.HTTPResponse, start: int, end: int, size: int, etag: str
+) -> None:
+    """A lean GET's answer: 206 for exactly ``bytes start-(end-1)/size``, that many bytes
+    long, of the version asked for (``If-Match`` says so already; an ETag answered, if any,
+    must agree)."""
+    expected = f"bytes {start}-{end - 1}/{size}"
     got = resp.getheader("Content-Range")
     if got != expected:
         raise BadResponse(f"Content-Range {got!r}, expected {expected!r}")
+    if resp.length != end - start:
+        raise BadResponse(f"Content-Length {resp.length}, expected {end - start}")
     answered = resp.getheader("ETag")
     if etag and answered and answered.strip('"') != etag.strip('"'):
         raise ObjectChanged(f"ETag {answered} answered, {etag} asked for")
@@ -732,17 +770,13 @@ class S3Store:
 
         def attempt() -> None:
             nonlocal done
-            rng = byte_range(done, end)
-            resp = self.client.get_object(Range=rng, **self._object_args(key, etag, version_id))
-            body = resp["Body"]
-            try:
-                _check_partial(resp, what, done, end, size)
+            with self._body(what, key, done, end, size, etag, version_id) as readinto:
                 while done < end:
                     want = min(len(buffer), end - done)
                     filled = 0
                     try:
                         while filled < want:
-                            n = body.readinto(buffer[filled:want])
+                            n = readinto(buffer[filled:want])
                             if not n:
                                 raise Transient(
                                     f"short body: {done + filled - start} of {end - start} bytes",
@@ -757,24 +791,54 @@ class S3Store:
                         raise
                     sink(done, buffer[:filled])
                     done += filled
-            finally:
-                body.close()
 
         self._call(what, attempt)
 
-    def _get_whole_lean(
-        self, what: str, key: str, size: int, etag: str, sink: Sink, version_id: str
-    ) -> None:
-        """A whole small object by :class:`LeanGets`: the request :meth:`get_range_into`
-        sends (``Range``, ``If-Match``, versionId, requester-pays), its checks, its retries."""
-        assert self.lean is not None
-        lean = self.lean
-        headers = {"Range": byte_range(0, size)}
+    @contextlib.contextmanager
+    def _body(
+        self, what: str, key: str, start: int, end: int, size: int, etag: str, version_id: str
+    ) -> Iterator[Callable[[memoryview], int]]:
+        """The checked body of one ranged GET, as its ``readinto``: by :class:`LeanGets`
+        when it can (no copy per piece), else boto3's."""
+        if self.lean is not None:
+            headers, query = self._lean_request(start, end, etag, version_id)
+            try:
+                with self.lean.ranged(
+                    self.bucket, key, headers, query, start, end, size, etag
+                ) as readinto:
+                    yield readinto
+            except (BadResponse, ObjectChanged) as exc:
+                raise type(exc)(f"{what}: {exc}") from None
+            return
+        rng = byte_range(start, end)
+        resp = self.client.get_object(Range=rng, **self._object_args(key, etag, version_id))
+        body = resp["Body"]
+        try:
+            _check_partial(resp, what, start, end, size)
+            yield body.readinto
+        finally:
+            body.close()
+
+    def _lean_request(
+        self, start: int, end: int, etag: str, version_id: str
+    ) -> tuple[dict[str, str], str]:
+        """The headers and query of a lean GET: what :meth:`_object_args` gives boto3."""
+        headers = {"Range": byte_range(start, end)}
         if etag:
             headers["If-Match"] = etag
         if self.args.reading.get("RequestPayer"):
             headers["x-amz-request-payer"] = "requester"
         query = f"versionId={urllib.parse.quote(version_id, safe='~')}" if version_id else ""
+        return headers, query
+
+    def _get_whole_lean(
+        self, what: str, key: str, size: int, etag: str, sink: Sink, version_id: str
+    ) -> None:
+        """A whole small object by :class:`LeanGets` in one piece: the request
+        :meth:`get_range_into` sends, its checks, its retries."""
+        assert self.lean is not None
+        lean = self.lean
+        headers, query = self._lean_request(0, size, etag, version_id)
 
         def attempt() -> None:
             try:
