@@ -270,7 +270,9 @@ def table(results: Results) -> list[str]:
             notes.insert(0, f"**error:** {row.error}")
         iops = row.extra("iops")
         if iops is not None:
-            notes.insert(0, f"{iops:.0f} IOPS")
+            per_read = row.extra("cpu_ms_per_read")
+            cost = f", {per_read:.2f} ms CPU/read" if per_read is not None else ""
+            notes.insert(0, f"{iops:.0f} IOPS{cost}")
         per_gb = row.extra("cpu_s_per_gb")
         if per_gb is not None:
             notes.insert(0, f"simulator CPU {per_gb:.2f} s per GB")
@@ -387,9 +389,12 @@ def render(
         f"Its ceiling must stay ≥ {LINK_RULE:g}× the best figure measured through it; both "
         "share the two cores with the server and the client, so the ceiling also bounds "
         "what the server can send.",
-        f"- fio: `fio --rw=randread --bs=64k --size={w.size // MiB}M "
-        f"--runtime={a.fio_runtime} --time_based --direct=0 --ioengine=psync --numjobs=1` on "
-        "a fresh mount and cache.",
+        f"- fio: `fio --rw=randread --bs=64k --size={w.size // MiB}M --runtime={a.fio_runtime} "
+        "--direct=0 --ioengine=psync --numjobs=1 --randseed=42` on a fresh mount and cache: "
+        "one pass, each 64 KiB block read once in random order (fio drops the file's pages "
+        "at the start of every pass, so a time-based run's later passes are not served by "
+        "the page cache either, and its IOPS depended on where the slow start ended); "
+        "`ms CPU/read` is the peer's CPU per read.",
         "",
         "## Results",
         "",

@@ -310,7 +310,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--conc-size-mib", type=int, help="each of the 8 concurrent objects (256)")
     p.add_argument("--wan-size-mib", type=int, help="object for the WAN test (default 512)")
     p.add_argument("--video-seconds", type=int, help="length of the test MP4 (default 120)")
-    p.add_argument("--fio-runtime", type=int, help="seconds per fio run (default 10)")
+    p.add_argument("--fio-runtime", type=int, help="longest fio pass, in seconds (default 120)")
     p.add_argument("--budget-min", type=float, help="time budget in minutes (default 18)")
     p.add_argument(
         "--wan-profile",
@@ -372,7 +372,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "conc_size_mib": 256,
         "wan_size_mib": 512,
         "video_seconds": 120,
-        "fio_runtime": 10,
+        "fio_runtime": 120,
         "budget_min": 18.0,
     }
     quick = {
@@ -381,7 +381,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "conc_size_mib": 32,
         "wan_size_mib": 64,
         "video_seconds": 30,
-        "fio_runtime": 3,
+        "fio_runtime": 60,
         "budget_min": 3.0,
     }
     for name, value in (quick if args.quick else full).items():

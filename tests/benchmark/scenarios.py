@@ -8,7 +8,6 @@ copy and proxy a scenario starts is gone when it returns or raises.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import subprocess
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from tests.benchmark.common import (
     BUCKET,
     CONC_READERS,
+    FIO_BLOCK,
     LINK_STREAMS,
     MAIN_KEY,
     VIDEO_KEY,
@@ -32,6 +32,7 @@ from tests.benchmark.common import (
     conc_key,
     deferred_sigint,
     drop_caches,
+    fio_pass,
     log,
     one_line,
     run,
@@ -218,46 +219,30 @@ def concurrent_readers(ctx: Context, peer: MountPeer, row: str) -> None:
 
 
 def fio_random_reads(ctx: Context, peer: MountPeer, row: str) -> None:
-    """fio random 64 KiB reads of the main object for ``--fio-runtime`` s, cold start."""
+    """fio random 64 KiB reads of the main object, one pass (each block once, see
+    :func:`~tests.benchmark.common.fio_command`; cut at ``--fio-runtime`` s), cold start.
+    Also the peer's CPU per read: what a read costs it once the bytes are local, which a
+    busy machine slows but does not change."""
     if shutil.which("fio") is None:
         raise BenchError("fio not installed (apt-get install fio)")
-    runtime = ctx.fio_runtime
     for _ in ctx.repeats():
         with peer.fresh() as m:
             m.lookup(MAIN_KEY)
             drop_caches()
             cpu0 = m.cpu()
-            proc = run(
-                [
-                    "fio",
-                    "--name=rand",
-                    f"--filename={m.path / MAIN_KEY}",
-                    "--rw=randread",
-                    "--bs=64k",
-                    f"--size={ctx.workload.size}",
-                    f"--runtime={runtime}",
-                    "--time_based",
-                    "--direct=0",
-                    "--ioengine=psync",
-                    "--numjobs=1",
-                    "--readonly",
-                    "--randseed=42",
-                    "--output-format=json",
-                ],
-                timeout=runtime + 120,
-            )
+            done = fio_pass(m.path / MAIN_KEY, ctx.workload.size, ctx.fio_runtime)
             cpu = m.cpu_since(cpu0)
-            text = proc.stdout[proc.stdout.find("{") :]
-            read = json.loads(text)["jobs"][0]["read"]
-            seconds = read["runtime"] / 1000 if read.get("runtime") else float(runtime)
+            extra = {"iops": done.iops}
+            if cpu is not None and done.reads:
+                extra["cpu_ms_per_read"] = 1000 * cpu / done.reads
             ctx.results.add(
                 row,
                 Sample(
-                    seconds=seconds,
-                    nbytes=int(read["io_bytes"]),
+                    seconds=done.seconds,
+                    nbytes=done.reads * FIO_BLOCK,
                     peak_rss=m.hwm(),
                     cpu=cpu,
-                    extra={"iops": float(read["iops"])},
+                    extra=extra,
                 ),
             )
 

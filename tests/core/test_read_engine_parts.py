@@ -1,6 +1,7 @@
 """The read engine's pure and small parts: the window policy (property-tested), the arrival
 map, the budget and the chunk files."""
 
+import gc
 import itertools
 import os
 
@@ -259,6 +260,11 @@ async def test_room_is_what_other_readers_do_not_hold():
     budget.register(b)
     assert budget.room() == 20
     assert budget.room(excluding=a) == 50
+    budget.register(a)  # once per read: counted once
+    assert budget.room() == 20
+    del b  # a closed file's stream: its share is free again
+    gc.collect()
+    assert budget.room() == 70
 
 
 # -- chunk files -----------------------------------------------------------------------------

@@ -39,7 +39,9 @@ class Budget:
         self.readahead_slots = trio.CapacityLimiter(self.max_gets - self.reserve)
         self.around_slots = trio.CapacityLimiter(max(MIN_GETS, self.max_gets // AROUND_SHARE))
         self.max_ahead = max_ahead
-        self._holders: weakref.WeakSet[HoldsAhead] = weakref.WeakSet()
+        # id -> weak reference, dropped when the holder goes: a plain dict, since every read
+        # asks for the room (a WeakSet's iteration guard cost more than the rest of a hit).
+        self._holders: dict[int, weakref.ref[HoldsAhead]] = {}
         self._successes = 0
         self._last_pushback = -PUSHBACK_QUIET
 
@@ -75,9 +77,17 @@ class Budget:
             self._set(self.gets_allowed + 1)
 
     def register(self, holder: HoldsAhead) -> None:
-        self._holders.add(holder)
+        """Counts ``holder``'s bytes ahead from now on, until it is garbage (idempotent)."""
+        key = id(holder)
+        if key not in self._holders:
+            holders = self._holders
+            self._holders[key] = weakref.ref(holder, lambda _: holders.pop(key, None))
 
     def room(self, excluding: HoldsAhead | None = None) -> int:
         """Bytes of read-ahead still free (``excluding``'s own share counts as free)."""
-        used = sum(h.ahead() for h in list(self._holders) if h is not excluding)
+        used = 0
+        for ref in list(self._holders.values()):
+            holder = ref()
+            if holder is not None and holder is not excluding:
+                used += holder.ahead()
         return max(0, self.max_ahead - used)

@@ -37,7 +37,7 @@ What it guarantees:
 
 import logging
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,8 +156,9 @@ class ChunkReader:
         self._landings_lock = threading.Lock()  # the list, and queuing its drain, in one step
         self._pushbacks = 0
         self._finishing = 0
-        self._reading: Counter[ChunkKey] = Counter()  # reads of each chunk in progress
-        self._progress = trio.Event()  # set (and renewed) when a read or a GET ends
+        self._reading: dict[ChunkKey, int] = {}  # reads of each chunk in progress
+        self._progress = trio.Event()  # set (and renewed) when a read or a GET ends...
+        self._settling = 0  # ...if a task waits for it (in settled)
         self._following = 0  # read-ahead tasks still opening their fills
         self._around: set[tuple[ChunkKey, int]] = set()  # pieces queued by _complete_around
 
@@ -217,13 +218,16 @@ class ChunkReader:
     ) -> tuple[bytes | memoryview, bool]:
         """Bytes ``[part.start, part.end)`` of one chunk, and whether the read waited for S3."""
         key = version.chunk(self.chunk_size, part.index)
-        self._reading[key] += 1
+        reading = self._reading
+        reading[key] = reading.get(key, 0) + 1
         try:
             return await self._read_chunk_piece(version, key, part)
         finally:
-            self._reading[key] -= 1
-            if not self._reading[key]:
-                del self._reading[key]
+            left = reading[key] - 1
+            if left:
+                reading[key] = left
+            else:
+                del reading[key]
             self._note_progress()
 
     async def _read_chunk_piece(
@@ -319,8 +323,10 @@ class ChunkReader:
         self._note_progress()
 
     def _note_progress(self) -> None:
-        self._progress.set()
-        self._progress = trio.Event()
+        """Wakes :meth:`settled`'s waiters, if any (most reads have none to wake)."""
+        if self._settling:
+            self._progress.set()
+            self._progress = trio.Event()
 
     @staticmethod
     def _close_if_retired(fill: _Fill) -> None:
@@ -631,7 +637,11 @@ class ChunkReader:
                 busy = busy or bool(fill.requests) or fill.finishing
             if not busy:
                 return
-            await self._progress.wait()
+            self._settling += 1
+            try:
+                await self._progress.wait()
+            finally:
+                self._settling -= 1
 
     async def forget_version(self, version: ObjectVersion) -> None:
         """Drops the fills of ``version`` (a failed proof, or a version no longer current):
