@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from rangefs.config import CustomerKey
-from rangefs.errors import AccessDenied, BadResponse, NotFound, ObjectChanged, Unreachable
+from rangefs.errors import (
+    AccessDenied,
+    BadResponse,
+    NotFound,
+    ObjectChanged,
+    RemoteError,
+    Unreachable,
+)
 from rangefs.remote.retry import Retrier, RetryPolicy
 from rangefs.remote.s3 import LeanGets, RequestArgs, S3Store, make_client
 from rangefs.remote.store import RangeGet
@@ -242,3 +249,86 @@ def test_a_streamed_range_of_the_wrong_length_is_refused(aws_env, server):  # no
     server.answers[:] = [ranged(length_off=1)] * 3
     with pytest.raises(BadResponse, match="Content-Length"):
         stream(s3, 0, 524288)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_a_streamed_range_over_tls_is_lean_and_checks_the_certificate(
+    aws_env,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    import ssl
+
+    cert_file, key_file = self_signed(tmp_path)
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.headers["Range"])
+            ranged()(self)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert_file))
+        s3 = store(url)
+        assert s3.lean is not None and s3.lean.tls is not None
+        got = stream(s3, 0, 524288)
+        assert b"".join(got[at] for at in sorted(got)) == BIG[:524288]
+        assert seen == ["bytes=0-524287"]
+        monkeypatch.delenv("AWS_CA_BUNDLE")  # the system's CAs do not know this certificate
+        with pytest.raises(RemoteError, match="CERTIFICATE_VERIFY_FAILED"):
+            stream(store(url), 0, 524288)
+        assert len(seen) == 1  # no request went out on an unverified connection
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
