@@ -326,9 +326,14 @@ def test_a_streamed_range_over_tls_is_lean_and_checks_the_certificate(
         assert b"".join(got[at] for at in sorted(got)) == BIG[:524288]
         assert seen == ["bytes=0-524287"]
         monkeypatch.delenv("AWS_CA_BUNDLE")  # the system's CAs do not know this certificate
-        with pytest.raises(RemoteError, match="CERTIFICATE_VERIFY_FAILED"):
-            stream(store(url), 0, 524288)
+        untrusted = store(url)
+        refused = r"TLS certificate is not trusted \(self-signed certificate\)"
+        with pytest.raises(RemoteError, match=refused):
+            stream(untrusted, 0, 524288)
         assert len(seen) == 1  # no request went out on an unverified connection
+        assert not untrusted.retrier.stats.retries  # a refused certificate is not retried
+        with pytest.raises(RemoteError, match=refused):
+            untrusted.check_access("")  # a listing, by boto3: the same
     finally:
         httpd.shutdown()
         httpd.server_close()

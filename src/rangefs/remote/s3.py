@@ -146,6 +146,11 @@ def classify(exc: BaseException, what: str) -> BaseException:
         return AccessDenied(f"{what}: no AWS credentials found")
     if isinstance(exc, CREDENTIAL_ERRORS):  # e.g. a credential_process failing at a renewal
         return AccessDenied(f"{what}: could not get AWS credentials: {' '.join(str(exc).split())}")
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return RemoteError(
+            f"{what}: the endpoint's TLS certificate is not trusted ({_verify_reason(exc)}); "
+            "a private CA's certificate goes in AWS_CA_BUNDLE"
+        )
     cause = "timeout" if isinstance(exc, TIMEOUT_ERRORS) else "connection"
     if isinstance(exc, NO_ANSWER_ERRORS):
         return NoAnswer(f"{type(exc).__name__}: {exc}", cause)
@@ -162,6 +167,13 @@ def classify(exc: BaseException, what: str) -> BaseException:
     ):
         return Transient(f"{type(exc).__name__}: {exc}", cause)
     return exc
+
+
+def _verify_reason(exc: BaseException) -> str:
+    """Why a certificate was refused, in OpenSSL's words (``self-signed certificate``)."""
+    text = str(exc)
+    found = re.search(r"certificate verify failed: ([^(]*)", text)
+    return found.group(1).strip() if found else text
 
 
 def make_boto_config(
