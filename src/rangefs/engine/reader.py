@@ -54,7 +54,7 @@ from rangefs.engine.budget import Budget
 from rangefs.engine.verifier import Verifier
 from rangefs.engine.window import FIRST_REQUEST, Limits, Window, advance
 from rangefs.errors import CacheWriteFailed, ObjectChanged, ProofFailed, RangefsError, RemoteError
-from rangefs.keys import ChunkKey
+from rangefs.keys import ChunkKey, ObjectId
 from rangefs.remote.store import AsyncStore, ObjectVersion, RangeGet
 from rangefs.stats import Stats
 
@@ -68,6 +68,7 @@ class _Superseded(RangefsError):
 
 OPEN_FILLS = 256  # chunk files kept open (idle ones beyond this are closed; they stay on disk)
 PUSHBACK_CAUSES = ("http_503", "http_429")
+PENDING_BINDS = 4096  # versions fetched ahead whose ETag is recorded when a chunk is stored
 
 
 @dataclass(eq=False)
@@ -160,6 +161,7 @@ class ChunkReader:
         self._progress = trio.Event()  # set (and renewed) when a read or a GET ends
         self._following = 0  # read-ahead tasks still opening their fills
         self._around: set[tuple[ChunkKey, int]] = set()  # pieces queued by _complete_around
+        self._binds: OrderedDict[ObjectId, None] = OrderedDict()  # ETags to record on storing
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hosts the GET tasks; runs until cancelled."""
@@ -474,10 +476,11 @@ class ChunkReader:
         """A fill's last block landed: its file goes into the store (then the fill retires),
         and the verifier gets the chunk. A chunk the store refused (caching paused) stays
         a fill and serves reads until trimmed."""
-        self.verifier.hashed(fill.version, fill.key.index, fill.stretches)
+        proof = self.verifier.hashed(fill.version, fill.key.index, fill.stretches)
+        bind = self._binds.pop(fill.version.id, None) is not None
         try:
             try:
-                stored = await self.cache.adopt(fill.key, fill.file)
+                stored = await self.cache.adopt(fill.key, fill.file, proof=proof, bind=bind)
             finally:
                 fill.finishing = False
                 fill.finished = True
@@ -488,7 +491,8 @@ class ChunkReader:
                 self.stats.store_failures += 1
                 self._changed(fill)
                 self._trim()
-            await self.verifier.arrived(fill.version, fill.key.index, self)
+            if proof is None:
+                await self.verifier.arrived(fill.version, fill.key.index, self)
         except Exception:
             log.exception("finishing chunk %d of %s failed", fill.key.index, fill.version.id.uri)
         finally:
@@ -553,46 +557,31 @@ class ChunkReader:
         finally:
             self._around.discard((fill.key, part.start))
 
-    def prefetch(
-        self,
-        version: ObjectVersion,
-        start: int,
-        end: int,
-        before: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    def prefetch(self, version: ObjectVersion, start: int, end: int, *, bind: bool = False) -> None:
         """Asks for bytes ``[start, end)`` of a version no reader has open yet, as read-ahead
         (the next files of a directory being walked, :mod:`rangefs.fs.walk`): same GET slots,
         so a demand read never waits behind it; blocks present or on their way are not asked
-        for again. ``before`` runs first, in the background (what the open of the file would
-        otherwise wait for)."""
-        parts = chunks.pieces(start, end - start, version.size, self.chunk_size)
-        self._spawn(self._prefetch, version, parts, before)
-
-    async def _prefetch(
-        self,
-        version: ObjectVersion,
-        parts: list[chunks.Piece],
-        before: Callable[[], Awaitable[None]] | None,
-    ) -> None:
-        if before is not None:
-            self._following += 1
-            try:
-                await before()
-            except Exception as exc:
-                log.warning("read-ahead of %s: %s", version.id.uri, exc)
-            finally:
-                self._following -= 1
-        for part in parts:
+        for again. ``bind``: the version's ETag is recorded as its key's current one (what
+        its open would otherwise wait for), with its first chunk stored (one transaction), or
+        at once if that chunk needs no GET."""
+        if bind:
+            self._binds[version.id] = None
+            while len(self._binds) > PENDING_BINDS:  # GETs failed: bind those now
+                self._spawn(self.cache.bind_etag, self._binds.popitem(last=False)[0])
+        for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
             self._spawn(self._readahead, version, part)
 
     async def _readahead(self, version: ObjectVersion, part: chunks.Piece) -> None:
-        if self.cache.paused:
-            return  # chunks would fill in memory: only for reads that wait for them
         self._following += 1
         try:
-            fill = await self._fill(version, part.index)
+            fill = None
+            if not self.cache.paused:  # else chunks would fill in memory: only for reads
+                fill = await self._fill(version, part.index)
             if fill is None:
-                await self._warm(version, part.index)
+                if self._binds.pop(version.id, None) is not None:
+                    await self.cache.bind_etag(version.id)
+                if not self.cache.paused:
+                    await self._warm(version, part.index)
                 return
             for a, b in fill.arrivals.missing_runs(part.start // BLOCK, block_count(part.end)):
                 self._request(fill, a, b, demand=False)

@@ -6,7 +6,6 @@ opened with: every read of that handle is served from that version or fails with
 never a mix of two versions.
 """
 
-import functools
 import itertools
 import logging
 from collections.abc import Iterator
@@ -308,14 +307,13 @@ class Filesystem:
         versions = [self._version(join(directory, entry.name), entry) for entry in wanted]
         self.pins.look_ahead(versions)
         for entry, ahead in zip(wanted, versions, strict=True):
-            bind = None
+            bind = False
             if ahead.key not in self._last_version:
                 # Never opened here, so nothing of it is in the page cache: its open will
                 # find this version already seen (and bound to its ETag, in the background).
                 self._last_version[ahead.key] = ahead
-                if not ahead.version_id:
-                    bind = functools.partial(self.cache.bind_etag, ahead.id)
-            self.reader.prefetch(ahead, 0, min(entry.size, self.config.chunk_size), bind)
+                bind = not ahead.version_id
+            self.reader.prefetch(ahead, 0, min(entry.size, self.config.chunk_size), bind=bind)
         if version.size == 0:  # the kernel sends no read for an empty file
             self.walks.finished(directory, name)
 
