@@ -219,3 +219,33 @@ async def test_pins_read_ahead_stand_for_a_few_seconds_only(env):
         await trio.sleep(AHEAD_FRESH + 1)
         assert await copy(core, keys[WALK_AFTER + 2], SMALL) == tree[keys[WALK_AFTER + 2]]
         assert asked == [keys[WALK_AFTER + 2]]  # stale: asked again
+
+
+async def test_a_small_file_ahead_costs_one_cache_write_and_pins_are_read_in_batches(env):
+    """Per small file fetched ahead, the cache is written once: its chunk, its proof and its
+    ETag in one transaction (not bind, store, forget and record one after another); and the
+    pins of the files ahead are read a batch of half the window at a time, not one per open."""
+    tree = put_tree(env, 100)
+    keys = list(tree)
+    async with env.core() as core:
+        store = core.fs.cache.cache  # the blocking ChunkCache
+        calls: list[tuple[str, str]] = []
+        for name in ("adopt", "bind_etag", "record_proof", "forget_proof", "pinned_each"):
+            method = getattr(store, name)
+
+            def counted(what: Any, *args: Any, _n: str = name, _m: Any = method, **kw: Any) -> Any:
+                if _n == "adopt":
+                    _n += "+proof" * (kw.get("proof") is not None) + "+bind" * kw["bind"]
+                calls.append((_n, getattr(getattr(what, "obj", what), "key", "")))
+                return _m(what, *args, **kw)
+
+            setattr(store, name, counted)
+        for key in keys:
+            assert await copy(core, key, SMALL) == tree[key]
+        await settle(core)
+        for key in keys[WALK_AFTER + 1 :]:  # fetched ahead
+            assert [name for name, k in calls if k == key] == ["adopt+proof+bind"]
+        batches = sum(name == "pinned_each" for name, _ in calls)
+        assert batches <= (len(keys) - WALK_AFTER - 1) // (AHEAD_FILES // 2) + 1
+        for key in keys:
+            assert store.proof(core.fs._last_version[key].id) is not None

@@ -161,7 +161,7 @@ class ChunkReader:
         self._progress = trio.Event()  # set (and renewed) when a read or a GET ends
         self._following = 0  # read-ahead tasks still opening their fills
         self._around: set[tuple[ChunkKey, int]] = set()  # pieces queued by _complete_around
-        self._binds: OrderedDict[ObjectId, None] = OrderedDict()  # ETags to record on storing
+        self._binds: OrderedDict[ObjectId, bool] = OrderedDict()  # ETags to record on storing
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hosts the GET tasks; runs until cancelled."""
@@ -477,7 +477,7 @@ class ChunkReader:
         and the verifier gets the chunk. A chunk the store refused (caching paused) stays
         a fill and serves reads until trimmed."""
         proof = self.verifier.hashed(fill.version, fill.key.index, fill.stretches)
-        bind = self._binds.pop(fill.version.id, None) is not None
+        bind = self._binds.pop(fill.version.id, False)
         try:
             try:
                 stored = await self.cache.adopt(fill.key, fill.file, proof=proof, bind=bind)
@@ -565,7 +565,7 @@ class ChunkReader:
         its open would otherwise wait for), with its first chunk stored (one transaction), or
         at once if that chunk needs no GET."""
         if bind:
-            self._binds[version.id] = None
+            self._binds[version.id] = True
             while len(self._binds) > PENDING_BINDS:  # GETs failed: bind those now
                 self._spawn(self.cache.bind_etag, self._binds.popitem(last=False)[0])
         for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
@@ -578,7 +578,7 @@ class ChunkReader:
             if not self.cache.paused:  # else chunks would fill in memory: only for reads
                 fill = await self._fill(version, part.index)
             if fill is None:
-                if self._binds.pop(version.id, None) is not None:
+                if self._binds.pop(version.id, False):
                     await self.cache.bind_etag(version.id)
                 if not self.cache.paused:
                     await self._warm(version, part.index)

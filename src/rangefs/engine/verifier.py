@@ -117,6 +117,7 @@ class _State:
     served: Counter[int] = field(default_factory=Counter)  # reads started, per chunk
     settling: trio.Lock = field(default_factory=trio.Lock)
     learning: trio.Lock = field(default_factory=trio.Lock)
+    recording: trio.Lock = field(default_factory=trio.Lock)  # the record: deleted, written
 
 
 class Verifier:
@@ -260,7 +261,7 @@ class Verifier:
         if part.next == part.end:
             crc = isinstance(part.hasher, proofs.CrcHash)
             part.digest = part.hasher.digest() if crc else own
-        if not state.record_checked or state.settling.locked():
+        if not state.record_checked or state.settling.locked() or state.recording.locked():
             return None  # the record is looked up first; a settle passes it itself
         if any(p.digest is None for p in state.parts):
             return None
@@ -550,15 +551,19 @@ class Verifier:
     # -- outcomes ----------------------------------------------------------------------------
 
     async def _forget_stale_record(self, state: _State) -> None:
-        if state.record_stale:
-            state.record_stale = False
-            await self.cache.forget_proof(state.version.id)
+        """Deletes a record about bytes no longer cached; under ``state.recording``, so a
+        record of the new bytes written meanwhile (by another task) is never the one deleted."""
+        async with state.recording:
+            if state.record_stale and not state.proven:
+                state.record_stale = False
+                await self.cache.forget_proof(state.version.id)
 
     async def _passed(self, state: _State) -> None:
-        await self._forget_stale_record(state)
+        state.record_stale = False  # the record written now replaces it
         state.proven = True
         self.stats.proofs_passed += 1
-        await self.cache.record_proof(state.version.id, state.proof)
+        async with state.recording:
+            await self.cache.record_proof(state.version.id, state.proof)
         log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
 
     async def _confirm(self, state: _State) -> tuple[proofs.Proof, ObjectFacts | None]:
