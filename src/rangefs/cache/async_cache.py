@@ -46,6 +46,9 @@ class AsyncChunkCache:
         """Whether ``key``'s value file is open for reading (never blocks)."""
         return self.cache.is_open(key)
 
+    async def contains_each(self, keys: list[ChunkKey]) -> list[bool]:
+        return await trio.to_thread.run_sync(self.cache.contains_each, keys, limiter=self._limiter)
+
     async def warm(self, key: ChunkKey, length: int) -> None:
         await trio.to_thread.run_sync(self.cache.warm, key, length, limiter=self._limiter)
 

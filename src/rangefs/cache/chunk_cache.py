@@ -48,7 +48,7 @@ from rangefs.cache.cache_format import (
 )
 from rangefs.cache.chunk_files import ChunkFile, MemoryChunkFile, PartialFiles
 from rangefs.config import format_size
-from rangefs.errors import UserError
+from rangefs.errors import CacheWriteFailed, UserError
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
 
@@ -692,7 +692,7 @@ class ChunkCache:
 
         extra = also if proof is not None or bind else None
         if isinstance(file, MemoryChunkFile):
-            stored = self._store(key, EncodedReader(memoryview(file.data)), read=True, also=extra)
+            stored = self._adopt_memory(key, file, extra)
         else:
             stored = self._adopt_file(key, file, extra)
         if not stored:
@@ -703,6 +703,31 @@ class ChunkCache:
         elif older:
             self._drop_older(key.obj, older[0])
         return stored
+
+    def _adopt_memory(
+        self, key: ChunkKey, file: MemoryChunkFile, also: Callable[[], None] | None
+    ) -> bool:
+        """A chunk filled in RAM goes to disk the way a filled file does (written to
+        ``partial/``, then moved in), so it is kept open and, if small, in RAM as well."""
+        if self.paused:
+            return False
+        try:
+            disk = self.partial.open(key, file.length)
+        except OSError as exc:
+            self.pause(exc, key)
+            return False
+        try:
+            disk.write(0, memoryview(file.data))
+            return self._adopt_file(key, disk, also)
+        except CacheWriteFailed as exc:
+            self.pause(exc, key)
+            return False
+        finally:
+            disk.close()
+
+    def contains_each(self, keys: list[ChunkKey]) -> list[bool]:
+        """Whether each chunk is stored (one thread hop for a batch of files fetched ahead)."""
+        return [self._present(key) for key in keys]
 
     def _adopt_file(self, key: ChunkKey, file: ChunkFile, also: Callable[[], None] | None) -> bool:
         filled = _FilledFile(file.path)

@@ -69,6 +69,9 @@ class _Superseded(RangefsError):
 OPEN_FILLS = 256  # chunk files kept open (idle ones beyond this are closed; they stay on disk)
 PUSHBACK_CAUSES = ("http_503", "http_429")
 PENDING_BINDS = 4096  # versions fetched ahead whose ETag is recorded when a chunk is stored
+SMALL_AHEAD = 256 * 1024  # files fetched ahead whole, this small, fill in RAM until stored
+# A file to fetch ahead: its version, how many first bytes, and whether to bind its ETag.
+Prefetch = tuple[ObjectVersion, int, bool]
 
 
 @dataclass(eq=False)
@@ -148,7 +151,8 @@ class ChunkReader:
             slack=chunk_size,
             chunk=chunk_size,
         )
-        self.memory_fills = max(2, memory_limit // chunk_size)  # chunks in RAM, cache paused
+        # RAM for fills held in memory (cache paused; small files fetched ahead, until stored)
+        self.memory_bytes = max(2, memory_limit // chunk_size) * chunk_size
         self._fills: OrderedDict[ChunkKey, _Fill] = OrderedDict()
         self._opening: dict[ChunkKey, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
@@ -299,13 +303,14 @@ class ChunkReader:
 
     def _trim(self) -> None:
         """Retires the least recently used idle fills beyond :data:`OPEN_FILLS`, and beyond
-        ``memory_fills`` of those held in RAM (their files, if any, stay on disk)."""
-        in_memory = sum(isinstance(f.file, MemoryChunkFile) for f in self._fills.values())
-        for fill in list(self._fills.values()):
-            if len(self._fills) <= OPEN_FILLS and in_memory <= self.memory_fills:
+        ``memory_bytes`` of those held in RAM (their files, if any, stay on disk)."""
+        fills = self._fills.values()
+        in_memory = sum(f.length for f in fills if isinstance(f.file, MemoryChunkFile))
+        for fill in list(fills):
+            if len(self._fills) <= OPEN_FILLS and in_memory <= self.memory_bytes:
                 break
             if fill.idle and fill.arrivals.idle:
-                in_memory -= isinstance(fill.file, MemoryChunkFile)
+                in_memory -= fill.length if isinstance(fill.file, MemoryChunkFile) else 0
                 self._retire(fill)
 
     def _retire(self, fill: _Fill) -> None:
@@ -557,19 +562,67 @@ class ChunkReader:
         finally:
             self._around.discard((fill.key, part.start))
 
-    def prefetch(self, version: ObjectVersion, start: int, end: int, *, bind: bool = False) -> None:
-        """Asks for bytes ``[start, end)`` of a version no reader has open yet, as read-ahead
+    def prefetch(self, wanted: list[Prefetch]) -> None:
+        """Asks for the first ``end`` bytes of versions no reader has open yet, as read-ahead
         (the next files of a directory being walked, :mod:`rangefs.fs.walk`): same GET slots,
         so a demand read never waits behind it; blocks present or on their way are not asked
         for again. ``bind``: the version's ETag is recorded as its key's current one (what
         its open would otherwise wait for), with its first chunk stored (one transaction), or
-        at once if that chunk needs no GET."""
-        if bind:
-            self._binds[version.id] = True
-            while len(self._binds) > PENDING_BINDS:  # GETs failed: bind those now
-                self._spawn(self.cache.bind_etag, self._binds.popitem(last=False)[0])
-        for part in chunks.pieces(start, end - start, version.size, self.chunk_size):
-            self._spawn(self._readahead, version, part)
+        at once if that chunk needs no GET.
+
+        Small whole files (up to :data:`SMALL_AHEAD`) are looked up in the store together
+        (one thread hop for the batch) and those missing fill in RAM until stored: no thread
+        hop of their own before their GET."""
+        for version, _, bind in wanted:
+            if bind:
+                self._binds[version.id] = True
+        while len(self._binds) > PENDING_BINDS:  # GETs failed: bind those now
+            self._spawn(self.cache.bind_etag, self._binds.popitem(last=False)[0])
+        self._spawn(self._prefetch, wanted)
+
+    async def _prefetch(self, wanted: list[Prefetch]) -> None:
+        """Opens the batch's small files as one (their fills are *opening* meanwhile, so a
+        read of one waits for its fill rather than starting its own GET); the others, and
+        small files already stored or being filled, go the way of any read-ahead."""
+        self._following += 1
+        opening = trio.Event()
+        small: dict[ChunkKey, ObjectVersion] = {}
+        if not self.cache.paused:
+            for version, end, _ in wanted:
+                key = version.chunk(self.chunk_size, 0)
+                if 0 < end == version.size <= SMALL_AHEAD and not self._busy(key):
+                    small[key] = version
+                    self._opening[key] = opening
+        try:
+            stored = await self.cache.contains_each(list(small)) if small else []
+            for (key, version), there in zip(small.items(), stored, strict=True):
+                if not there and not self.cache.paused:
+                    self._fill_in_memory(version, key)
+        except Exception as exc:  # read-ahead is a bonus: the opens fetch what it did not
+            log.warning("read-ahead of %d files: %s", len(small), exc)
+        finally:
+            for key in small:
+                del self._opening[key]
+            opening.set()
+            self._following -= 1
+        for version, end, _ in wanted:
+            key = version.chunk(self.chunk_size, 0)
+            if key not in small or key not in self._fills:
+                for part in chunks.pieces(0, end, version.size, self.chunk_size):
+                    self._spawn(self._readahead, version, part)
+
+    def _busy(self, key: ChunkKey) -> bool:
+        """A fill of ``key`` exists or opens, or it was stored lately by this process."""
+        return key in self._fills or key in self._opening or self.cache.is_open(key)
+
+    def _fill_in_memory(self, version: ObjectVersion, key: ChunkKey) -> None:
+        """A small file's only chunk, missing from the store: filled in RAM, moved to disk
+        when complete (:meth:`AsyncChunkCache.adopt`), its whole object asked for."""
+        file = MemoryChunkFile(version.size)
+        fill = _Fill(key, version, 0, file, ArrivalMap(file.blocks, file.present))
+        self._fills[key] = fill
+        self._trim()
+        self._request(fill, 0, fill.arrivals.blocks, demand=False)
 
     async def _readahead(self, version: ObjectVersion, part: chunks.Piece) -> None:
         self._following += 1
