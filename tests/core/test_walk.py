@@ -219,3 +219,39 @@ async def test_pins_read_ahead_stand_for_a_few_seconds_only(env):
         await trio.sleep(AHEAD_FRESH + 1)
         assert await copy(core, keys[WALK_AFTER + 2], SMALL) == tree[keys[WALK_AFTER + 2]]
         assert asked == [keys[WALK_AFTER + 2]]  # stale: asked again
+
+
+async def test_a_small_file_ahead_costs_one_cache_write_and_pins_are_read_in_batches(env):
+    """Per small file fetched ahead, the cache is written once: its chunk, its proof and its
+    ETag in one transaction (not bind, store, forget and record one after another); it needs
+    no thread hop before its GET (looked up with its batch, filled in RAM); and the pins of
+    the files ahead are read a batch of half the window at a time, not one per open."""
+    tree = put_tree(env, 100)
+    keys = list(tree)
+    async with env.core() as core:
+        store = core.fs.cache.cache  # the blocking ChunkCache
+        calls: list[tuple[str, str]] = []
+        names = ("adopt", "bind_etag", "record_proof", "forget_proof", "pinned_each", "open_fill")
+        for name in (*names, "contains_each"):
+            method = getattr(store, name)
+
+            def counted(what: Any, *args: Any, _n: str = name, _m: Any = method, **kw: Any) -> Any:
+                if _n == "adopt":
+                    _n += "+proof" * (kw.get("proof") is not None) + "+bind" * kw["bind"]
+                if _n == "pinned_each":
+                    what = [None]  # counted once a batch
+                for one in what if isinstance(what, list) else [what]:
+                    calls.append((_n, getattr(getattr(one, "obj", one), "key", "")))
+                return _m(what, *args, **kw)
+
+            setattr(store, name, counted)
+        for key in keys:
+            assert await copy(core, key, SMALL) == tree[key]
+        await settle(core)
+        for key in keys[WALK_AFTER + 1 :]:  # fetched ahead: looked up with its batch, filled
+            # in RAM (no partial file opened first), stored once
+            assert [n for n, k in calls if k == key] == ["contains_each", "adopt+proof+bind"]
+        batches = (len(keys) - WALK_AFTER - 1) // (AHEAD_FILES // 2) + 1
+        assert calls.count(("pinned_each", "")) <= batches
+        for key in keys:
+            assert store.proof(core.fs._last_version[key].id) is not None

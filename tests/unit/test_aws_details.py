@@ -8,13 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import botocore.utils
 import pytest
 
 from rangefs import cli, options
 from rangefs.config import CustomerKey, S3Settings, load_customer_key
 from rangefs.errors import AccessDenied, NoAnswer, RemoteError, Transient, Unreachable
 from rangefs.remote.retry import Retrier, RetryPolicy
-from rangefs.remote.s3 import RequestArgs, S3Store, classify, make_client
+from rangefs.remote.s3 import RequestArgs, S3Store, classify, make_client, parse_timestamp
 
 KEY = bytes(range(100, 132))  # 32 bytes
 KEY_B64 = base64.b64encode(KEY).decode()
@@ -278,3 +279,17 @@ def test_an_offline_mount_stops_retrying():
     with pytest.raises(Unreachable):
         retrier.call("GET s3://b/k", attempt)
     assert len(attempts) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-28T04:10:09.000Z",  # a listed key's LastModified
+        "2026-11-28T04:10:09Z",
+        "2026-11-28T04:10:09.123456Z",
+        "Sat, 28 Nov 2026 04:10:09 GMT",  # an HTTP date: botocore's parser
+        "1700000000",
+    ],
+)
+def test_timestamps_parse_as_botocore_parses_them(value: str) -> None:
+    assert parse_timestamp(value) == botocore.utils.parse_timestamp(value)

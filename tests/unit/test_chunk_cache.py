@@ -1,10 +1,12 @@
 """The chunk store on a real diskcache directory: keys, checksums, damage, ETag binding."""
 
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
+from rangefs.cache import proofs
 from rangefs.cache.chunk_cache import ChunkCache, Pin
 from rangefs.errors import UserError
 from rangefs.keys import ChunkKey
@@ -346,3 +348,33 @@ def test_the_ram_copy_goes_when_the_value_file_is_evicted(cache, tmp_path):
     (path,) = value_files(tmp_path / "cache")
     path.unlink()  # as diskcache's cull does
     assert cache.recent(small, 0, 10) is None
+
+
+def test_a_chunk_adopted_with_its_proof_and_etag_records_them_in_the_same_transaction(cache):
+    """A small file fetched ahead of a walker: chunk, proof record and ETag in one commit
+    (one transaction, not three), and an older version of the key dropped as bind_etag does."""
+    cache.put(V1.chunk(CHUNK, 0), data(CHUNK))
+    cache.bind_etag(V1.id)
+    newer = ObjectVersion(V1.bucket, V1.key, f'"{hashlib.md5(data(5000)).hexdigest()}"', 5000)
+    proof = proofs.proof_for(newer.etag, newer.size, CHUNK)
+    assert proof.verifiable
+    commits = []
+    transact = cache._cache.transact
+
+    def counted(*args, **kwargs):
+        commits.append(args)
+        return transact(*args, **kwargs)
+
+    cache._cache.transact = counted
+    key = newer.chunk(CHUNK, 0)
+    file = cache.open_fill(key, 5000)
+    assert file is not None
+    file.write(0, memoryview(data(5000)))
+    assert cache.adopt(key, file, proof=proof, bind=True)
+    file.close()
+    assert len(commits) == 1
+    assert cache.proof(newer.id) == proof
+    assert cache.get(key, 5000) == data(5000)
+    assert not cache.contains(V1.chunk(CHUNK, 0))  # the key's old version went
+    cache.bind_etag(newer.id)  # already bound: nothing more goes
+    assert cache.contains(key)

@@ -31,10 +31,11 @@ def read_in_order(walk: Walk, count: int, ahead: int = 8) -> tuple[Walk, list[ra
 
 
 def test_a_walk_is_trusted_after_files_read_whole_in_order() -> None:
-    walk, asked = read_in_order(Walk(), 5)
+    walk, asked = read_in_order(Walk(), 7)
     assert [list(r) for r in asked[:WALK_AFTER]] == [[]] * WALK_AFTER
     assert asked[WALK_AFTER] == range(0, 8)  # the 8 files after the one opened
-    assert asked[WALK_AFTER + 1] == range(7, 8)  # one more each open
+    assert [list(r) for r in asked[WALK_AFTER + 1 : WALK_AFTER + 4]] == [[]] * 3
+    assert asked[WALK_AFTER + 4] == range(4, 8)  # topped up once half remain asked for
     assert walk.walking
 
 
@@ -49,7 +50,7 @@ def test_a_file_not_read_to_its_end_stops_nothing_from_starting() -> None:
 def test_a_random_open_stops_the_walk_and_a_skip_within_what_was_asked_does_not() -> None:
     walk, _ = read_in_order(Walk(), 4)
     skipped, wanted = open_at(walk, NAMES, 6)  # rsync skips files already up to date
-    assert skipped.walking and wanted == range(5, 8)
+    assert skipped.walking and wanted == range(4, 8)
     stopped, wanted = open_at(finished(skipped, NAMES[6]), NAMES, 1)
     assert not stopped.walking and not wanted
 

@@ -7,6 +7,8 @@ read that cannot block, from a small chunk kept in RAM or the kernel's page cach
 (:meth:`~rangefs.cache.chunk_cache.ChunkCache.read_range_cached`): done on the trio thread.
 """
 
+import functools
+
 import trio
 
 from rangefs.cache.chunk_cache import ChunkCache, Pin, PinSummary
@@ -44,6 +46,9 @@ class AsyncChunkCache:
         """Whether ``key``'s value file is open for reading (never blocks)."""
         return self.cache.is_open(key)
 
+    async def contains_each(self, keys: list[ChunkKey]) -> list[bool]:
+        return await trio.to_thread.run_sync(self.cache.contains_each, keys, limiter=self._limiter)
+
     async def warm(self, key: ChunkKey, length: int) -> None:
         await trio.to_thread.run_sync(self.cache.warm, key, length, limiter=self._limiter)
 
@@ -80,8 +85,11 @@ class AsyncChunkCache:
     async def read_file(self, file: ChunkFile, start: int, end: int) -> bytes:
         return await trio.to_thread.run_sync(file.read, start, end, limiter=self._limiter)
 
-    async def adopt(self, key: ChunkKey, file: ChunkFile) -> bool:
-        return await trio.to_thread.run_sync(self.cache.adopt, key, file, limiter=self._limiter)
+    async def adopt(
+        self, key: ChunkKey, file: ChunkFile, *, proof: Proof | None = None, bind: bool = False
+    ) -> bool:
+        adopt = functools.partial(self.cache.adopt, key, file, proof=proof, bind=bind)
+        return await trio.to_thread.run_sync(adopt, limiter=self._limiter)
 
     async def pinned(self, obj: ObjectId) -> list[Pin]:
         return await trio.to_thread.run_sync(self.cache.pinned, obj, limiter=self._limiter)

@@ -49,7 +49,7 @@ from rangefs.cache.cache_format import (
 from rangefs.cache.chunk_files import ChunkFile, MemoryChunkFile, PartialFiles
 from rangefs.cache.read_buffers import ReadBuffers
 from rangefs.config import format_size
-from rangefs.errors import UserError
+from rangefs.errors import CacheWriteFailed, UserError
 from rangefs.keys import ChunkKey, ObjectId
 from rangefs.stats import Stats
 
@@ -62,6 +62,7 @@ SQLITE_TIMEOUT = 30.0
 CULL_LIMIT = 1  # evict one LRU chunk per store: diskcache's default (10) evicts the newest too
 OPEN_FILES = 256  # value files kept open for random reads, each at most TOUCH_EVERY seconds
 TOUCH_EVERY = 5.0  # seconds between index lookups (LRU touches) of a chunk read at random
+SWEEP_EVERY = 1.0  # seconds between sweeps of the kept files due for a touch (a scan of all)
 # A whole object this small (one short chunk) just stored is also kept in RAM while its value
 # file is kept open: a small file fetched ahead of a reader walking a directory is then read
 # without a thread hop (each costs milliseconds on a busy daemon, per file). RECENT_BYTES
@@ -206,6 +207,7 @@ class ChunkCache:
         self._open_files: OrderedDict[ChunkKey, tuple[int, bytes, float]] = OrderedDict()
         self._recent: OrderedDict[ChunkKey, bytes] = OrderedDict()  # under _lock
         self._recent_bytes = 0
+        self._next_sweep = 0.0  # under _lock
         self._disabled_until = 0.0
         self._buffers = ReadBuffers()
         self._nowait = True  # reads with RWF_NOWAIT work here (until the filesystem says not)
@@ -540,8 +542,10 @@ class ChunkCache:
             os.posix_fadvise(fd, header_size(length), length, os.POSIX_FADV_WILLNEED)
         now = time.monotonic()
         with self._lock:
-            for stale in [k for k, e in self._open_files.items() if now - e[2] > TOUCH_EVERY]:
-                self._forget_open(stale)  # an evicted file is not kept on disk by us
+            if now >= self._next_sweep:  # a scan per store would cost more than the store
+                self._next_sweep = now + SWEEP_EVERY
+                for stale in [k for k, e in self._open_files.items() if now - e[2] > TOUCH_EVERY]:
+                    self._forget_open(stale)  # an evicted file is not kept on disk by us
             self._forget_open(key)
             self._open_files[key] = (fd, digests, now)
             while len(self._open_files) > OPEN_FILES:
@@ -602,13 +606,22 @@ class ChunkCache:
         """Stores a chunk; False (and caching paused) if the disk is full or failing."""
         return self._store(key, EncodedReader(data), read=True)
 
-    def _store(self, key: ChunkKey, value: Any, *, read: bool) -> bool:
+    def _store(
+        self, key: ChunkKey, value: Any, *, read: bool, also: Callable[[], None] | None = None
+    ) -> bool:
+        """Stores a chunk; ``also`` writes more records in the same transaction (one SQLite
+        commit, not several: a small file fetched ahead costs one)."""
         if self.paused:
             return False
         name = key.encode()
         try:
             with self._index_lock:
-                self._cache.set(name, value, read=read, tag=key.obj.tag(), retry=True)
+                if also is None:
+                    self._cache.set(name, value, read=read, tag=key.obj.tag(), retry=True)
+                else:
+                    with self._cache.transact(retry=True):
+                        self._cache.set(name, value, read=read, tag=key.obj.tag(), retry=True)
+                        also()
             return True
         except FileNotFoundError:
             return False  # a filled file another process sharing the dir moved in first
@@ -654,13 +667,71 @@ class ChunkCache:
             )
         self.partial.discard(key)
 
-    def adopt(self, key: ChunkKey, file: ChunkFile) -> bool:
+    def adopt(
+        self,
+        key: ChunkKey,
+        file: ChunkFile,
+        *,
+        proof: proofs.Proof | None = None,
+        bind: bool = False,
+    ) -> bool:
         """Moves a complete chunk file into the store (a rename; the file is in the cache
-        directory's filesystem), or stores a chunk filled in memory; False on failure."""
+        directory's filesystem), or stores a chunk filled in memory; False on failure.
+
+        In the same transaction: ``proof``, the proof its version's bytes just passed
+        (:meth:`record_proof`), and with ``bind`` the version's ETag (:meth:`bind_etag`)."""
+        older: list[str] = []
+
+        def also() -> None:
+            if proof is not None:
+                self._cache.set(
+                    key.obj.proof_record(), proofs.to_record(proof), tag=key.obj.tag(), retry=True
+                )
+            if bind:
+                older.extend(self._record_etag(key.obj))
+
+        extra = also if proof is not None or bind else None
         if isinstance(file, MemoryChunkFile):
-            return self.put(key, memoryview(file.data))
+            stored = self._adopt_memory(key, file, extra)
+        else:
+            stored = self._adopt_file(key, file, extra)
+        if not stored:
+            if proof is not None:
+                self.record_proof(key.obj, proof)
+            if bind:
+                self.bind_etag(key.obj)
+        elif older:
+            self._drop_older(key.obj, older[0])
+        return stored
+
+    def _adopt_memory(
+        self, key: ChunkKey, file: MemoryChunkFile, also: Callable[[], None] | None
+    ) -> bool:
+        """A chunk filled in RAM goes to disk the way a filled file does (written to
+        ``partial/``, then moved in), so it is kept open and, if small, in RAM as well."""
+        if self.paused:
+            return False
+        try:
+            disk = self.partial.open(key, file.length)
+        except OSError as exc:
+            self.pause(exc, key)
+            return False
+        try:
+            disk.write(0, memoryview(file.data))
+            return self._adopt_file(key, disk, also)
+        except CacheWriteFailed as exc:
+            self.pause(exc, key)
+            return False
+        finally:
+            disk.close()
+
+    def contains_each(self, keys: list[ChunkKey]) -> list[bool]:
+        """Whether each chunk is stored (one thread hop for a batch of files fetched ahead)."""
+        return [self._present(key) for key in keys]
+
+    def _adopt_file(self, key: ChunkKey, file: ChunkFile, also: Callable[[], None] | None) -> bool:
         filled = _FilledFile(file.path)
-        stored = self._store(key, filled, read=False)
+        stored = self._store(key, filled, read=False, also=also)
         if not stored and filled.placed is not None:
             with contextlib.suppress(OSError):
                 os.remove(filled.placed)  # moved in, but the index did not take it
@@ -679,28 +750,45 @@ class ChunkCache:
 
     def bind_etag(self, obj: ObjectId) -> None:
         """Records the current ETag of an object and drops chunks of any older version."""
-        record = obj.etag_record()
         try:
             with self._index_lock, self._cache.transact(retry=True):  # one transaction, not two
-                old = self._cache.get(record, default=None, retry=True)
-                if old != obj.etag:
-                    self._cache.set(record, obj.etag, retry=True)
-            if not isinstance(old, str) or old == obj.etag or self.pinned(obj):
-                return  # a pinned key keeps its old version until the new one is complete
+                older = self._record_etag(obj)
+            if older:
+                self._drop_older(obj, older[0])
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("cache: could not record ETag of %s: %s", obj.uri, exc)
+
+    def _record_etag(self, obj: ObjectId) -> list[str]:
+        """Records ``obj``'s ETag as its key's current one (in the caller's transaction);
+        returns the ETag it replaces, if any."""
+        record = obj.etag_record()
+        old = self._cache.get(record, default=None, retry=True)
+        if old == obj.etag:
+            return []
+        self._cache.set(record, obj.etag, retry=True)
+        return [old] if isinstance(old, str) else []
+
+    def _drop_older(self, obj: ObjectId, old: str) -> None:
+        """Drops the chunks of the version ``old`` of ``obj``'s key (not if it is pinned: a
+        pinned key keeps its old version until the new one is complete)."""
+        try:
+            if self.pinned(obj):
+                return
             older = ObjectId(obj.bucket, obj.key, old)
             with self._index_lock:
                 dropped = self._cache.evict(older.tag(), retry=True)
             self._forget_object(older)
-            if dropped:
-                log.info(
-                    "object changed: dropped %d cached chunks of %s (ETag %s -> %s)",
-                    dropped,
-                    obj.uri,
-                    old,
-                    obj.etag,
-                )
         except (OSError, sqlite3.Error) as exc:
-            log.warning("cache: could not record ETag of %s: %s", obj.uri, exc)
+            log.warning("cache: could not drop the old version of %s: %s", obj.uri, exc)
+            return
+        if dropped:
+            log.info(
+                "object changed: dropped %d cached chunks of %s (ETag %s -> %s)",
+                dropped,
+                obj.uri,
+                old,
+                obj.etag,
+            )
 
     def proof(self, obj: ObjectId) -> proofs.Proof | None:
         """The proof recorded for ``obj`` (:meth:`record_proof`), or None."""

@@ -54,7 +54,7 @@ from rangefs.engine.budget import Budget
 from rangefs.engine.verifier import Verifier
 from rangefs.engine.window import FIRST_REQUEST, Limits, Window, advance
 from rangefs.errors import CacheWriteFailed, ObjectChanged, ProofFailed, RangefsError, RemoteError
-from rangefs.keys import ChunkKey
+from rangefs.keys import ChunkKey, ObjectId
 from rangefs.remote.store import AsyncStore, ObjectVersion, RangeGet
 from rangefs.stats import Stats
 
@@ -68,6 +68,10 @@ class _Superseded(RangefsError):
 
 OPEN_FILLS = 256  # chunk files kept open (idle ones beyond this are closed; they stay on disk)
 PUSHBACK_CAUSES = ("http_503", "http_429")
+PENDING_BINDS = 4096  # versions fetched ahead whose ETag is recorded when a chunk is stored
+SMALL_AHEAD = 256 * 1024  # files fetched ahead whole, this small, fill in RAM until stored
+# A file to fetch ahead: its version, how many first bytes, and whether to bind its ETag.
+Prefetch = tuple[ObjectVersion, int, bool]
 
 
 @dataclass(eq=False)
@@ -147,7 +151,8 @@ class ChunkReader:
             slack=chunk_size,
             chunk=chunk_size,
         )
-        self.memory_fills = max(2, memory_limit // chunk_size)  # chunks in RAM, cache paused
+        # RAM for fills held in memory (cache paused; small files fetched ahead, until stored)
+        self.memory_bytes = max(2, memory_limit // chunk_size) * chunk_size
         self._fills: OrderedDict[ChunkKey, _Fill] = OrderedDict()
         self._opening: dict[ChunkKey, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
@@ -161,6 +166,7 @@ class ChunkReader:
         self._settling = 0  # ...if a task waits for it (in settled)
         self._following = 0  # read-ahead tasks still opening their fills
         self._around: set[tuple[ChunkKey, int]] = set()  # pieces queued by _complete_around
+        self._binds: OrderedDict[ObjectId, bool] = OrderedDict()  # ETags to record on storing
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hosts the GET tasks; runs until cancelled."""
@@ -301,13 +307,14 @@ class ChunkReader:
 
     def _trim(self) -> None:
         """Retires the least recently used idle fills beyond :data:`OPEN_FILLS`, and beyond
-        ``memory_fills`` of those held in RAM (their files, if any, stay on disk)."""
-        in_memory = sum(isinstance(f.file, MemoryChunkFile) for f in self._fills.values())
-        for fill in list(self._fills.values()):
-            if len(self._fills) <= OPEN_FILLS and in_memory <= self.memory_fills:
+        ``memory_bytes`` of those held in RAM (their files, if any, stay on disk)."""
+        fills = self._fills.values()
+        in_memory = sum(f.length for f in fills if isinstance(f.file, MemoryChunkFile))
+        for fill in list(fills):
+            if len(self._fills) <= OPEN_FILLS and in_memory <= self.memory_bytes:
                 break
             if fill.idle and fill.arrivals.idle:
-                in_memory -= isinstance(fill.file, MemoryChunkFile)
+                in_memory -= fill.length if isinstance(fill.file, MemoryChunkFile) else 0
                 self._retire(fill)
 
     def _retire(self, fill: _Fill) -> None:
@@ -480,10 +487,11 @@ class ChunkReader:
         """A fill's last block landed: its file goes into the store (then the fill retires),
         and the verifier gets the chunk. A chunk the store refused (caching paused) stays
         a fill and serves reads until trimmed."""
-        self.verifier.hashed(fill.version, fill.key.index, fill.stretches)
+        proof = self.verifier.hashed(fill.version, fill.key.index, fill.stretches)
+        bind = self._binds.pop(fill.version.id, False)
         try:
             try:
-                stored = await self.cache.adopt(fill.key, fill.file)
+                stored = await self.cache.adopt(fill.key, fill.file, proof=proof, bind=bind)
             finally:
                 fill.finishing = False
                 fill.finished = True
@@ -494,7 +502,8 @@ class ChunkReader:
                 self.stats.store_failures += 1
                 self._changed(fill)
                 self._trim()
-            await self.verifier.arrived(fill.version, fill.key.index, self)
+            if proof is None:
+                await self.verifier.arrived(fill.version, fill.key.index, self)
         except Exception:
             log.exception("finishing chunk %d of %s failed", fill.key.index, fill.version.id.uri)
         finally:
@@ -559,46 +568,79 @@ class ChunkReader:
         finally:
             self._around.discard((fill.key, part.start))
 
-    def prefetch(
-        self,
-        version: ObjectVersion,
-        start: int,
-        end: int,
-        before: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        """Asks for bytes ``[start, end)`` of a version no reader has open yet, as read-ahead
+    def prefetch(self, wanted: list[Prefetch]) -> None:
+        """Asks for the first ``end`` bytes of versions no reader has open yet, as read-ahead
         (the next files of a directory being walked, :mod:`rangefs.fs.walk`): same GET slots,
         so a demand read never waits behind it; blocks present or on their way are not asked
-        for again. ``before`` runs first, in the background (what the open of the file would
-        otherwise wait for)."""
-        parts = chunks.pieces(start, end - start, version.size, self.chunk_size)
-        self._spawn(self._prefetch, version, parts, before)
+        for again. ``bind``: the version's ETag is recorded as its key's current one (what
+        its open would otherwise wait for), with its first chunk stored (one transaction), or
+        at once if that chunk needs no GET.
 
-    async def _prefetch(
-        self,
-        version: ObjectVersion,
-        parts: list[chunks.Piece],
-        before: Callable[[], Awaitable[None]] | None,
-    ) -> None:
-        if before is not None:
-            self._following += 1
-            try:
-                await before()
-            except Exception as exc:
-                log.warning("read-ahead of %s: %s", version.id.uri, exc)
-            finally:
-                self._following -= 1
-        for part in parts:
-            self._spawn(self._readahead, version, part)
+        Small whole files (up to :data:`SMALL_AHEAD`) are looked up in the store together
+        (one thread hop for the batch) and those missing fill in RAM until stored: no thread
+        hop of their own before their GET."""
+        for version, _, bind in wanted:
+            if bind:
+                self._binds[version.id] = True
+        while len(self._binds) > PENDING_BINDS:  # GETs failed: bind those now
+            self._spawn(self.cache.bind_etag, self._binds.popitem(last=False)[0])
+        self._spawn(self._prefetch, wanted)
+
+    async def _prefetch(self, wanted: list[Prefetch]) -> None:
+        """Opens the batch's small files as one (their fills are *opening* meanwhile, so a
+        read of one waits for its fill rather than starting its own GET); the others, and
+        small files already stored or being filled, go the way of any read-ahead."""
+        self._following += 1
+        opening = trio.Event()
+        small: dict[ChunkKey, ObjectVersion] = {}
+        if not self.cache.paused:
+            for version, end, _ in wanted:
+                key = version.chunk(self.chunk_size, 0)
+                if 0 < end == version.size <= SMALL_AHEAD and not self._busy(key):
+                    small[key] = version
+                    self._opening[key] = opening
+        try:
+            stored = await self.cache.contains_each(list(small)) if small else []
+            for (key, version), there in zip(small.items(), stored, strict=True):
+                if not there and not self.cache.paused:
+                    self._fill_in_memory(version, key)
+        except Exception as exc:  # read-ahead is a bonus: the opens fetch what it did not
+            log.warning("read-ahead of %d files: %s", len(small), exc)
+        finally:
+            for key in small:
+                del self._opening[key]
+            opening.set()
+            self._following -= 1
+        for version, end, _ in wanted:
+            key = version.chunk(self.chunk_size, 0)
+            if key not in small or key not in self._fills:
+                for part in chunks.pieces(0, end, version.size, self.chunk_size):
+                    self._spawn(self._readahead, version, part)
+
+    def _busy(self, key: ChunkKey) -> bool:
+        """A fill of ``key`` exists or opens, or it was stored lately by this process."""
+        return key in self._fills or key in self._opening or self.cache.is_open(key)
+
+    def _fill_in_memory(self, version: ObjectVersion, key: ChunkKey) -> None:
+        """A small file's only chunk, missing from the store: filled in RAM, moved to disk
+        when complete (:meth:`AsyncChunkCache.adopt`), its whole object asked for."""
+        file = MemoryChunkFile(version.size)
+        fill = _Fill(key, version, 0, file, ArrivalMap(file.blocks, file.present))
+        self._fills[key] = fill
+        self._trim()
+        self._request(fill, 0, fill.arrivals.blocks, demand=False)
 
     async def _readahead(self, version: ObjectVersion, part: chunks.Piece) -> None:
-        if self.cache.paused:
-            return  # chunks would fill in memory: only for reads that wait for them
         self._following += 1
         try:
-            fill = await self._fill(version, part.index)
+            fill = None
+            if not self.cache.paused:  # else chunks would fill in memory: only for reads
+                fill = await self._fill(version, part.index)
             if fill is None:
-                await self._warm(version, part.index)
+                if self._binds.pop(version.id, False):
+                    await self.cache.bind_etag(version.id)
+                if not self.cache.paused:
+                    await self._warm(version, part.index)
                 return
             for a, b in fill.arrivals.missing_runs(part.start // BLOCK, block_count(part.end)):
                 self._request(fill, a, b, demand=False)

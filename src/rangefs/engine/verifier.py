@@ -117,6 +117,7 @@ class _State:
     served: Counter[int] = field(default_factory=Counter)  # reads started, per chunk
     settling: trio.Lock = field(default_factory=trio.Lock)
     learning: trio.Lock = field(default_factory=trio.Lock)
+    recording: trio.Lock = field(default_factory=trio.Lock)  # the record: deleted, written
 
 
 class Verifier:
@@ -224,19 +225,54 @@ class Verifier:
 
     def hashed(
         self, version: ObjectVersion, index: int, stretches: Sequence[proofs.StretchHash]
-    ) -> None:
+    ) -> proofs.Proof | None:
         """Chunk ``index`` is complete: ``stretches`` are what its GETs hashed as they wrote
         it. Told before the chunk moves into the store, so whoever hashes it next never reads
-        it back; a chunk they do not cover (blocks left by an earlier fill) will be."""
+        it back; a chunk they do not cover (blocks left by an earlier fill) will be.
+
+        If that digest completes the version's proof and the proof holds (a small file: its
+        only chunk), the version passes here, at once, and the proof is returned: the caller
+        records it with the chunk, in one transaction (:meth:`arrived` then has nothing to
+        do). None otherwise."""
         state = self._states.get(version.id)
         if state is None or state.version != version or not state.proof.verifiable:
-            return
+            return None
         if state.proven or state.refetching or not self._hashed_alone(state, index):
-            return
+            return None
         length = self._length(version, index)
         digest = proofs.stretches_digest(state.proof.algorithm, stretches, length)
-        if digest is not None:
-            state.digests[index] = digest
+        if digest is None:
+            return None
+        state.digests[index] = digest
+        return self._passes_now(state, index)
+
+    def _passes_now(self, state: _State, index: int) -> proofs.Proof | None:
+        """Feeds chunk ``index``'s digest to its part if it is the part's next and nobody
+        hashes that part now (what :meth:`_feed` would do, without a wait), then passes the
+        version if every part is hashed and they give its proof."""
+        part = state.parts[self._part_index(state, index)]
+        if part.next != index or part.digest is not None or part.lock.locked():
+            return None
+        own = state.digests.pop(index)
+        state.fingerprints[index] = int.from_bytes(own[:8], "big")
+        if isinstance(part.hasher, proofs.CrcHash):
+            part.hasher.extend(own, self._length(state.version, index))
+        part.next += 1
+        if part.next == part.end:
+            crc = isinstance(part.hasher, proofs.CrcHash)
+            part.digest = part.hasher.digest() if crc else own
+        if not state.record_checked or state.settling.locked() or state.recording.locked():
+            return None  # the record is looked up first; a settle passes it itself
+        if any(p.digest is None for p in state.parts):
+            return None
+        digests = [p.digest or b"" for p in state.parts]
+        if proofs.combine(state.proof, digests) != state.proof.expected:
+            return None  # the last read's settle refetches and says so
+        state.record_stale = False  # the record written with the chunk replaces it
+        state.proven = True
+        self.stats.proofs_passed += 1
+        log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
+        return state.proof
 
     async def arrived(self, version: ObjectVersion, index: int, source: ChunkSource) -> None:
         """Chunk ``index`` is complete in the store: hashed now if it is its part's next (from
@@ -515,15 +551,19 @@ class Verifier:
     # -- outcomes ----------------------------------------------------------------------------
 
     async def _forget_stale_record(self, state: _State) -> None:
-        if state.record_stale:
-            state.record_stale = False
-            await self.cache.forget_proof(state.version.id)
+        """Deletes a record about bytes no longer cached; under ``state.recording``, so a
+        record of the new bytes written meanwhile (by another task) is never the one deleted."""
+        async with state.recording:
+            if state.record_stale and not state.proven:
+                state.record_stale = False
+                await self.cache.forget_proof(state.version.id)
 
     async def _passed(self, state: _State) -> None:
-        await self._forget_stale_record(state)
+        state.record_stale = False  # the record written now replaces it
         state.proven = True
         self.stats.proofs_passed += 1
-        await self.cache.record_proof(state.version.id, state.proof)
+        async with state.recording:
+            await self.cache.record_proof(state.version.id, state.proof)
         log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
 
     async def _confirm(self, state: _State) -> tuple[proofs.Proof, ObjectFacts | None]:

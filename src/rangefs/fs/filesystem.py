@@ -6,7 +6,6 @@ opened with: every read of that handle is served from that version or fails with
 never a mix of two versions.
 """
 
-import functools
 import itertools
 import logging
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from rangefs import chunks
 from rangefs.cache.async_cache import AsyncChunkCache
 from rangefs.cache.metadata_index import DirRow, IndexFailed, ListingInfo
 from rangefs.config import Config
-from rangefs.engine.reader import ChunkReader, ReadStream
+from rangefs.engine.reader import ChunkReader, Prefetch, ReadStream
 from rangefs.errors import IsADirectory, NoSuchAttribute, NotADirectory, NotFound
 from rangefs.fs import xattrs
 from rangefs.fs.inodes import ROOT_INODE, InodeTable
@@ -307,15 +306,17 @@ class Filesystem:
             return
         versions = [self._version(join(directory, entry.name), entry) for entry in wanted]
         self.pins.look_ahead(versions)
+        batch: list[Prefetch] = []
         for entry, ahead in zip(wanted, versions, strict=True):
-            bind = None
+            bind = False
             if ahead.key not in self._last_version:
                 # Never opened here, so nothing of it is in the page cache: its open will
                 # find this version already seen (and bound to its ETag, in the background).
                 self._last_version[ahead.key] = ahead
-                if not ahead.version_id:
-                    bind = functools.partial(self.cache.bind_etag, ahead.id)
-            self.reader.prefetch(ahead, 0, min(entry.size, self.config.chunk_size), bind)
+                bind = not ahead.version_id
+            batch.append((ahead, min(entry.size, self.config.chunk_size), bind))
+        if batch:
+            self.reader.prefetch(batch)
         if version.size == 0:  # the kernel sends no read for an empty file
             self.walks.finished(directory, name)
 
