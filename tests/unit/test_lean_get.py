@@ -198,6 +198,11 @@ def test_only_path_style_requests_without_a_customer_key_or_proxy_are_lean(
     assert not lean(endpoint_url="http://127.0.0.1:9000", sse_c_key=key)
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
     assert not lean(endpoint_url="http://s3.example.com:9000")
+    monkeypatch.delenv("HTTP_PROXY")
+    s = settings(endpoint_url="http://127.0.0.1:9000")
+    client = make_client(s, pool=1)
+    monkeypatch.delattr(client, "_request_signer")  # a botocore that renamed it
+    assert LeanGets.of(client, s) is None
 
 
 BIG = bytes(range(251)) * 4200  # 1,054,200 bytes: streamed in pieces, not one buffer

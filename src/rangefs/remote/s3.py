@@ -324,6 +324,8 @@ class LeanGets:
             return None
         if config.proxies or botocore.utils.get_environ_proxies(client.meta.endpoint_url):
             return None  # botocore would go through a proxy
+        if not hasattr(client, "_request_signer"):
+            return None  # a botocore without the signer this signs with: boto3's own path
         scheme = urllib.parse.urlsplit(client.meta.endpoint_url).scheme
         if scheme not in ("http", "https"):
             return None
