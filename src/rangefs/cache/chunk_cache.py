@@ -680,15 +680,15 @@ class ChunkCache:
 
         In the same transaction: ``proof``, the proof its version's bytes just passed
         (:meth:`record_proof`), and with ``bind`` the version's ETag (:meth:`bind_etag`)."""
-        older: list[str] = []
+        older: list[str] = []  # the ETag the bind replaced, set inside the transaction
 
         def also() -> None:
             if proof is not None:
-                self._cache.set(
-                    key.obj.proof_record(), proofs.to_record(proof), tag=key.obj.tag(), retry=True
-                )
+                self._set_proof(key.obj, proof)
             if bind:
-                older.extend(self._record_etag(key.obj))
+                replaced = self._record_etag(key.obj)
+                if replaced is not None:
+                    older.append(replaced)
 
         extra = also if proof is not None or bind else None
         if isinstance(file, MemoryChunkFile):
@@ -753,20 +753,20 @@ class ChunkCache:
         try:
             with self._index_lock, self._cache.transact(retry=True):  # one transaction, not two
                 older = self._record_etag(obj)
-            if older:
-                self._drop_older(obj, older[0])
+            if older is not None:
+                self._drop_older(obj, older)
         except (OSError, sqlite3.Error) as exc:
             log.warning("cache: could not record ETag of %s: %s", obj.uri, exc)
 
-    def _record_etag(self, obj: ObjectId) -> list[str]:
+    def _record_etag(self, obj: ObjectId) -> str | None:
         """Records ``obj``'s ETag as its key's current one (in the caller's transaction);
         returns the ETag it replaces, if any."""
         record = obj.etag_record()
         old = self._cache.get(record, default=None, retry=True)
         if old == obj.etag:
-            return []
+            return None
         self._cache.set(record, obj.etag, retry=True)
-        return [old] if isinstance(old, str) else []
+        return old if isinstance(old, str) else None
 
     def _drop_older(self, obj: ObjectId, old: str) -> None:
         """Drops the chunks of the version ``old`` of ``obj``'s key (not if it is pinned: a
@@ -807,11 +807,14 @@ class ChunkCache:
         the object's size (part of the checkpoint: a remount does not hash them again, and
         ``verify`` can check them again)."""
         try:
-            value = proofs.to_record(proof)
             with self._index_lock:
-                self._cache.set(obj.proof_record(), value, tag=obj.tag(), retry=True)
+                self._set_proof(obj, proof)
         except (OSError, sqlite3.Error) as exc:
             log.warning("cache: could not record the proof of %s: %s", obj.uri, exc)
+
+    def _set_proof(self, obj: ObjectId, proof: proofs.Proof) -> None:
+        """The proof record of ``obj`` (the caller holds the index lock)."""
+        self._cache.set(obj.proof_record(), proofs.to_record(proof), tag=obj.tag(), retry=True)
 
     def forget_proof(self, obj: ObjectId) -> None:
         record = obj.proof_record()
