@@ -268,10 +268,7 @@ class Verifier:
         digests = [p.digest or b"" for p in state.parts]
         if proofs.combine(state.proof, digests) != state.proof.expected:
             return None  # the last read's settle refetches and says so
-        state.record_stale = False  # the record written with the chunk replaces it
-        state.proven = True
-        self.stats.proofs_passed += 1
-        log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
+        self._mark_passed(state)  # the record written with the chunk replaces any older one
         return state.proof
 
     async def arrived(self, version: ObjectVersion, index: int, source: ChunkSource) -> None:
@@ -559,11 +556,14 @@ class Verifier:
                 await self.cache.forget_proof(state.version.id)
 
     async def _passed(self, state: _State) -> None:
-        state.record_stale = False  # the record written now replaces it
-        state.proven = True
-        self.stats.proofs_passed += 1
+        self._mark_passed(state)  # the record written now replaces any older one
         async with state.recording:
             await self.cache.record_proof(state.version.id, state.proof)
+
+    def _mark_passed(self, state: _State) -> None:
+        state.record_stale = False
+        state.proven = True
+        self.stats.proofs_passed += 1
         log.debug("proof passed: %s (%s)", state.version.id.uri, state.proof.describe())
 
     async def _confirm(self, state: _State) -> tuple[proofs.Proof, ObjectFacts | None]:
