@@ -1,7 +1,10 @@
 """The chunk store on a real diskcache directory: keys, checksums, damage, ETag binding."""
 
+import ctypes
 import hashlib
+import mmap
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -160,6 +163,56 @@ def test_warm_opens_a_stored_chunk_for_reads_without_a_thread(cache):
     cache.put(key, chunk)
     cache.warm(key, CHUNK)  # just written: its bytes are in the page cache already
     assert cache.read_range_cached(key, CHUNK, 0, CHUNK) == chunk
+
+
+def resident_pages(path: Path) -> tuple[int, int]:
+    """(pages of ``path`` in the page cache, pages in all), as mincore(2) tells."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]  # fmt: skip
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert address not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+        try:
+            assert libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vec) == 0
+        finally:
+            libc.munmap(ctypes.c_void_p(address), ctypes.c_size_t(size))
+    finally:
+        os.close(fd)
+    return sum(v & 1 for v in vec), pages
+
+
+def test_warm_has_the_kernel_read_a_whole_chunk_in_from_disk(tmp_path):
+    big = 8 * CHUNK
+    version = ObjectVersion("bucket", "big", '"etag"', 2 * big)
+    key, chunk = version.chunk(big, 0), os.urandom(big)
+    cache = ChunkCache(tmp_path / "cache", 100 * CHUNK)
+    assert cache.put(key, chunk)
+    cache.close()
+    (path,) = value_files(tmp_path / "cache")
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # as after a reboot: only on disk
+    os.close(fd)
+    if resident_pages(path)[0]:
+        pytest.skip("this filesystem keeps the file in memory")
+    cache = ChunkCache(tmp_path / "cache", 100 * CHUNK)
+    try:
+        cache.warm(key, big)
+        deadline = time.monotonic() + 10
+        while (held := resident_pages(path))[0] < held[1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Every page, the last one too (one WILLNEED for the chunk was cut at the kernel's
+        # read-ahead size); read at once, nothing waits.
+        assert held[0] == held[1]
+        assert cache.read_range_cached(key, big, big - 100, big) == chunk[-100:]
+    finally:
+        cache.close()
 
 
 def put_object(cache, body: bytes, etag: str, chunk: int = 64 * 1024) -> ObjectVersion:

@@ -68,6 +68,8 @@ class _Superseded(RangefsError):
 
 OPEN_FILLS = 256  # chunk files kept open (idle ones beyond this are closed; they stay on disk)
 PUSHBACK_CAUSES = ("http_503", "http_429")
+WARM_AHEAD = 4  # stored chunks opened (read in from disk) ahead of a sequential reader
+WARMED = 256  # chunks opened by _warm_next, remembered so each is asked for once
 PENDING_BINDS = 4096  # versions fetched ahead whose ETag is recorded when a chunk is stored
 SMALL_AHEAD = 256 * 1024  # files fetched ahead whole, this small, fill in RAM until stored
 # A file to fetch ahead: its version, how many first bytes, and whether to bind its ETag.
@@ -164,8 +166,9 @@ class ChunkReader:
         self._reading: dict[ChunkKey, int] = {}  # reads of each chunk in progress
         self._progress = trio.Event()  # set (and renewed) when a read or a GET ends...
         self._settling = 0  # ...if a task waits for it (in settled)
-        self._following = 0  # read-ahead tasks still opening their fills
+        self._following = 0  # read-ahead tasks still opening their fills or chunks
         self._around: set[tuple[ChunkKey, int]] = set()  # pieces queued by _complete_around
+        self._warmed: OrderedDict[ChunkKey, None] = OrderedDict()  # by _warm_next
         self._binds: OrderedDict[ObjectId, bool] = OrderedDict()  # ETags to record on storing
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -535,6 +538,8 @@ class ChunkReader:
                 if key not in self._fills and self.cache.is_open(key):
                     continue  # complete in the store and opened for reading: nothing to do
                 self._spawn(self._readahead, version, part)
+        if stream.window.reads > 1:
+            self._warm_next(version, offset + length)
         return []
 
     def _complete_around(self, version: ObjectVersion, ranges: list[tuple[int, int]]) -> None:
@@ -646,6 +651,40 @@ class ChunkReader:
                 self._request(fill, a, b, demand=False)
         except Exception as exc:
             log.warning("read-ahead of %s chunk %d: %s", version.id.uri, part.index, exc)
+        finally:
+            self._following -= 1
+
+    def _warm_next(self, version: ObjectVersion, offset: int) -> None:
+        """A sequential reader in a chunk read from the store: the next
+        :data:`WARM_AHEAD` chunks are opened now, so the kernel reads them in from disk
+        before the reader gets there (8 MiB takes ~7 ms from this machine's disk, the reader
+        ~10 ms at 800 MB/s). Opened only when the window reached them, every other chunk was
+        still on its way from disk at the reader's first reads in it, which then waited in a
+        thread."""
+        index = offset // self.chunk_size
+        key = version.chunk(self.chunk_size, index)
+        if key in self._fills or not self.cache.is_open(key):
+            return
+        for at in range(index + 1, index + 1 + WARM_AHEAD):
+            if at * self.chunk_size >= version.size:
+                return
+            following = version.chunk(self.chunk_size, at)
+            if following in self._fills or following in self._warmed:
+                continue
+            if self.cache.is_open(following):
+                continue
+            self._warmed[following] = None
+            if len(self._warmed) > WARMED:
+                self._warmed.popitem(last=False)
+            self._spawn(self._warm_one, version, at)
+
+    async def _warm_one(self, version: ObjectVersion, index: int) -> None:
+        length = chunks.chunk_length(index, version.size, self.chunk_size)
+        self._following += 1
+        try:
+            await self.cache.warm(version.chunk(self.chunk_size, index), length)
+        except Exception as exc:
+            log.warning("read-ahead from disk of %s chunk %d: %s", version.id.uri, index, exc)
         finally:
             self._following -= 1
 
