@@ -85,6 +85,7 @@ class ReadStream:
     window: Window = field(default_factory=Window)
     waited: bool = False
     failed: ProofFailed | None = None
+    warmed: int = -1  # the chunk whose followers were last opened for it (_warm_next)
 
     def ahead(self) -> int:
         return self.window.ahead()
@@ -538,8 +539,8 @@ class ChunkReader:
                 if key not in self._fills and self.cache.is_open(key):
                     continue  # complete in the store and opened for reading: nothing to do
                 self._spawn(self._readahead, version, part)
-        if stream.window.reads > 1:
-            self._warm_next(version, offset + length)
+        if stream.window.reads > 1 and (offset + length) // self.chunk_size != stream.warmed:
+            self._warm_next(stream, version, offset + length)
         return []
 
     def _complete_around(self, version: ObjectVersion, ranges: list[tuple[int, int]]) -> None:
@@ -654,7 +655,7 @@ class ChunkReader:
         finally:
             self._following -= 1
 
-    def _warm_next(self, version: ObjectVersion, offset: int) -> None:
+    def _warm_next(self, stream: ReadStream, version: ObjectVersion, offset: int) -> None:
         """A sequential reader in a chunk read from the store: the next
         :data:`WARM_AHEAD` chunks are opened now, so the kernel reads them in from disk
         before the reader gets there (8 MiB takes ~7 ms from this machine's disk, the reader
@@ -665,6 +666,7 @@ class ChunkReader:
         key = version.chunk(self.chunk_size, index)
         if key in self._fills or not self.cache.is_open(key):
             return
+        stream.warmed = index  # once a chunk: the next reads in it need not look
         for at in range(index + 1, index + 1 + WARM_AHEAD):
             if at * self.chunk_size >= version.size:
                 return
