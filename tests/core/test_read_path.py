@@ -230,13 +230,19 @@ async def test_a_random_reader_gets_each_chunk_it_touches_whole_and_once(env):
         assert len(env.store.gets) == gets
 
 
-async def test_a_cached_sequential_read_has_the_kernel_read_the_chunks_ahead_in(env):
-    big = 8 * CHUNK
-    data = env.store.put("f", size=6 * big, seed=15)
-    async with env.core(chunk_size=big) as core:
+async def cached_on_disk(env, chunks: int, seed: int) -> bytes:
+    """An object of ``chunks`` chunks of 8 * CHUNK, read once whole (so stored on disk)."""
+    data = env.store.put("f", size=chunks * 8 * CHUNK, seed=seed)
+    async with env.core(chunk_size=8 * CHUNK) as core:
         fh = await open_path(core.fs, "f")
         assert await read_all(core.fs, fh, len(data), request=CHUNK) == data
         await settle(core)
+    return data
+
+
+async def test_a_cached_sequential_read_has_the_kernel_read_the_chunks_ahead_in(env):
+    big = 8 * CHUNK
+    data = await cached_on_disk(env, 6, seed=15)
     gets = len(env.store.gets)
     async with env.core(chunk_size=big, max_readahead=8 * big) as core:  # on disk: a remount
         fh = await open_path(core.fs, "f")
@@ -254,11 +260,7 @@ async def test_a_cached_sequential_read_has_the_kernel_read_the_chunks_ahead_in(
 
 async def test_a_cached_sequential_reader_finds_each_next_chunk_open_a_chunk_ahead(env):
     big = 8 * CHUNK
-    data = env.store.put("f", size=12 * big, seed=16)
-    async with env.core(chunk_size=big) as core:
-        fh = await open_path(core.fs, "f")
-        assert await read_all(core.fs, fh, len(data), request=CHUNK) == data
-        await settle(core)
+    data = await cached_on_disk(env, 12, seed=16)
     gets = len(env.store.gets)
     async with env.core(chunk_size=big) as core:  # on disk: a remount
         fh = await open_path(core.fs, "f")
