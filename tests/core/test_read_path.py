@@ -372,7 +372,8 @@ async def test_read_ahead_never_takes_the_last_fetch_slots(env):
         for i in range(2):  # then read-ahead of chunks 2..5 hangs at the gate
             await core.fs.read(seq, i * CHUNK, CHUNK)
         await gate_reached(gate)
-        await trio.testing.wait_all_tasks_blocked()
+        # The second chunk's fill may still be opening in a worker thread.
+        await until(lambda: core.stats.bytes_in_flight >= 2 * CHUNK)
         assert core.stats.bytes_in_flight == 2 * CHUNK  # two slots for read-ahead, two kept
         fh = await open_path(core.fs, "other")
         with trio.fail_after(5):  # served by a slot read-ahead may not use
@@ -389,6 +390,7 @@ async def test_a_read_of_queued_read_ahead_is_promoted(env):
             await core.fs.read(seq, i * CHUNK, CHUNK)
         await gate_reached(gate)
         await until(lambda: core.reader.pending_fetches == 4)  # all four asked for
+        await until(lambda: core.stats.bytes_in_flight >= 2 * CHUNK)  # fills open in threads
         assert core.stats.bytes_in_flight == 2 * CHUNK  # two read-ahead slots
         queued = min(
             key.index
