@@ -13,7 +13,7 @@ import trio
 from rangefs.fs.pins import AHEAD_FRESH
 from rangefs.fs.walk import AHEAD_FILES, WALK_AFTER
 from tests.core.fakes import Gate
-from tests.core.helpers import CHUNK, open_path, read_all, settle, until
+from tests.core.helpers import CHUNK, gate_reached, open_path, read_all, settle, until
 
 SMALL = 3000
 
@@ -33,6 +33,27 @@ def held(gates: list[Gate], count: int, timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.001)
     return True
+
+
+def count_store_calls(store: Any) -> list[tuple[str, str]]:
+    """Records the blocking ChunkCache's writes and batch lookups as (call, object key);
+    an ``adopt`` is named with what it wrote in the same transaction (+proof, +bind)."""
+    calls: list[tuple[str, str]] = []
+    names = ("adopt", "bind_etag", "record_proof", "forget_proof", "pinned_each", "open_fill")
+    for name in (*names, "contains_each"):
+        method = getattr(store, name)
+
+        def counted(what: Any, *args: Any, _n: str = name, _m: Any = method, **kw: Any) -> Any:
+            if _n == "adopt":
+                _n += "+proof" * (kw.get("proof") is not None) + "+bind" * kw["bind"]
+            if _n == "pinned_each":
+                what = [None]  # counted once a batch
+            for one in what if isinstance(what, list) else [what]:
+                calls.append((_n, getattr(getattr(one, "obj", one), "key", "")))
+            return _m(what, *args, **kw)
+
+        setattr(store, name, counted)
+    return calls
 
 
 async def copy(core, path: str, size: int) -> bytes:
@@ -229,22 +250,8 @@ async def test_a_small_file_ahead_costs_one_cache_write_and_pins_are_read_in_bat
     tree = put_tree(env, 100)
     keys = list(tree)
     async with env.core() as core:
-        store = core.fs.cache.cache  # the blocking ChunkCache
-        calls: list[tuple[str, str]] = []
-        names = ("adopt", "bind_etag", "record_proof", "forget_proof", "pinned_each", "open_fill")
-        for name in (*names, "contains_each"):
-            method = getattr(store, name)
-
-            def counted(what: Any, *args: Any, _n: str = name, _m: Any = method, **kw: Any) -> Any:
-                if _n == "adopt":
-                    _n += "+proof" * (kw.get("proof") is not None) + "+bind" * kw["bind"]
-                if _n == "pinned_each":
-                    what = [None]  # counted once a batch
-                for one in what if isinstance(what, list) else [what]:
-                    calls.append((_n, getattr(getattr(one, "obj", one), "key", "")))
-                return _m(what, *args, **kw)
-
-            setattr(store, name, counted)
+        store = core.fs.cache.cache
+        calls = count_store_calls(store)
         for key in keys:
             assert await copy(core, key, SMALL) == tree[key]
         await settle(core)
@@ -255,3 +262,30 @@ async def test_a_small_file_ahead_costs_one_cache_write_and_pins_are_read_in_bat
         assert calls.count(("pinned_each", "")) <= batches
         for key in keys:
             assert store.proof(core.fs._last_version[key].id) is not None
+
+
+async def test_a_walker_that_catches_up_with_a_file_ahead_still_costs_one_cache_write(env):
+    """On a slow link the walker often reaches a file whose GET is still on its way: it
+    reads the bytes as they land, and the proof is still recorded with the chunk (not
+    stored, then forgotten and recorded again once the last read has settled it)."""
+    tree = put_tree(env, WALK_AFTER + 3)
+    keys = list(tree)
+    caught = keys[WALK_AFTER + 1]
+    gate = env.store.hold(caught)
+    got: list[bytes] = []
+    async with env.core() as core:
+        calls = count_store_calls(core.fs.cache.cache)
+        for key in keys[: WALK_AFTER + 1]:
+            await copy(core, key, SMALL)
+        await gate_reached(gate)
+
+        async def walker() -> None:
+            got.append(await copy(core, caught, SMALL))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(walker)
+            await until(lambda: any(k.obj.key == caught for k in core.reader._reading))
+            gate.release()
+        await settle(core)
+        assert got == [tree[caught]]
+        assert [n for n, k in calls if k == caught] == ["contains_each", "adopt+proof+bind"]

@@ -318,6 +318,10 @@ class Verifier:
         state = await self._checked_state(version)
         if not state.proof.verifiable or state.proven:
             return False
+        for index in range(first, last + 1):
+            # Outside the lock: a GET of these chunks still ending (the reader woke as its
+            # bytes landed) then passes the version itself, with the chunk's transaction.
+            await source.settled(version.chunk(self.chunk_size, index))
         async with state.settling:
             state = await self._checked_state(version)
             if state.proven:
