@@ -379,6 +379,9 @@ def render(
         "the read right after the cold one, nothing dropped.",
         "- the file is looked up (`stat`) before the clock starts; mount time is not "
         "counted. Copies to a local file are not fsync'ed (nor are boto3's).",
+        "- ffprobe / `ffmpeg -ss`: after the page cache is dropped, the tool runs once with "
+        "`-version` (untimed), so the timed run does not read its libraries from disk "
+        "(0.2-0.6 s, more than the peers differ by).",
         f"- rangefs: `python -m rangefs mount --endpoint-url … --cache-dir … --chunk-size "
         f"{' '.join([f'{a.chunk_size_mib}M', *a.rangefs_arg])}` (other options at their "
         "defaults).",
