@@ -1,14 +1,16 @@
 """Measures what a kill -9 at about half of a copy costs: bytes refetched on resume.
 
-    python -m tests.benchmark.measure_resume [--size-mib 1024] [--at 0.5]
+    python -m tests.benchmark.measure_resume [--size-mib 1024] [--at 0.5] [--link 0.02,50e6]
 
-Starts SeaweedFS, puts a counting proxy in front of it, mounts rangefs (default 8 MiB
+Starts SeaweedFS, puts a counting proxy in front of it (and with ``--link``, the WAN link
+simulator between the two, as the benchmark's WAN media rows do), mounts rangefs (default 8 MiB
 chunks), copies the object to a file, SIGKILLs the daemon when the copy is at ``--at`` of
 the object, mounts again with the same cache dir and copies again. Prints the bytes the
 server sent in each run against the ideal (the part not fetched before) in chunks.
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.benchmark.link import link
 from tests.support import is_mounted, sha256_file
 from tests.support.patterns import upload_pattern
 from tests.support.proxy import CountingProxy
@@ -39,7 +42,13 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--at", type=float, default=0.5)
     ap.add_argument("--chunk-size", default="8M")
+    ap.add_argument(
+        "--link",
+        metavar="LATENCY,BANDWIDTH",
+        help="through the link simulator: seconds to the first byte, bytes/s per connection",
+    )
     args = ap.parse_args()
+    wan = [float(v) for v in args.link.split(",")] if args.link else None
     size = args.size_mib * MiB
     base = Path(tempfile.mkdtemp(prefix="rangefs-resume-"))
     server = start_seaweedfs(base / "s3")
@@ -49,7 +58,11 @@ def main() -> int:
         client = server.client()
         client.create_bucket(Bucket="bkt")
         want = upload_pattern(client, "bkt", "big.bin", size, 1)
-        with CountingProxy(server.endpoint_url) as proxy:
+        with contextlib.ExitStack() as stack:
+            upstream = server.endpoint_url
+            if wan is not None:
+                upstream = stack.enter_context(link(upstream, latency=wan[0], bandwidth=wan[1]))
+            proxy = stack.enter_context(CountingProxy(upstream))
             pid = mount(server.env(), proxy.url, cache, mnt, pid_file, args.chunk_size)
             cp = subprocess.Popen(["cp", str(mnt / "big.bin"), str(dst)])
             while (dst.stat().st_size if dst.exists() else 0) < args.at * size:
@@ -70,7 +83,10 @@ def main() -> int:
         digest = sha256_file(dst)
         chunk = int(args.chunk_size.rstrip("M")) * MiB
         ideal = size - first
-        print(f"object            {size / MiB:.0f} MiB, chunk {args.chunk_size}")
+        through = ""
+        if wan is not None:
+            through = f", link {wan[0] * 1000:.0f} ms + {wan[1] / 1e6:.0f} MB/s per connection"
+        print(f"object            {size / MiB:.0f} MiB, chunk {args.chunk_size}{through}")
         print(f"killed at         cp had written {copied / MiB:.0f} MiB ({copied / size:.0%})")
         print(f"run 1 (killed)    server sent {first / MiB:.1f} MiB")
         extra = second - ideal
