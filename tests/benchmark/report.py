@@ -206,18 +206,18 @@ def targets(results: Results, size: int, chunk: int) -> list[Target]:
         out.append((name, got, limit, ok))
 
     def faster(name: str, mine: str, peers: tuple[str, ...]) -> None:
-        times = {key: rows[key].seconds for key in (mine, *peers)}
-        if any(t is None for t in times.values()):
-            key = next(k for k, t in times.items() if t is None)
-            why = one_line(rows[key].error or "not measured", 80)
-            out.append((name, f"n/a ({rows[key].tool}: {why})", "faster than each", None))
+        keys = (mine, *peers)
+        times = {key: t for key in keys if (t := rows[key].seconds) is not None}
+        missing = next((key for key in keys if key not in times), None)
+        if missing is not None:
+            why = one_line(rows[missing].error or "not measured", 80)
+            out.append((name, f"n/a ({rows[missing].tool}: {why})", "faster than each", None))
             return
-        mine_s = times.pop(mine) or 0.0
+        mine_s = times.pop(mine)
         got = f"{mine_s:.2f} s vs " + ", ".join(
             f"{rows[k].tool} {t:.2f} s" for k, t in times.items()
         )
-        ok = all(mine_s < (t or 0.0) for t in times.values())
-        out.append((name, got, "faster than each", ok))
+        out.append((name, got, "faster than each", all(mine_s < t for t in times.values())))
 
     seek_chunks("ffmpeg -ss middle fetches ≤ 4 chunks", "rf.seek")
     for p in WAN_PROFILES:
